@@ -1,0 +1,51 @@
+# Two commands do everything on a fresh machine:
+#   make up     start a private MariaDB/MySQL with the binlog settings, and auroratrack in front
+#   make test   run the whole test suite
+# Both install what they need (a virtualenv, and Debian packages when run as root).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STATE := .auroratrack
+SERVER_DIR := $(STATE)/server
+DATA_DIR := $(STATE)/data
+PROXY_LISTEN ?= 127.0.0.1:3307
+ADMIN_LISTEN ?= 127.0.0.1:3308
+UPSTREAM ?=
+
+.PHONY: up down test bench lint deps system-deps clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	touch $@
+
+deps: $(VENV)/.installed
+
+system-deps:
+	scripts/ensure-system-packages.sh clients
+
+tests/clients/node/node_modules/.installed: tests/clients/node/package.json
+	cd tests/clients/node && npm install --no-audit --no-fund --silent
+	touch $@
+
+up: deps
+	scripts/ensure-system-packages.sh server
+	scripts/up.sh "$(UPSTREAM)" "$(PROXY_LISTEN)" "$(ADMIN_LISTEN)"
+
+down:
+	-scripts/down.sh
+
+test: deps system-deps tests/clients/node/node_modules/.installed
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: deps
+	scripts/ensure-system-packages.sh bench
+	$(BIN)/python bench/proxy_bench.py $(BENCH_ARGS)
+
+lint: deps
+	$(BIN)/ruff check proxy tests bench
+
+clean: down
+	rm -rf $(STATE)

@@ -1,0 +1,1 @@
+"""auroratrack: an Aurora-style Backtrack for stock MySQL and MariaDB."""

@@ -1,0 +1,344 @@
+"""The wire relay: each client session relayed to its own server connection.
+
+``ProxyServer`` listens for clients; each accepted client gets a ``ClientSession`` that opens
+one connection to the upstream server and relays bytes both ways, while its ``SessionTracker``
+follows the protocol (DESIGN.md decision 1: authentication is relayed untouched, only the
+capabilities the relay cannot follow are masked). The relay knows nothing of backtracks: it asks
+the gate whether a command may start, and tells it when a session goes idle.
+
+Why asyncio Protocols and not streams: a ``StreamReader`` relay costs a coroutine wake-up and a
+buffer copy per read on each side; callbacks write the received ``bytes`` object straight to the
+other transport. On this 2-core machine that difference is most of the gap to haproxy.
+
+Failure rules: a ``ProtocolError`` or a lost peer ends that one session (with an ERR packet to
+the client when it is waiting at a packet boundary); the listener and other sessions go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from proxy import wire
+from proxy.gate import BACKTRACKING_ERRNO, BACKTRACKING_SQLSTATE, Gate, backtracking_message
+from proxy.tracker import SessionTracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """A snapshot of one session, for status output."""
+
+    session_id: int
+    client: str
+    state: str  # "idle" / "busy" / "held" / "connecting"
+    in_transaction: bool
+    server_connection_id: int | None
+    user: str
+    database: str | None
+    started_at: float
+    commands: int
+
+
+class ClientSession(asyncio.Protocol):
+    """The client side of one relayed session (and owner of its upstream connection)."""
+
+    def __init__(self, proxy: ProxyServer, session_id: int):
+        self.proxy = proxy
+        self.gate = proxy.gate
+        self.session_id = session_id
+        self.tracker = SessionTracker(proxy.max_allowed_packet)
+        self.started_at = time.time()
+        self.transport: asyncio.Transport | None = None
+        self.upstream: asyncio.Transport | None = None
+        self.peer = "?"
+        self.closed = False
+        self._held_timer: asyncio.TimerHandle | None = None
+        self._held_since = 0.0
+        self._reading_paused_for = set()  # reasons: "gate", "flow"
+        self._connect_task: asyncio.Task | None = None
+
+    # -- what the gate and status see --------------------------------------------------------------
+    @property
+    def server_connection_id(self) -> int | None:
+        return self.tracker.connection_id
+
+    @property
+    def busy(self) -> bool:
+        return self.tracker.busy
+
+    def info(self) -> SessionInfo:
+        tracker = self.tracker
+        if self.upstream is None:
+            state = "connecting"
+        elif tracker.held_by_gate:
+            state = "held"
+        else:
+            state = "busy" if tracker.busy else "idle"
+        return SessionInfo(self.session_id, self.peer, state, tracker.in_transaction,
+                           tracker.connection_id, tracker.user, tracker.database,
+                           self.started_at, tracker.commands_started)
+
+    # -- client transport callbacks -----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.gate.register(self)
+        self._connect_task = asyncio.get_running_loop().create_task(self._open_upstream())
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            out = self.tracker.feed_client(data, self.gate.may_start_command)
+        except wire.ProtocolError as exc:
+            self._fail(exc, from_client=True)
+            return
+        if out:
+            self.upstream.write(out)
+        if self.tracker.held_by_gate:
+            self._start_holding()
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.close()
+
+    def pause_writing(self) -> None:  # the client reads slower than the server sends
+        if self.upstream is not None:
+            self.upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.upstream is not None and not self.closed:
+            self.upstream.resume_reading()
+
+    # -- upstream -------------------------------------------------------------------------------------
+    async def _open_upstream(self) -> None:
+        if not self.gate.is_open and not await self.gate.wait_open(self.gate.hold_timeout):
+            self._refuse_at_door()
+            return
+        if self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: UpstreamConnection(self), self.proxy.upstream_host, self.proxy.upstream_port
+                ),
+                self.proxy.connect_timeout,
+            )
+        except (OSError, TimeoutError) as exc:
+            self._send_err(0, 2003, "HY000",
+                           f"auroratrack: cannot reach the server "
+                           f"{self.proxy.upstream_host}:{self.proxy.upstream_port}: {exc}")
+            self.close()
+            return
+        if self.closed:
+            transport.abort()
+
+    def server_data(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            out = self.tracker.feed_server(data)
+        except wire.ProtocolError as exc:
+            self._fail(exc, from_client=False)
+            return
+        if out:
+            self.transport.write(out)
+        if self.gate.draining:
+            self.gate.notify_idle()
+
+    def server_lost(self) -> None:
+        if self.closed:
+            return
+        seq = self.tracker.expected_server_seq
+        if seq is not None:
+            self._send_err(seq, wire.CR_SERVER_LOST, "HY000",
+                           "auroratrack: lost connection to the server during the query")
+        self.close()
+
+    # -- the gate ---------------------------------------------------------------------------------------
+    def _start_holding(self) -> None:
+        if "gate" in self._reading_paused_for:
+            return
+        self._reading_paused_for.add("gate")
+        self.transport.pause_reading()
+        self.gate.hold(self)
+        self._held_since = time.monotonic()
+        self._held_timer = asyncio.get_running_loop().call_later(
+            self.gate.hold_timeout, self._hold_expired
+        )
+
+    def release(self) -> None:
+        """The gate reopened: forward what was held and read again."""
+        if self.closed:
+            return
+        self._stop_holding()
+        try:
+            out = self.tracker.release() if self.gate.is_open else b""
+        except wire.ProtocolError as exc:
+            self._fail(exc, from_client=True)
+            return
+        if out:
+            self.upstream.write(out)
+        if self.tracker.held_by_gate:
+            self._start_holding()
+
+    def _stop_holding(self) -> None:
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held_timer = None
+        self.gate.unhold(self)
+        if "gate" in self._reading_paused_for:
+            self._reading_paused_for.discard("gate")
+            self.transport.resume_reading()
+
+    def _hold_expired(self) -> None:
+        """Held too long: answer the held command with an ERR instead of running it."""
+        self._held_timer = None
+        waited = time.monotonic() - self._held_since
+        whole = self.tracker.take_held_command()
+        self._send_err(1, BACKTRACKING_ERRNO, BACKTRACKING_SQLSTATE, backtracking_message(waited))
+        if not whole:
+            self.close()
+            return
+        self._stop_holding()
+        if self.tracker.held_by_gate:  # a pipelined command was behind it
+            self._start_holding()
+
+    def _refuse_at_door(self) -> None:
+        self._send_err(0, BACKTRACKING_ERRNO, BACKTRACKING_SQLSTATE,
+                       backtracking_message(self.gate.hold_timeout))
+        self.close()
+
+    # -- ending -------------------------------------------------------------------------------------------
+    def _fail(self, exc: wire.ProtocolError, from_client: bool) -> None:
+        log.warning("session %d (%s) ended: %s", self.session_id, self.peer, exc)
+        self.proxy.protocol_errors += 1
+        if from_client:
+            pending = self.tracker.pending
+            seq = pending[-1].next_seq if pending else 1
+            self._send_err(seq, exc.errno, exc.sqlstate, f"auroratrack: {exc}")
+        else:
+            seq = self.tracker.expected_server_seq
+            if seq is not None:
+                self._send_err(seq, exc.errno, exc.sqlstate, f"auroratrack: server protocol error: {exc}")
+        self.close()
+
+    def _send_err(self, seq: int, errno: int, sqlstate: str, message: str) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(wire.make_err_packet(seq, errno, sqlstate, message))
+
+    def close(self) -> None:
+        """End the session: both sockets closed, nothing left scheduled."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held_timer = None
+        if self._connect_task is not None and not self._connect_task.done():
+            self._connect_task.cancel()
+        if self.transport is not None:
+            self.transport.close()
+        if self.upstream is not None:
+            self.upstream.close()
+        self.gate.unregister(self)
+        self.proxy.session_closed(self)
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """The server side of a session: hands everything to its ``ClientSession``."""
+
+    def __init__(self, session: ClientSession):
+        self.session = session
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        # Set here, not after create_connection returns: the server may speak first.
+        self.session.upstream = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.session.server_data(data)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.session.server_lost()
+
+    def pause_writing(self) -> None:  # the server reads slower than the client sends
+        session = self.session
+        if session.transport is not None and "flow" not in session._reading_paused_for:
+            session._reading_paused_for.add("flow")
+            session.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        session = self.session
+        if "flow" in session._reading_paused_for:
+            session._reading_paused_for.discard("flow")
+            if not session._reading_paused_for and not session.closed:
+                session.transport.resume_reading()
+
+
+class ProxyServer:
+    """Accepts clients on ``listen`` and relays each to ``upstream``."""
+
+    def __init__(
+        self,
+        upstream_host: str,
+        upstream_port: int,
+        gate: Gate,
+        max_allowed_packet: int = 1 << 30,
+        connect_timeout: float = 10.0,
+    ):
+        self.upstream_host = upstream_host
+        self.upstream_port = upstream_port
+        self.gate = gate
+        self.max_allowed_packet = max_allowed_packet
+        self.connect_timeout = connect_timeout
+        self.sessions: dict[int, ClientSession] = {}
+        self.sessions_total = 0
+        self.protocol_errors = 0
+        self.commands_closed_sessions = 0
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        """Start listening; returns the bound address (port 0 picks a free one)."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._new_session, host, port, backlog=1024)
+        sockname = self._server.sockets[0].getsockname()
+        return sockname[0], sockname[1]
+
+    def _new_session(self) -> ClientSession:
+        self.sessions_total += 1
+        session = ClientSession(self, self.sessions_total)
+        self.sessions[session.session_id] = session
+        return session
+
+    def session_closed(self, session: ClientSession) -> None:
+        if self.sessions.pop(session.session_id, None) is not None:
+            self.commands_closed_sessions += session.tracker.commands_started
+
+    @property
+    def commands_relayed(self) -> int:
+        return self.commands_closed_sessions + sum(
+            s.tracker.commands_started for s in self.sessions.values()
+        )
+
+    def session_infos(self) -> list[SessionInfo]:
+        return [s.info() for s in list(self.sessions.values())]
+
+    async def close(self) -> None:
+        """Stop listening and end every session."""
+        if self._server is not None:
+            self._server.close()
+        for session in list(self.sessions.values()):
+            session.close()
+        if self._server is not None:
+            await self._server.wait_closed()

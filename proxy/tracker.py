@@ -1,0 +1,575 @@
+"""Per-session protocol state machine: where each command's response ends, and what the session is.
+
+Pure and synchronous: it is fed the bytes each side sends and says what may be forwarded; it
+never touches a socket. The relay owns one tracker per client session.
+
+What it knows at every moment: the phase (handshake, authentication, commands), which commands
+are waiting for a response (clients may pipeline), whether the session is idle or busy, the
+server's status flags (so: inside a transaction or not), the server connection id, user and
+current database. It frames packets (including 16 MiB+ logical packets), checks sequence ids,
+enforces ``max_allowed_packet`` on client packets, and raises ``ProtocolError`` on anything
+malformed, which ends that one session.
+
+Direction rules:
+  * server -> client: every byte is forwarded as soon as it arrives (``feed_server`` returns the
+    same object it was given); the tracker only keeps a copy of a packet it must read whole.
+  * client -> server: a new command is forwarded only once ``may_start_command()`` allows it; a
+    command that arrives while the gate is closed is held whole, and ``release()`` hands it back.
+
+Hot path: no SQL is parsed. The only look inside a query is a cheap check whether it starts
+with ``USE`` (to keep the current database without asking the server).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from proxy.wire import (
+    ER_NET_PACKET_TOO_LARGE,
+    ER_NET_PACKETS_OUT_OF_ORDER,
+    ER_UNKNOWN_COM_ERROR,
+    MASKED_CAPABILITIES,
+    MAX_CHUNK,
+    Capability,
+    Command,
+    ProtocolError,
+    ServerStatus,
+    mask_handshake_response,
+    mask_initial_handshake,
+    parse_handshake_response,
+    parse_initial_handshake,
+    read_length_encoded_integer,
+)
+
+# Session phases.
+HANDSHAKE = "handshake"  # waiting for the server's initial handshake
+AUTH = "auth"  # authentication exchange (also after COM_CHANGE_USER)
+COMMAND = "command"
+CLOSING = "closing"  # the server sent a final ERR; nothing more is expected
+
+# Response parsing states. A command's response is a small program over these states.
+S_FIRST = 0  # first packet of a result: OK | ERR | LOCAL INFILE | column count
+S_COLDEFS = 1  # `remaining` column definitions to go
+S_COLEOF = 2  # the EOF after column definitions (no CLIENT_DEPRECATE_EOF)
+S_ROWS = 3  # rows until EOF/OK (0xFE) or ERR
+S_PREPARE = 4  # COM_STMT_PREPARE_OK or ERR
+S_SKIP = 5  # `remaining` packets to pass over (param/column definitions of a prepare)
+S_SINGLE = 6  # exactly one packet (OK / ERR / EOF / COM_STATISTICS string)
+S_FIELDS = 7  # COM_FIELD_LIST: column definitions until EOF or ERR
+S_AUTH = 8  # authentication exchange until OK or ERR
+
+_IN_TRANS = ServerStatus.SERVER_STATUS_IN_TRANS
+_MORE_RESULTS = ServerStatus.SERVER_MORE_RESULTS_EXISTS
+_CURSOR_EXISTS = ServerStatus.SERVER_STATUS_CURSOR_EXISTS
+_DEPRECATE_EOF = Capability.CLIENT_DEPRECATE_EOF
+
+# Which state a command's response starts in; None = the command has no response.
+_RESPONSE_START: dict[int, int | None] = {
+    Command.COM_QUERY: S_FIRST,
+    Command.COM_STMT_EXECUTE: S_FIRST,
+    Command.COM_STMT_PREPARE: S_PREPARE,
+    Command.COM_STMT_FETCH: S_ROWS,
+    Command.COM_FIELD_LIST: S_FIELDS,
+    Command.COM_CHANGE_USER: S_AUTH,
+    Command.COM_STMT_SEND_LONG_DATA: None,
+    Command.COM_STMT_CLOSE: None,
+    Command.COM_QUIT: None,
+}
+# Commands that would turn the connection into something else (a replication stream, a
+# clone); the relay cannot follow them, so they end the session with an ERR.
+_REFUSED_COMMANDS = frozenset(
+    {
+        Command.COM_BINLOG_DUMP,
+        Command.COM_BINLOG_DUMP_GTID,
+        Command.COM_TABLE_DUMP,
+        Command.COM_REGISTER_SLAVE,
+        Command.COM_CONNECT_OUT,
+        Command.COM_CLONE,
+        Command.COM_STMT_BULK_EXECUTE,
+    }
+)
+# Packets that the parser must see whole before it can interpret them (small by nature).
+_WHOLE_STATES = frozenset({S_FIRST, S_COLEOF, S_PREPARE, S_SINGLE, S_AUTH})
+
+
+class PendingResponse:
+    """One command waiting for (the rest of) its response."""
+
+    __slots__ = ("command", "state", "remaining", "next_seq", "new_database")
+
+    def __init__(self, command: int, state: int, next_seq: int):
+        self.command = command
+        self.state = state
+        self.remaining = 0
+        self.next_seq = next_seq  # sequence id the next packet of this exchange must carry
+        self.new_database: str | None = None  # set by COM_INIT_DB / USE, applied on OK
+
+
+class SessionTracker:
+    """Protocol state of one client session; see the module docstring."""
+
+    def __init__(self, max_allowed_packet: int = 1 << 30):
+        self.max_allowed_packet = max_allowed_packet
+        self.phase = HANDSHAKE
+        self.status_flags = 0
+        self.connection_id: int | None = None
+        self.server_version = ""
+        self.user = ""
+        self.database: str | None = None
+        self.capabilities = 0  # effective: what the client asked for of what we advertised
+        self.deprecate_eof = False
+        self.pending: deque[PendingResponse] = deque()
+        self.commands_started = 0
+        # server -> client framing
+        self._s_buf = b""  # a partial header or a partial packet that must be read whole
+        self._s_skip = 0  # payload bytes of the current chunk still to pass over
+        self._s_cont = False  # the current logical packet continues in another chunk
+        # client -> server framing
+        self._c_buf = b""  # bytes not yet forwarded: an undecided packet start, or held
+        self._c_skip = 0
+        self._c_cont: PendingResponse | None = None  # exchange of a chunk still continuing
+        self._c_total = 0  # size of the client's current logical packet so far
+        self._c_infile: PendingResponse | None = None  # LOCAL INFILE upload in progress
+        self.held_by_gate = False
+        self._server_capabilities = 0
+
+    # -- what the session is ------------------------------------------------------------------
+    @property
+    def in_transaction(self) -> bool:
+        return bool(self.status_flags & _IN_TRANS)
+
+    @property
+    def busy(self) -> bool:
+        """A command is in flight: sent (or being sent) and its response not complete."""
+        return bool(
+            self.pending or self._c_infile or self._c_skip or self._c_cont
+            or (self._c_buf and not self.held_by_gate)
+        )
+
+    @property
+    def expected_server_seq(self) -> int | None:
+        """Sequence id for an ERR the proxy injects in place of the server's next packet,
+        or None when the client is not waiting at a packet boundary."""
+        if self.pending and not self._s_skip and not self._s_cont and not self._s_buf:
+            return self.pending[0].next_seq
+        return None
+
+    # -- server -> client -----------------------------------------------------------------------
+    def feed_server(self, data: bytes) -> bytes:
+        """Scan bytes from the server; returns the bytes to send to the client (normally
+        ``data`` itself; the initial handshake comes back with capabilities masked)."""
+        if self.phase == HANDSHAKE:
+            return self._feed_server_handshake(data)
+        pos = 0
+        n = len(data)
+        skip = self._s_skip
+        if skip:
+            if skip >= n:
+                self._s_skip = skip - n
+                return data
+            pos = skip
+            self._s_skip = 0
+        if self._s_buf:
+            buf = self._s_buf + data[pos:]
+            self._s_buf = b""
+            pos = 0
+            n = len(buf)
+        else:
+            buf = data
+        pending = self.pending
+        while pos < n:
+            if n - pos < 4:
+                self._s_buf = buf[pos:]
+                break
+            length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+            seq = buf[pos + 3]
+            end = pos + 4 + length
+            if self._s_cont:  # continuation chunk of a big packet: framing only
+                entry = pending[0]
+                if seq != entry.next_seq:
+                    raise ProtocolError(
+                        f"server sent sequence id {seq}, expected {entry.next_seq}",
+                        ER_NET_PACKETS_OUT_OF_ORDER,
+                    )
+                entry.next_seq = (seq + 1) & 0xFF
+                self._s_cont = length == MAX_CHUNK
+            else:
+                if not pending:
+                    self._unsolicited_server_packet(buf, pos, length)
+                    if end > n:
+                        self._s_skip = end - n
+                        break
+                    pos = end
+                    continue
+                entry = pending[0]
+                if seq != entry.next_seq:
+                    raise ProtocolError(
+                        f"server sent sequence id {seq}, expected {entry.next_seq}",
+                        ER_NET_PACKETS_OUT_OF_ORDER,
+                    )
+                entry.next_seq = (seq + 1) & 0xFF
+                if length:
+                    if end > n and (
+                        entry.state in _WHOLE_STATES
+                        or (entry.state == S_ROWS and n - pos > 4
+                            and buf[pos + 4] == 0xFE and length < MAX_CHUNK)
+                        or n - pos == 4
+                    ):
+                        # Must read it whole (or cannot even see its first byte): keep a copy
+                        # and undo the sequence bookkeeping until the rest arrives.
+                        entry.next_seq = seq
+                        self._s_buf = buf[pos:]
+                        break
+                    self._server_packet(entry, buf, pos + 4, length)
+                self._s_cont = length == MAX_CHUNK
+            if end > n:
+                self._s_skip = end - n
+                break
+            pos = end
+        return data
+
+    def _server_packet(self, entry: PendingResponse, buf: bytes, start: int, length: int) -> None:
+        """Advance ``entry`` by one server packet whose payload starts at ``buf[start]``."""
+        state = entry.state
+        first = buf[start]
+        if state == S_ROWS:
+            if first == 0xFE and length < MAX_CHUNK:
+                flags = self._terminator_flags(buf, start, length)
+                if flags & _MORE_RESULTS and entry.command != Command.COM_STMT_FETCH:
+                    entry.state = S_FIRST
+                else:
+                    self._complete(entry)
+            elif first == 0xFF:
+                self._complete(entry)
+        elif state == S_FIELDS:
+            if (first == 0xFE and length < MAX_CHUNK) or first == 0xFF:
+                self._complete(entry)
+        elif state == S_COLDEFS:
+            entry.remaining -= 1
+            if not entry.remaining:
+                entry.state = S_ROWS if self.deprecate_eof else S_COLEOF
+        elif state == S_FIRST:
+            self._first_result_packet(entry, buf, start, length, first)
+        elif state == S_COLEOF:
+            if first == 0xFF:
+                self._complete(entry)
+            elif first == 0xFE:
+                flags = self._set_status(buf[start + 3] | buf[start + 4] << 8)
+                # A cursor was opened: rows come later through COM_STMT_FETCH.
+                entry.state = S_ROWS
+                if flags & _CURSOR_EXISTS and entry.command == Command.COM_STMT_EXECUTE:
+                    self._complete(entry)
+            else:
+                raise ProtocolError(f"expected EOF after column definitions, got 0x{first:02x}")
+        elif state == S_SKIP:
+            entry.remaining -= 1
+            if not entry.remaining:
+                self._complete(entry)
+        elif state == S_PREPARE:
+            self._prepare_response(entry, buf, start, length, first)
+        elif state == S_SINGLE:
+            if first == 0x00:
+                self._ok(entry, buf, start)
+            elif first == 0xFE and length < 9 and length >= 5:
+                self._set_status(buf[start + 3] | buf[start + 4] << 8)
+            self._complete(entry)
+        elif state == S_AUTH:
+            if first == 0x00:
+                self._ok(entry, buf, start)
+                self.phase = COMMAND
+                self._complete(entry)
+            elif first == 0xFF:
+                self.phase = CLOSING if self.phase == AUTH else COMMAND
+                self._complete(entry)
+            # 0x01 auth-more-data and 0xFE auth-switch: the client answers; keep going.
+
+    def _first_result_packet(self, entry, buf, start, length, first) -> None:
+        if first == 0x00:
+            flags = self._ok(entry, buf, start)
+            if not flags & _MORE_RESULTS:
+                self._complete(entry)
+        elif first == 0xFF:
+            self._complete(entry)
+        elif first == 0xFB:
+            self._c_infile = entry  # the client now uploads the file, then the server answers
+        elif first == 0xFE:
+            # COM_SET_OPTION / COM_DEBUG answer with an EOF packet.
+            if length >= 5:
+                self._set_status(buf[start + 3] | buf[start + 4] << 8)
+            self._complete(entry)
+        else:
+            count, _ = read_length_encoded_integer(buf, start)
+            if not count:
+                raise ProtocolError("result set with no columns")
+            entry.remaining = count
+            entry.state = S_COLDEFS
+
+    def _prepare_response(self, entry, buf, start, length, first) -> None:
+        if first == 0xFF:
+            self._complete(entry)
+            return
+        if first != 0x00 or length < 12:
+            raise ProtocolError(f"malformed COM_STMT_PREPARE response (0x{first:02x}, {length} bytes)")
+        num_columns = buf[start + 5] | buf[start + 6] << 8
+        num_params = buf[start + 7] | buf[start + 8] << 8
+        follow = num_params + num_columns
+        if not self.deprecate_eof:
+            follow += (num_params > 0) + (num_columns > 0)
+        if follow:
+            entry.state = S_SKIP
+            entry.remaining = follow
+        else:
+            self._complete(entry)
+
+    def _terminator_flags(self, buf: bytes, start: int, length: int) -> int:
+        if self.deprecate_eof:
+            _, pos = read_length_encoded_integer(buf, start + 1)
+            _, pos = read_length_encoded_integer(buf, pos)
+            if pos + 2 > start + length:
+                raise ProtocolError("OK packet too short")
+            return self._set_status(buf[pos] | buf[pos + 1] << 8)
+        if length < 5:
+            raise ProtocolError("EOF packet too short")
+        return self._set_status(buf[start + 3] | buf[start + 4] << 8)
+
+    def _ok(self, entry: PendingResponse, buf: bytes, start: int) -> int:
+        _, pos = read_length_encoded_integer(buf, start + 1)
+        _, pos = read_length_encoded_integer(buf, pos)
+        if pos + 2 > len(buf):
+            raise ProtocolError("OK packet too short")
+        if entry.new_database is not None:
+            self.database = entry.new_database
+            entry.new_database = None
+        return self._set_status(buf[pos] | buf[pos + 1] << 8)
+
+    def _set_status(self, flags: int) -> int:
+        self.status_flags = flags
+        return flags
+
+    def _complete(self, entry: PendingResponse) -> None:
+        if self.pending and self.pending[0] is entry:
+            self.pending.popleft()
+        if self._c_infile is entry:
+            self._c_infile = None
+
+    def _unsolicited_server_packet(self, buf: bytes, pos: int, length: int) -> None:
+        # Servers announce a kill or a timeout with an ERR nobody asked for, then close.
+        if length and pos + 4 < len(buf) and buf[pos + 4] == 0xFF:
+            self.phase = CLOSING
+            return
+        raise ProtocolError("server sent a packet while no command was waiting for one")
+
+    def _feed_server_handshake(self, data: bytes) -> bytes:
+        buf = self._s_buf + data
+        if len(buf) < 4:
+            self._s_buf = buf
+            return b""
+        length = buf[0] | buf[1] << 8 | buf[2] << 16
+        if len(buf) < 4 + length:
+            self._s_buf = buf
+            return b""
+        self._s_buf = b""
+        payload = buf[4 : 4 + length]
+        if len(buf) > 4 + length:
+            raise ProtocolError("server sent more than its handshake before the client answered")
+        if payload[:1] == b"\xff":  # e.g. "Too many connections": pass it on, then close
+            self.phase = CLOSING
+            return buf
+        handshake = parse_initial_handshake(payload)
+        self.connection_id = handshake.connection_id
+        self.server_version = handshake.server_version
+        self._server_capabilities = handshake.capabilities & ~MASKED_CAPABILITIES
+        self.phase = AUTH
+        self.pending.append(PendingResponse(-1, S_AUTH, (buf[3] + 1) & 0xFF))
+        masked = mask_initial_handshake(payload)
+        return buf[:4] + masked
+
+    # -- client -> server ---------------------------------------------------------------------------
+    def feed_client(self, data: bytes, may_start_command: Callable[[], bool] | None = None) -> bytes:
+        """Scan bytes from the client; returns the bytes that may go to the server now.
+
+        Anything not returned is kept: the start of a packet not yet decidable, or a command held
+        because ``may_start_command()`` said no (then ``held_by_gate`` is set)."""
+        if self.phase == HANDSHAKE:
+            raise ProtocolError("client spoke before the server's handshake")
+        buf = self._c_buf + data if self._c_buf else data
+        self._c_buf = b""
+        n = len(buf)
+        pos = 0
+        skip = self._c_skip
+        if skip:
+            if skip >= n:
+                self._c_skip = skip - n
+                return buf
+            pos = skip
+            self._c_skip = 0
+        while pos < n:
+            if n - pos < 5:
+                if n - pos < 4 or (buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16):
+                    self._c_buf = buf[pos:]
+                    return buf[:pos]
+            length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+            seq = buf[pos + 3]
+            end = pos + 4 + length
+            entry = self._c_cont or self._c_infile
+            if entry is not None or self.phase == AUTH:
+                if entry is None:
+                    entry = self.pending[0] if self.pending else None
+                    if entry is None:
+                        raise ProtocolError("client sent data during authentication unasked")
+                    if self._needs_whole_auth_packet(entry) and end > n:
+                        self._c_buf = buf[pos:]
+                        return buf[:pos]
+                    buf = self._client_auth_packet(entry, buf, pos, length, seq)
+                else:
+                    self._client_follow_up(entry, length, seq)
+            else:
+                if may_start_command is not None and not may_start_command():
+                    self.held_by_gate = True
+                    self._c_buf = buf[pos:]
+                    return buf[:pos]
+                if self._new_command(buf, pos, length, seq, end > n):
+                    self._c_buf = buf[pos:]  # must see this command whole first
+                    return buf[:pos]
+            if end > n:
+                self._c_skip = end - n
+                return buf
+            pos = end
+        return buf
+
+    def release(self) -> bytes:
+        """After the gate reopens: the held bytes, scanned again with the gate open."""
+        self.held_by_gate = False
+        held, self._c_buf = self._c_buf, b""
+        return self.feed_client(held) if held else b""
+
+    def take_held_command(self) -> bool:
+        """Drop a held command that waited too long; True if it was whole (the session can go
+        on after an ERR), False if part of it is still to come (the session must end)."""
+        held = self._c_buf
+        self.held_by_gate = False
+        if len(held) < 4:
+            return False
+        length = held[0] | held[1] << 8 | held[2] << 16
+        if length >= MAX_CHUNK or len(held) < 4 + length:
+            return False
+        self._c_buf = b""
+        rest = held[4 + length :]
+        if rest:
+            self._c_buf = rest
+            self.held_by_gate = True
+        return True
+
+    def _new_command(self, buf: bytes, pos: int, length: int, seq: int, partial: bool) -> bool:
+        """Start a command; returns True if it must be seen whole before it is forwarded."""
+        if seq != 0:
+            raise ProtocolError(f"command packet with sequence id {seq}, expected 0",
+                                ER_NET_PACKETS_OUT_OF_ORDER)
+        if not length:
+            raise ProtocolError("empty command packet", ER_UNKNOWN_COM_ERROR)
+        command = buf[pos + 4]
+        # Small commands whose content we read are seen whole before they go on.
+        if partial and (
+            command in (Command.COM_INIT_DB, Command.COM_CHANGE_USER)
+            or (command == Command.COM_QUERY and length <= 512)
+        ):
+            return True
+        is_use = command == Command.COM_QUERY and length <= 512 and starts_with_use(
+            buf, pos + 5, length - 1
+        )
+        if command in _REFUSED_COMMANDS:
+            raise ProtocolError(
+                f"auroratrack does not relay command 0x{command:02x}", ER_UNKNOWN_COM_ERROR
+            )
+        self._check_size(length, first_chunk=True)
+        start_state = _RESPONSE_START.get(command, S_SINGLE)
+        entry = PendingResponse(command, S_SINGLE if start_state is None else start_state, 1)
+        if start_state is not None:
+            self.pending.append(entry)
+        self.commands_started += 1
+        if command == Command.COM_INIT_DB:
+            entry.new_database = bytes(buf[pos + 5 : pos + 4 + length]).decode("utf-8", "replace")
+        elif is_use:
+            entry.new_database = parse_use_statement(buf[pos + 5 : pos + 4 + length])
+        elif command == Command.COM_CHANGE_USER:
+            user_end = buf.find(b"\x00", pos + 5, pos + 4 + length)
+            if user_end > 0:
+                self.user = bytes(buf[pos + 5 : user_end]).decode("utf-8", "replace")
+            self.phase = AUTH
+        self._c_cont = entry if length == MAX_CHUNK else None
+        return False
+
+    def _client_follow_up(self, entry: PendingResponse, length: int, seq: int) -> None:
+        """A continuation chunk, or a LOCAL INFILE data packet."""
+        if seq != entry.next_seq:
+            raise ProtocolError(f"client sent sequence id {seq}, expected {entry.next_seq}",
+                                ER_NET_PACKETS_OUT_OF_ORDER)
+        entry.next_seq = (seq + 1) & 0xFF
+        if self._c_cont is entry:
+            self._check_size(length, first_chunk=False)
+            if length < MAX_CHUNK:
+                self._c_cont = None
+        elif length == 0:  # the empty packet that ends a LOCAL INFILE upload
+            self._c_infile = None
+            # The server's answer continues the same exchange; the entry stays pending.
+            self._c_infile_done(entry)
+
+    def _c_infile_done(self, entry: PendingResponse) -> None:
+        entry.state = S_FIRST
+
+    def _check_size(self, length: int, first_chunk: bool) -> None:
+        self._c_total = length if first_chunk else self._c_total + length
+        if self._c_total > self.max_allowed_packet:
+            raise ProtocolError(
+                f"client packet of {self._c_total}+ bytes exceeds max_allowed_packet "
+                f"({self.max_allowed_packet})",
+                ER_NET_PACKET_TOO_LARGE,
+            )
+
+    def _needs_whole_auth_packet(self, entry: PendingResponse) -> bool:
+        return entry.command == -1 and self.capabilities == 0
+
+    def _client_auth_packet(self, entry, buf: bytes, pos: int, length: int, seq: int) -> bytes:
+        """A client packet during authentication; the first is the handshake response."""
+        if seq != entry.next_seq:
+            raise ProtocolError(f"client sent sequence id {seq}, expected {entry.next_seq}",
+                                ER_NET_PACKETS_OUT_OF_ORDER)
+        entry.next_seq = (seq + 1) & 0xFF
+        if entry.command == -1 and self.capabilities == 0:
+            payload = bytes(buf[pos + 4 : pos + 4 + length])
+            response = parse_handshake_response(payload)
+            if response.is_ssl_request:
+                raise ProtocolError(
+                    "auroratrack does not terminate TLS yet: connect without SSL "
+                    "(e.g. --ssl-mode=DISABLED / ssl_disabled=True)", 2026, "HY000",
+                )
+            self.capabilities = response.capabilities & self._server_capabilities
+            self.deprecate_eof = bool(self.capabilities & _DEPRECATE_EOF)
+            self.user = response.user
+            self.database = response.database
+            masked = mask_handshake_response(payload)
+            if masked != payload:
+                buf = buf[: pos + 4] + masked + buf[pos + 4 + length :]
+        return buf
+
+
+def starts_with_use(buf: bytes, start: int, size: int) -> bool:
+    """Whether a query starts with the keyword USE (cheap: three bytes and a separator)."""
+    if size < 5:
+        return False
+    return buf[start] | 0x20 == 0x75 and bytes(buf[start : start + 3]).lower() == b"use" and (
+        buf[start + 3] in b" \t\r\n`"
+    )
+
+
+def parse_use_statement(query: bytes) -> str | None:
+    """The database named by ``USE db`` / ``USE `db` ``, or None if it is not that simple."""
+    text = bytes(query).decode("utf-8", "replace").strip().rstrip(";").strip()
+    parts = text.split(None, 1)
+    if len(parts) != 2 or parts[0].lower() != "use":
+        return None
+    name = parts[1].strip()
+    if name.startswith("`") and name.endswith("`") and len(name) >= 2:
+        return name[1:-1].replace("``", "`")
+    return name if name and " " not in name else None

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install the Debian packages a command needs when they are missing (and we are root).
+# Usage: scripts/ensure-system-packages.sh server|clients|bench
+# server:  a MySQL/MariaDB server binary (mariadbd or mysqld) and its command-line client
+# clients: the above, plus Node.js/npm for the non-Python driver tests
+# bench:   the above, plus sysbench and haproxy
+set -euo pipefail
+need=()
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+have mariadbd || have mysqld || need+=(mariadb-server)
+have mariadb || have mysql || need+=(mariadb-client)
+case "${1:-server}" in
+  clients|bench) have node || need+=(nodejs); have npm || need+=(npm) ;;
+esac
+case "${1:-server}" in
+  bench) have sysbench || need+=(sysbench); have haproxy || need+=(haproxy) ;;
+esac
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+  echo "missing: ${need[*]}; install them (as root: apt-get install ${need[*]})" >&2
+  exit 1
+fi
+echo "installing Debian packages: ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

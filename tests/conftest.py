@@ -1,0 +1,113 @@
+"""Session-wide fixtures: one real MySQL-compatible server for the whole test run.
+
+Where the server comes from, in order: ``AURORATRACK_TEST_DSN`` (mysql://user:pw@host:port),
+else the ``mysql`` service of docker-compose.yml through pytest-docker when a Docker engine
+answers, else a private ``mariadbd``/``mysqld`` from PATH in a temporary directory. Tests isolate
+themselves by database name (the ``database`` fixture); none of them mocks the server.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pymysql
+import pytest
+
+from proxy.sandbox import ADMIN_PASSWORD, ADMIN_USER, PrivateServer
+
+
+@dataclass
+class ServerHandle:
+    """How tests reach the session's server; ``private`` is set when we started it ourselves."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    private: PrivateServer | None = None
+
+    def connect(self, database: str | None = None, **kwargs) -> pymysql.Connection:
+        kwargs.setdefault("autocommit", True)
+        return pymysql.connect(
+            host=self.host, port=self.port, user=self.user, password=self.password,
+            database=database, **kwargs,
+        )
+
+    def query(self, sql: str, args=None, database: str | None = None) -> list[tuple]:
+        with self.connect(database) as conn, conn.cursor() as cur:
+            cur.execute(sql, args)
+            return list(cur.fetchall())
+
+    @property
+    def flavor(self) -> str:
+        version = self.query("SELECT VERSION()")[0][0]
+        return "mariadb" if "mariadb" in version.lower() else "mysql"
+
+
+def _docker_engine_answers() -> bool:
+    if os.environ.get("AURORATRACK_TEST_NO_DOCKER") or not shutil.which("docker"):
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _wait_for_mysql(host: str, port: int, user: str, password: str) -> bool:
+    try:
+        pymysql.connect(host=host, port=port, user=user, password=password, connect_timeout=2).close()
+        return True
+    except pymysql.MySQLError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def mysql_server(request) -> Iterator[ServerHandle]:
+    """The one real server of this test session."""
+    dsn = os.environ.get("AURORATRACK_TEST_DSN")
+    if dsn:
+        url = urlparse(dsn)
+        yield ServerHandle(url.hostname or "127.0.0.1", url.port or 3306,
+                           url.username or "root", url.password or "")
+        return
+    if _docker_engine_answers():
+        services = request.getfixturevalue("docker_services")
+        ip = request.getfixturevalue("docker_ip")
+        port = services.port_for("mysql", 3306)
+        services.wait_until_responsive(
+            timeout=180, pause=1, check=lambda: _wait_for_mysql(ip, port, "root", ADMIN_PASSWORD)
+        )
+        yield ServerHandle(ip, port, "root", ADMIN_PASSWORD)
+        return
+    base = Path(tempfile.mkdtemp(prefix="auroratrack-test-server-"))
+    server = PrivateServer(base)
+    server.start()
+    try:
+        yield ServerHandle("127.0.0.1", server.port, ADMIN_USER, ADMIN_PASSWORD, private=server)
+    finally:
+        server.destroy()
+
+
+@pytest.fixture(scope="session")
+def docker_compose_file(pytestconfig) -> str:
+    return str(Path(pytestconfig.rootpath) / "docker-compose.yml")
+
+
+@pytest.fixture
+def database(mysql_server: ServerHandle, request) -> Iterator[str]:
+    """A fresh, uniquely named database for one test, dropped afterwards."""
+    name = f"t_{request.node.name[:30].strip('_')}_{uuid.uuid4().hex[:8]}".replace("[", "_")
+    name = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)
+    mysql_server.query(f"CREATE DATABASE `{name}`")
+    try:
+        yield name
+    finally:
+        mysql_server.query(f"DROP DATABASE IF EXISTS `{name}`")
