@@ -22,6 +22,8 @@ import pymysql
 import pytest
 
 from proxy.sandbox import ADMIN_PASSWORD, ADMIN_USER, PrivateServer
+from proxy.serveradmin import UpstreamCredentials
+from proxy.service import BackgroundService, ServeConfig
 
 
 @dataclass
@@ -111,3 +113,43 @@ def database(mysql_server: ServerHandle, request) -> Iterator[str]:
         yield name
     finally:
         mysql_server.query(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def _proxy_config(server: ServerHandle, **overrides) -> ServeConfig:
+    settings = dict(
+        upstream=UpstreamCredentials(server.host, server.port, server.user, server.password),
+        listen_host="127.0.0.1",
+        listen_port=0,
+        data_dir=Path(tempfile.mkdtemp(prefix="auroratrack-test-data-")),
+    )
+    settings.update(overrides)
+    return ServeConfig(**settings)
+
+
+@pytest.fixture(scope="session")
+def proxy(mysql_server: ServerHandle) -> Iterator[BackgroundService]:
+    """One auroratrack proxy for the session, in front of the session's server.
+
+    Shared: a test that closes its gate must reopen it. Tests that change settings or pause for
+    long use ``make_proxy`` instead."""
+    service = BackgroundService(_proxy_config(mysql_server)).start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture
+def make_proxy(mysql_server: ServerHandle) -> Iterator:
+    """Factory: ``make_proxy(hold_timeout=1.0, max_allowed_packet=...)`` starts a private proxy
+    (any ``ServeConfig`` field) that is stopped when the test ends."""
+    started: list[BackgroundService] = []
+
+    def factory(**overrides) -> BackgroundService:
+        service = BackgroundService(_proxy_config(mysql_server, **overrides)).start()
+        started.append(service)
+        return service
+
+    yield factory
+    for service in started:
+        service.stop()
