@@ -18,6 +18,7 @@ import click
 
 from proxy.serveradmin import UpstreamCredentials
 from proxy.service import ServeConfig, Service, new_event_loop
+from proxy.units import parse_duration, parse_size
 
 
 def parse_host_port(value: str, default_port: int) -> tuple[str, int]:
@@ -66,18 +67,38 @@ def main() -> None:
               help="Seconds a paused client waits before it gets an ERR.")
 @click.option("--max-allowed-packet", type=int, default=None, envvar="AURORATRACK_MAX_ALLOWED_PACKET",
               help="Largest client packet relayed [default: the server's max_allowed_packet].")
+@click.option("--backtrack-window", default="24h", show_default=True, envvar="AURORATRACK_BACKTRACK_WINDOW",
+              help="Target window: how far back backtracks can go (e.g. 24h; at most 72h unless "
+                   "--allow-long-window).")
+@click.option("--allow-long-window", is_flag=True, envvar="AURORATRACK_ALLOW_LONG_WINDOW",
+              help="Allow a window beyond Aurora's 72h.")
+@click.option("--max-store-bytes", default=None, envvar="AURORATRACK_MAX_STORE_BYTES",
+              help="Size cap of the change store (e.g. 10GiB); oldest transactions leave first.")
+@click.option("--streamer-server-id", type=int, default=0, envvar="AURORATRACK_STREAMER_SERVER_ID",
+              help="Replica server_id the changelog streamer uses [default: derived from --data-dir].")
+@click.option("--no-capture", is_flag=True, envvar="AURORATRACK_NO_CAPTURE",
+              help="Run the proxy only, without the changelog (no backtracks possible).")
 @click.option("--log-level", default="info", show_default=True, envvar="AURORATRACK_LOG_LEVEL",
               type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(upstream, user, password_file, listen, admin_listen, data_dir, hold_timeout, max_allowed_packet,
+          backtrack_window, allow_long_window, max_store_bytes, streamer_server_id, no_capture,
           log_level) -> None:
     """Run the proxy in front of the server (and, as they land, the changelog and admin API)."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     up_host, up_port = parse_host_port(upstream, 3306)
     listen_host, listen_port = parse_host_port(listen, 3307)
+    window_s = _parse_option(parse_duration, backtrack_window, "--backtrack-window")
+    if window_s > 72 * 3600 and not allow_long_window:
+        raise click.BadParameter("at most 72h (Aurora's limit); add --allow-long-window to go beyond",
+                                 param_hint="--backtrack-window")
     config = ServeConfig(
         upstream=UpstreamCredentials(up_host, up_port, user, read_password(password_file)),
         listen_host=listen_host, listen_port=listen_port, data_dir=data_dir,
         hold_timeout=hold_timeout, max_allowed_packet=max_allowed_packet,
+        capture=not no_capture, backtrack_window_s=window_s,
+        max_store_bytes=_parse_option(parse_size, max_store_bytes, "--max-store-bytes")
+        if max_store_bytes else None,
+        streamer_server_id=streamer_server_id, log_level=log_level.upper(),
     )
     data_dir.mkdir(parents=True, exist_ok=True)
     sys.exit(asyncio_run(_serve(config)))
@@ -100,6 +121,13 @@ async def _serve(config: ServeConfig) -> int:
     await stop.wait()
     await service.stop()
     return 0
+
+
+def _parse_option(parser, value: str, name: str):
+    try:
+        return parser(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=name) from None
 
 
 def asyncio_run(coro) -> int:

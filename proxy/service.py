@@ -1,8 +1,10 @@
-"""The running service: assembles the proxy, the gate and the server control in one event loop.
+"""The running service: the proxy, the gate, the server control, and the changelog streamer.
 
-``auroratrack serve`` runs a ``Service`` on the main thread (uvloop when installed). Tests and
-benchmarks run the same ``Service`` on a background thread with ``BackgroundService`` and reach
-its parts (the gate above all) with ``call``. Components get what they need, not the service.
+``auroratrack serve`` runs a ``Service`` on the main thread (uvloop when installed); the
+streamer runs in a child process of its own (it is CPU work and must not take the GIL from the
+relay). Tests and benchmarks run the same ``Service`` on a background thread with
+``BackgroundService`` and reach its parts (the gate above all) with ``call``. Components get
+what they need, not the service.
 """
 
 from __future__ import annotations
@@ -10,12 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from proxy.changelog.inspector import InspectionReport, require_ready
+from proxy.changelog.store import ChangeStore
+from proxy.changelog.streamer import StreamerConfig, run_streamer_process, stable_server_id
 from proxy.gate import Gate
 from proxy.relay import ProxyServer
 from proxy.serveradmin import ServerAdmin, UpstreamCredentials
@@ -35,6 +41,27 @@ class ServeConfig:
     hold_timeout: float = 30.0
     max_allowed_packet: int | None = None  # None: read the server's at start
     connect_timeout: float = 10.0
+    capture: bool = True  # run the changelog streamer (tests of the bare proxy turn it off)
+    backtrack_window_s: float = 24 * 3600
+    max_store_bytes: int | None = None
+    streamer_server_id: int = 0  # 0: derived from the data directory
+    log_level: str = "INFO"
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / "changes.db"
+
+    @property
+    def streamer_status_path(self) -> Path:
+        return self.data_dir / "streamer.json"
+
+    def streamer_config(self) -> StreamerConfig:
+        return StreamerConfig(
+            upstream=self.upstream, store_path=self.store_path,
+            server_id=self.streamer_server_id or stable_server_id(self.store_path),
+            window_s=self.backtrack_window_s, max_store_bytes=self.max_store_bytes,
+            status_path=self.streamer_status_path,
+        )
 
 
 class Service:
@@ -46,9 +73,21 @@ class Service:
         self.gate: Gate | None = None
         self.proxy: ProxyServer | None = None
         self.listen_address: tuple[str, int] | None = None
+        self.inspection: InspectionReport | None = None
+        self.streamer_process: multiprocessing.Process | None = None
 
     async def start(self) -> None:
         config = self.config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        if config.capture:
+            streamer_config = config.streamer_config()
+            self.inspection = await asyncio.to_thread(
+                require_ready, config.upstream, streamer_config.server_id, config.backtrack_window_s
+            )
+            for warning in self.inspection.warnings:
+                log.warning("%s", warning.message)
+            ChangeStore(config.store_path).close()  # create the schema before anyone reads it
+            self._start_streamer(streamer_config)
         max_packet = config.max_allowed_packet
         if max_packet is None:
             max_packet = await asyncio.to_thread(self.admin.max_allowed_packet)
@@ -61,9 +100,25 @@ class Service:
         log.info("proxy listening on %s:%d, relaying to %s:%d (max_allowed_packet %d)",
                  *self.listen_address, config.upstream.host, config.upstream.port, max_packet)
 
+    def _start_streamer(self, streamer_config: StreamerConfig) -> None:
+        # spawn, not fork: the parent has an event loop and threads that must not be copied.
+        context = multiprocessing.get_context("spawn")
+        self.streamer_process = context.Process(
+            target=run_streamer_process, args=(streamer_config, self.config.log_level),
+            name="auroratrack-streamer", daemon=True,
+        )
+        self.streamer_process.start()
+        log.info("changelog streamer started (pid %d, server_id %d, store %s)",
+                 self.streamer_process.pid, streamer_config.server_id, self.config.store_path)
+
     async def stop(self) -> None:
         if self.proxy is not None:
             await self.proxy.close()
+        if self.streamer_process is not None and self.streamer_process.is_alive():
+            self.streamer_process.terminate()
+            await asyncio.to_thread(self.streamer_process.join, 10)
+            if self.streamer_process.is_alive():
+                self.streamer_process.kill()
         await asyncio.to_thread(self.admin.close)
 
 

@@ -121,6 +121,7 @@ def _proxy_config(server: ServerHandle, **overrides) -> ServeConfig:
         listen_host="127.0.0.1",
         listen_port=0,
         data_dir=Path(tempfile.mkdtemp(prefix="auroratrack-test-data-")),
+        capture=False,  # proxy tests; the changelog tests turn capture on
     )
     settings.update(overrides)
     return ServeConfig(**settings)

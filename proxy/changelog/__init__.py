@@ -1,0 +1,1 @@
+"""Binlog capture and the change store."""

@@ -1,0 +1,157 @@
+"""Pure parsers for the few binlog event bodies the streamer reads itself.
+
+The library parses these too, but lossily for our purposes: it decodes query texts as UTF-8 with
+replacement, and it does not parse MySQL's microsecond commit timestamps in GTID events. Each
+function takes an event body (after the 19-byte common header, without the checksum).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+QUERY_POST_HEADER = 13  # thread_id(4) exec_time(4) db_len(1) error_code(2) status_vars_len(2)
+TABLE_MAP_POST_HEADER = 8  # table_id(6) flags(2)
+
+
+@dataclass(frozen=True)
+class QueryBody:
+    default_schema: str
+    query: bytes
+    error_code: int
+
+
+def parse_query(body: bytes) -> QueryBody:
+    """QUERY_EVENT: the default database and the statement text (raw bytes)."""
+    db_len = body[8]
+    error_code, status_len = struct.unpack_from("<HH", body, 9)
+    db_start = QUERY_POST_HEADER + status_len
+    schema = body[db_start : db_start + db_len].decode("utf-8", "replace")
+    return QueryBody(schema, bytes(body[db_start + db_len + 1 :]), error_code)
+
+
+def table_map_names(body: bytes) -> tuple[int, str, str]:
+    """(table_id, schema, table) of a TABLE_MAP_EVENT."""
+    table_id = int.from_bytes(body[:6], "little")
+    pos = TABLE_MAP_POST_HEADER
+    schema_len = body[pos]
+    schema = body[pos + 1 : pos + 1 + schema_len].decode("utf-8", "replace")
+    pos += 1 + schema_len + 1
+    table_len = body[pos]
+    table = body[pos + 1 : pos + 1 + table_len].decode("utf-8", "replace")
+    return table_id, schema, table
+
+
+def rows_table_id(body: bytes) -> int:
+    return int.from_bytes(body[:6], "little")
+
+
+@dataclass(frozen=True)
+class MysqlGtid:
+    gtid: str | None  # None for ANONYMOUS_GTID (gtid_mode=OFF)
+    commit_time_us: int | None  # immediate_commit_timestamp, when present
+
+
+def parse_mysql_gtid(body: bytes, anonymous: bool) -> MysqlGtid:
+    """GTID_LOG_EVENT / ANONYMOUS_GTID_LOG_EVENT (MySQL 5.7+/8.x)."""
+    sid = body[1:17]
+    gno = struct.unpack_from("<q", body, 17)[0]
+    gtid = None
+    if not anonymous:
+        h = sid.hex()
+        gtid = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}:{gno}"
+    commit_us = None
+    pos = 1 + 16 + 8
+    if len(body) >= pos + 1 + 16 + 7 and body[pos] == 2:  # LOGICAL_TIMESTAMP_TYPECODE
+        ts_pos = pos + 1 + 16
+        raw = int.from_bytes(body[ts_pos : ts_pos + 7], "little")
+        commit_us = raw & ((1 << 55) - 1)  # the top bit says original_commit_timestamp follows
+    return MysqlGtid(gtid, commit_us or None)
+
+
+def parse_xa_prepare_xid(body: bytes) -> str:
+    """The XID of an XA_PREPARE_LOG_EVENT, spelled as in ``XA COMMIT X'..',X'..',fmt``."""
+    format_id, gtrid_len, bqual_len = struct.unpack_from("<iII", body, 1)
+    data = body[13 : 13 + gtrid_len + bqual_len]
+    return xid_key(data[:gtrid_len], data[gtrid_len:], format_id)
+
+
+def xid_key(gtrid: bytes, bqual: bytes, format_id: int) -> str:
+    return f"X'{gtrid.hex()}',X'{bqual.hex()}',{format_id}"
+
+
+def parse_xa_statement(query: bytes) -> tuple[str, str | None]:
+    """('XA COMMIT' | 'XA ROLLBACK' | 'XA START' | 'XA END' | 'XA PREPARE', xid key or None)."""
+    text = query.decode("utf-8", "replace").strip()
+    words = text.split(None, 2)
+    verb = " ".join(words[:2]).upper()
+    rest = words[2] if len(words) > 2 else ""
+    for suffix in (" ONE PHASE", " one phase"):
+        if rest.endswith(suffix):
+            rest = rest[: -len(suffix)]
+    return verb, normalise_xid(rest) if rest else None
+
+
+def normalise_xid(text: str) -> str | None:
+    """``X'6162',X'',1`` (server spelling) or ``'ab','',1`` -> the canonical key."""
+    parts = _split_xid(text.strip())
+    if not parts:
+        return None
+    values = [_xid_part(p) for p in parts[:2]]
+    if any(v is None for v in values):
+        return None
+    gtrid = values[0]
+    bqual = values[1] if len(values) > 1 else b""
+    format_id = int(parts[2]) if len(parts) > 2 and parts[2].strip().lstrip("-").isdigit() else 1
+    return xid_key(gtrid, bqual, format_id)
+
+
+def _split_xid(text: str) -> list[str]:
+    parts, current, quoted = [], "", False
+    for ch in text:
+        if ch == "'":
+            quoted = not quoted
+        if ch == "," and not quoted:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    parts.append(current)
+    return [p.strip() for p in parts if p.strip() or p == ""]
+
+
+def _xid_part(part: str) -> bytes | None:
+    part = part.strip()
+    if part[:2].upper() == "X'" and part.endswith("'"):
+        return bytes.fromhex(part[2:-1])
+    if part.startswith("'") and part.endswith("'"):
+        return part[1:-1].encode()
+    if part[:2].upper() == "0X":
+        return bytes.fromhex(part[2:])
+    return None
+
+
+_DML_KEYWORDS = frozenset({"INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD"})
+_TXN_KEYWORDS = frozenset({"BEGIN", "COMMIT", "ROLLBACK", "XA", "SAVEPOINT"})
+
+
+def classify_query(query: bytes) -> str:
+    """'begin' | 'commit' | 'rollback' | 'xa' | 'savepoint' | 'statement' (row-changing SQL
+    logged as a statement) | 'ddl' (anything else changes schema or is unknown: fail closed)."""
+    word = _first_keyword(query)
+    if word in _TXN_KEYWORDS:
+        return word.lower()
+    if word in _DML_KEYWORDS:
+        return "statement"
+    return "ddl"
+
+
+def _first_keyword(query: bytes) -> str:
+    text = query.lstrip()
+    while text.startswith(b"/*"):  # skip leading comments (auroratrack tags, hints)
+        end = text.find(b"*/")
+        if end < 0:
+            break
+        text = text[end + 2 :].lstrip()
+    word = text.split(None, 1)[0] if text.split() else b""
+    return word.rstrip(b";").decode("ascii", "replace").upper()

@@ -1,0 +1,497 @@
+"""The change store: every committed transaction's raw change records, LSN-ordered, FIFO-retained.
+
+SQLite in WAL mode, in the data directory. One writer (the streamer); any number of readers
+(the planner, the admin API, ``auroratrack changes``), each with its own connection.
+
+What it keeps (DESIGN.md decisions 4-6):
+  * ``changes``: one record per binlog rows event (raw body, byte for byte) or per DDL /
+    statement-format query, numbered by LSN = the next integer in binlog commit order;
+  * ``table_maps``: the raw TABLE_MAP bodies the rows events need to be decoded, deduplicated;
+  * ``transactions``: per committed transaction its LSN range, GTID, binlog coordinates after
+    it, commit time and its precision, origin (client write or backtrack), tables touched,
+    statement texts, flags (DDL, statement-format DML, non-transactional engine);
+  * ``checkpoint``: the binlog position right after the last stored transaction, written in the
+    same SQLite transaction as that transaction: a restart resumes exactly there;
+  * ``gaps``: positions lost while nobody was reading (binlog purged);
+  * ``xa_prepared``: prepared XA transactions waiting for their XA COMMIT / ROLLBACK.
+Retention evicts whole transactions, oldest first, by age (the target window) or total size.
+The earliest backtrack time is the commit time of the newest transaction evicted (or the start
+of capture, or the last gap), whichever is latest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoint (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    log_file TEXT NOT NULL, log_pos INTEGER NOT NULL,
+    last_txn_id INTEGER, last_commit_time_us INTEGER, updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS transactions (
+    txn_id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, even after eviction
+    first_lsn INTEGER NOT NULL, last_lsn INTEGER NOT NULL,
+    gtid TEXT, start_file TEXT NOT NULL, start_pos INTEGER NOT NULL,
+    end_file TEXT NOT NULL, end_pos INTEGER NOT NULL,
+    commit_time_us INTEGER NOT NULL, time_precision TEXT NOT NULL, server_time INTEGER NOT NULL,
+    origin TEXT NOT NULL, flags TEXT NOT NULL, tables TEXT NOT NULL, statements TEXT NOT NULL,
+    n_changes INTEGER NOT NULL, n_bytes INTEGER NOT NULL, xa_xid TEXT
+);
+CREATE INDEX IF NOT EXISTS transactions_by_time ON transactions (commit_time_us);
+CREATE INDEX IF NOT EXISTS transactions_by_gtid ON transactions (gtid);
+CREATE TABLE IF NOT EXISTS changes (
+    lsn INTEGER PRIMARY KEY,
+    txn_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,              -- rows | ddl | statement
+    event_type INTEGER NOT NULL,
+    table_map_id INTEGER,            -- rows: the table map to decode with
+    body BLOB NOT NULL,              -- rows: raw event body; ddl/statement: the query text
+    default_schema TEXT              -- ddl/statement: the session's database when it ran
+);
+CREATE INDEX IF NOT EXISTS changes_by_txn ON changes (txn_id);
+CREATE TABLE IF NOT EXISTS table_maps (
+    id INTEGER PRIMARY KEY, digest BLOB NOT NULL UNIQUE,
+    schema_name TEXT NOT NULL, table_name TEXT NOT NULL,
+    body BLOB NOT NULL, generated TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE IF NOT EXISTS gaps (
+    id INTEGER PRIMARY KEY, after_txn_id INTEGER, lost_from TEXT NOT NULL,
+    resumed_at TEXT NOT NULL, detected_at_us INTEGER NOT NULL, reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS xa_prepared (
+    xid TEXT PRIMARY KEY, header TEXT NOT NULL, records BLOB NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where capture resumes: the binlog position right after the last stored transaction."""
+
+    log_file: str
+    log_pos: int
+    last_txn_id: int | None
+    last_commit_time_us: int | None
+
+
+@dataclass
+class ChangeRecord:
+    """One change record before it gets its LSN."""
+
+    kind: str  # rows | ddl | statement
+    event_type: int
+    body: bytes
+    table_map_id: int | None = None
+    default_schema: str | None = None
+
+
+@dataclass
+class TransactionHeader:
+    """What the streamer knows about a transaction when it commits it."""
+
+    gtid: str | None
+    start_file: str
+    start_pos: int
+    end_file: str
+    end_pos: int
+    commit_time_us: int
+    time_precision: str  # us | refined | s
+    server_time: int
+    origin: str = "client"
+    flags: list[str] = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)
+    statements: list[str] = field(default_factory=list)
+    xa_xid: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredTransaction:
+    """A transaction as the store has it."""
+
+    txn_id: int
+    first_lsn: int
+    last_lsn: int
+    gtid: str | None
+    start_file: str
+    start_pos: int
+    end_file: str
+    end_pos: int
+    commit_time_us: int
+    time_precision: str
+    server_time: int
+    origin: str
+    flags: tuple[str, ...]
+    tables: tuple[str, ...]
+    statements: tuple[str, ...]
+    n_changes: int
+    n_bytes: int
+    xa_xid: str | None
+
+
+@dataclass(frozen=True)
+class StoredChange:
+    lsn: int
+    txn_id: int
+    kind: str
+    event_type: int
+    table_map_id: int | None
+    body: bytes
+    default_schema: str | None
+
+
+@dataclass(frozen=True)
+class Gap:
+    id: int
+    after_txn_id: int | None
+    lost_from: str
+    resumed_at: str
+    detected_at_us: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class EvictionResult:
+    transactions: int
+    bytes: int
+    earliest_backtrack_time_us: int | None
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class ChangeStore:
+    """See the module docstring. Open one per thread/process; the streamer is the only writer."""
+
+    def __init__(self, path: Path | str, readonly: bool = False):
+        self.path = Path(path)
+        self.readonly = readonly
+        if not readonly:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
+        self.db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
+                                  timeout=30)
+        self.db.execute("PRAGMA busy_timeout = 30000")
+        if not readonly:
+            # WAL: readers never block the writer. synchronous=NORMAL survives a killed process
+            # (what the SIGKILL tests check); an OS crash may lose the last commits, which
+            # capture then reads again from the binlog since the checkpoint goes with them.
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA synchronous = NORMAL")
+            self.db.executescript(_SCHEMA)
+            self._init_meta()
+        self._table_map_ids: dict[bytes, int] = {}
+        self._in_txn = False
+        self._pending_records = 0
+        self._next_lsn: int | None = None
+        self._txn_bytes = 0
+        self._txn_first_lsn: int | None = None
+
+    # -- meta -------------------------------------------------------------------------------------
+    def _init_meta(self) -> None:
+        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('created_us', ?)", (str(now_us()),))
+        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('stored_bytes', '0')")
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                        (key, value))
+
+    # -- the writer's side ----------------------------------------------------------------------------
+    def checkpoint(self) -> Checkpoint | None:
+        row = self.db.execute(
+            "SELECT log_file, log_pos, last_txn_id, last_commit_time_us FROM checkpoint WHERE id = 1"
+        ).fetchone()
+        return Checkpoint(*row) if row else None
+
+    def start_capture(self, position_file: str, position_pos: int, start_time_us: int) -> None:
+        """First start: remember where capture began (nothing before it can be rewound to)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        if self.checkpoint() is None:
+            self.db.execute("INSERT INTO checkpoint VALUES (1, ?, ?, NULL, NULL, ?)",
+                            (position_file, position_pos, time.time()))
+            self.set_meta("capture_started_us", str(start_time_us))
+            self._raise_earliest(start_time_us)
+        self.db.execute("COMMIT")
+
+    def table_map_id(self, schema: str, table: str, body: bytes, generated: list[str]) -> int:
+        """The id of this table map (deduplicated; the 6-byte table id is not part of identity)."""
+        digest = hashlib.blake2b(body[6:] + json.dumps(generated).encode(), digest_size=16).digest()
+        cached = self._table_map_ids.get(digest)
+        if cached is not None:
+            return cached
+        row = self.db.execute("SELECT id FROM table_maps WHERE digest = ?", (digest,)).fetchone()
+        if row is None:
+            self._begin_if_needed()
+            cur = self.db.execute(
+                "INSERT INTO table_maps (digest, schema_name, table_name, body, generated) VALUES (?,?,?,?,?)",
+                (digest, schema, table, body, json.dumps(generated)),
+            )
+            row = (cur.lastrowid,)
+        self._table_map_ids[digest] = row[0]
+        return row[0]
+
+    def add_change(self, record: ChangeRecord) -> int:
+        """Append one change record to the open transaction; returns its LSN. Written to SQLite
+        at once (inside the open SQLite transaction), so a huge transaction needs no memory."""
+        self._begin_if_needed()
+        lsn = self._allocate_lsn()
+        if self._txn_first_lsn is None:
+            self._txn_first_lsn = lsn
+        self.db.execute(
+            "INSERT INTO changes (lsn, txn_id, kind, event_type, table_map_id, body, default_schema)"
+            " VALUES (?, -1, ?, ?, ?, ?, ?)",
+            (lsn, record.kind, record.event_type, record.table_map_id, record.body, record.default_schema),
+        )
+        self._txn_bytes += len(record.body)
+        return lsn
+
+    def commit_transaction(self, header: TransactionHeader) -> StoredTransaction:
+        """Close the open transaction: its header and the checkpoint after it, atomically."""
+        self._begin_if_needed()
+        first_lsn = self._txn_first_lsn
+        if first_lsn is None:  # a transaction with no change record (e.g. only a COMMIT)
+            first_lsn = self._allocate_lsn_peek()
+        last_lsn = (self._next_lsn - 1) if self._txn_first_lsn is not None else first_lsn - 1
+        n_changes = 0 if self._txn_first_lsn is None else last_lsn - first_lsn + 1
+        cur = self.db.execute(
+            "INSERT INTO transactions (first_lsn, last_lsn, gtid, start_file, start_pos, end_file, end_pos,"
+            " commit_time_us, time_precision, server_time, origin, flags, tables, statements, n_changes,"
+            " n_bytes, xa_xid) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (first_lsn, last_lsn, header.gtid, header.start_file, header.start_pos, header.end_file,
+             header.end_pos, header.commit_time_us, header.time_precision, header.server_time,
+             header.origin, json.dumps(header.flags), json.dumps(sorted(set(header.tables))),
+             json.dumps(header.statements), n_changes, self._txn_bytes, header.xa_xid),
+        )
+        txn_id = cur.lastrowid
+        if n_changes:
+            self.db.execute("UPDATE changes SET txn_id = ? WHERE lsn BETWEEN ? AND ?", (txn_id, first_lsn, last_lsn))
+        self._write_checkpoint(header.end_file, header.end_pos, txn_id, header.commit_time_us)
+        self.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = 'stored_bytes'",
+                        (self._txn_bytes,))
+        self.db.execute("COMMIT")
+        stored = self._txn_from_header(txn_id, first_lsn, last_lsn, n_changes, header)
+        self._reset_txn()
+        return stored
+
+    def advance_checkpoint(self, log_file: str, log_pos: int) -> None:
+        """Move the checkpoint past events that hold no transaction to keep (rotations, a rolled
+        back XA). Callers make sure no binlog transaction is open; a SQLite transaction that is
+        open (deleting a prepared XA entry) commits with it."""
+        ck = self.checkpoint()
+        self._begin_if_needed()
+        self._write_checkpoint(log_file, log_pos, ck.last_txn_id if ck else None,
+                               ck.last_commit_time_us if ck else None)
+        self.db.execute("COMMIT")
+        self._reset_txn()
+
+    def abort_transaction(self) -> None:
+        """Forget the open transaction (the stream broke in its middle)."""
+        if self._in_txn:
+            self.db.execute("ROLLBACK")
+        self._reset_txn()
+        self._next_lsn = None
+        self._table_map_ids.clear()
+
+    def record_gap(self, lost_from: str, resumed_at: str, reason: str, resumed_file: str,
+                   resumed_pos: int) -> Gap:
+        """Positions were lost: nothing before this moment can be rewound to any more."""
+        detected = now_us()
+        self.db.execute("BEGIN IMMEDIATE")
+        ck = self.checkpoint()
+        cur = self.db.execute(
+            "INSERT INTO gaps (after_txn_id, lost_from, resumed_at, detected_at_us, reason) VALUES (?,?,?,?,?)",
+            (ck.last_txn_id if ck else None, lost_from, resumed_at, detected, reason),
+        )
+        self._write_checkpoint(resumed_file, resumed_pos, ck.last_txn_id if ck else None,
+                               ck.last_commit_time_us if ck else None)
+        self._raise_earliest(detected)
+        self.db.execute("COMMIT")
+        return Gap(cur.lastrowid, ck.last_txn_id if ck else None, lost_from, resumed_at, detected, reason)
+
+    # -- prepared XA transactions ------------------------------------------------------------------------
+    def save_xa_prepared(self, xid: str, header: TransactionHeader, records: list[ChangeRecord],
+                         log_file: str, log_pos: int) -> None:
+        """Keep a prepared XA transaction's records until its outcome, with the checkpoint."""
+        blob = json.dumps([[r.kind, r.event_type, r.table_map_id, r.body.hex(), r.default_schema]
+                           for r in records]).encode()
+        self._begin_if_needed()
+        self.db.execute("INSERT OR REPLACE INTO xa_prepared VALUES (?, ?, ?)",
+                        (xid, json.dumps(header.__dict__), blob))
+        ck = self.checkpoint()
+        self._write_checkpoint(log_file, log_pos, ck.last_txn_id if ck else None,
+                               ck.last_commit_time_us if ck else None)
+        self.db.execute("COMMIT")
+        self._reset_txn()
+
+    def take_xa_prepared(self, xid: str) -> tuple[TransactionHeader, list[ChangeRecord]] | None:
+        """The prepared transaction ``xid`` (removed when the caller's transaction commits)."""
+        row = self.db.execute("SELECT header, records FROM xa_prepared WHERE xid = ?", (xid,)).fetchone()
+        if row is None:
+            return None
+        self._begin_if_needed()
+        self.db.execute("DELETE FROM xa_prepared WHERE xid = ?", (xid,))
+        header = TransactionHeader(**json.loads(row[0]))
+        records = [ChangeRecord(k, t, bytes.fromhex(b), m, d) for k, t, m, b, d in json.loads(row[1])]
+        return header, records
+
+    # -- retention ------------------------------------------------------------------------------------------
+    def evict(self, window_us: int | None, max_bytes: int | None, now: int | None = None) -> EvictionResult:
+        """Drop whole transactions, oldest first, older than the window or beyond the size cap."""
+        now = now or now_us()
+        evicted = evicted_bytes = 0
+        newest_evicted_time: int | None = None
+        self.db.execute("BEGIN IMMEDIATE")
+        stored = int(self.get_meta("stored_bytes") or 0)
+        cutoff = now - window_us if window_us is not None else None
+        for txn_id, first, last, t, size in self.db.execute(
+            "SELECT txn_id, first_lsn, last_lsn, commit_time_us, n_bytes FROM transactions ORDER BY txn_id"
+        ).fetchall():
+            too_old = cutoff is not None and t < cutoff
+            too_big = max_bytes is not None and stored > max_bytes
+            if not (too_old or too_big):
+                break
+            self.db.execute("DELETE FROM changes WHERE lsn BETWEEN ? AND ?", (first, last))
+            self.db.execute("DELETE FROM transactions WHERE txn_id = ?", (txn_id,))
+            stored -= size
+            evicted += 1
+            evicted_bytes += size
+            newest_evicted_time = t
+        if evicted:
+            self.set_meta("stored_bytes", str(stored))
+            self._raise_earliest(newest_evicted_time)
+            self.set_meta("evicted_transactions",
+                          str(int(self.get_meta("evicted_transactions") or 0) + evicted))
+        self.db.execute("COMMIT")
+        return EvictionResult(evicted, evicted_bytes, self.earliest_backtrack_time_us())
+
+    def earliest_backtrack_time_us(self) -> int | None:
+        value = self.get_meta("earliest_backtrack_time_us")
+        return int(value) if value is not None else None
+
+    def _raise_earliest(self, t_us: int | None) -> None:
+        if t_us is None:
+            return
+        current = self.earliest_backtrack_time_us()
+        if current is None or t_us > current:
+            self.set_meta("earliest_backtrack_time_us", str(t_us))
+
+    # -- readers ------------------------------------------------------------------------------------------------
+    def transactions(self, after_txn_id: int = 0, since_us: int | None = None,
+                     until_us: int | None = None, newest_first: bool = False,
+                     limit: int | None = None) -> list[StoredTransaction]:
+        sql = "SELECT * FROM transactions WHERE txn_id > ?"
+        args: list = [after_txn_id]
+        if since_us is not None:
+            sql += " AND commit_time_us >= ?"
+            args.append(since_us)
+        if until_us is not None:
+            sql += " AND commit_time_us <= ?"
+            args.append(until_us)
+        sql += " ORDER BY txn_id" + (" DESC" if newest_first else "")
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [self._txn_from_row(row) for row in self.db.execute(sql, args)]
+
+    def transaction(self, txn_id: int) -> StoredTransaction | None:
+        row = self.db.execute("SELECT * FROM transactions WHERE txn_id = ?", (txn_id,)).fetchone()
+        return self._txn_from_row(row) if row else None
+
+    def changes(self, first_lsn: int, last_lsn: int) -> Iterator[StoredChange]:
+        for row in self.db.execute(
+            "SELECT lsn, txn_id, kind, event_type, table_map_id, body, default_schema FROM changes "
+            "WHERE lsn BETWEEN ? AND ? ORDER BY lsn", (first_lsn, last_lsn),
+        ):
+            yield StoredChange(*row)
+
+    def table_map(self, table_map_id: int) -> tuple[str, str, bytes, list[str]]:
+        row = self.db.execute(
+            "SELECT schema_name, table_name, body, generated FROM table_maps WHERE id = ?", (table_map_id,)
+        ).fetchone()
+        return row[0], row[1], row[2], json.loads(row[3])
+
+    def gaps(self) -> list[Gap]:
+        return [Gap(*row) for row in self.db.execute("SELECT * FROM gaps ORDER BY id")]
+
+    def stats(self) -> dict:
+        n_txn, n_first, n_last, oldest, newest = self.db.execute(
+            "SELECT COUNT(*), MIN(first_lsn), MAX(last_lsn), MIN(commit_time_us), MAX(commit_time_us) FROM transactions"
+        ).fetchone()
+        n_changes = self.db.execute("SELECT COUNT(*) FROM changes").fetchone()[0]
+        return {
+            "transactions": n_txn,
+            "change_records": n_changes,
+            "stored_bytes": int(self.get_meta("stored_bytes") or 0),
+            "oldest_commit_time_us": oldest,
+            "newest_commit_time_us": newest,
+            "earliest_backtrack_time_us": self.earliest_backtrack_time_us(),
+            "evicted_transactions": int(self.get_meta("evicted_transactions") or 0),
+        }
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- internals -----------------------------------------------------------------------------------------------
+    def _begin_if_needed(self) -> None:
+        if not self._in_txn:
+            self.db.execute("BEGIN IMMEDIATE")
+            self._in_txn = True
+
+    def _allocate_lsn(self) -> int:
+        lsn = self._allocate_lsn_peek()
+        self._next_lsn = lsn + 1
+        return lsn
+
+    def _allocate_lsn_peek(self) -> int:
+        if self._next_lsn is None:
+            row = self.db.execute(
+                "SELECT MAX(m) FROM (SELECT MAX(lsn) AS m FROM changes UNION ALL "
+                "SELECT MAX(last_lsn) FROM transactions)"
+            ).fetchone()
+            stored = self.get_meta("last_lsn")
+            self._next_lsn = max(row[0] or 0, int(stored) if stored else 0) + 1
+        return self._next_lsn
+
+    def _write_checkpoint(self, log_file: str, log_pos: int, txn_id: int | None, t_us: int | None) -> None:
+        self.db.execute(
+            "INSERT INTO checkpoint VALUES (1, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+            "log_file = excluded.log_file, log_pos = excluded.log_pos, last_txn_id = excluded.last_txn_id, "
+            "last_commit_time_us = excluded.last_commit_time_us, updated_at = excluded.updated_at",
+            (log_file, log_pos, txn_id, t_us, time.time()),
+        )
+        if self._next_lsn is not None:
+            self.set_meta("last_lsn", str(self._next_lsn - 1))
+
+    def _reset_txn(self) -> None:
+        self._in_txn = False
+        self._txn_bytes = 0
+        self._txn_first_lsn = None
+
+    def _txn_from_header(self, txn_id, first_lsn, last_lsn, n_changes, header) -> StoredTransaction:
+        return StoredTransaction(
+            txn_id, first_lsn, last_lsn, header.gtid, header.start_file, header.start_pos,
+            header.end_file, header.end_pos, header.commit_time_us, header.time_precision,
+            header.server_time, header.origin, tuple(header.flags), tuple(sorted(set(header.tables))),
+            tuple(header.statements), n_changes, self._txn_bytes, header.xa_xid,
+        )
+
+    @staticmethod
+    def _txn_from_row(row) -> StoredTransaction:
+        values = list(row)
+        for i in (12, 13, 14):  # flags, tables, statements
+            values[i] = tuple(json.loads(values[i]))
+        return StoredTransaction(*values)

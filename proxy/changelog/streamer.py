@@ -1,0 +1,561 @@
+"""The changelog streamer: the server's binlog -> committed transactions in the change store.
+
+Reads the binlog from the store's checkpoint (``binlog.BinlogSource``), groups events into
+committed transactions (GTID/BEGIN ... XID or COMMIT; standalone DDL; XA prepare + XA COMMIT),
+gives every change record the next LSN, and hands each transaction to the store together with
+the binlog position after it, in one SQLite transaction. Never writes to the server.
+
+Robustness:
+  * a lost connection or a server restart aborts the open (incomplete) transaction and resumes
+    from the checkpoint with backoff: no gap, no duplicate;
+  * a checkpoint whose binlog was purged is recorded as a gap, and capture goes on from the
+    oldest binlog the server still has;
+  * a transaction of any size streams into the store (no rows are held in memory), except a
+    prepared XA transaction, which is kept until its outcome is known;
+  * events it cannot capture faithfully (compressed, partial JSON) stop it with the fix.
+
+Commit times: MySQL's GTID events carry microseconds ('us'). MariaDB's carry whole seconds;
+while the streamer is live it refines them with its own receive time, clamped to that second
+('refined'); when catching up it uses the start of the second ('s'). Never decreasing along LSNs.
+
+It runs in a process of its own under ``auroratrack serve`` (``run_streamer_process``): row
+capture is CPU work in Python, and a thread would take the GIL from the proxy's event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pymysql
+
+from proxy.changelog import binlog as bl
+from proxy.changelog.events import (
+    classify_query,
+    parse_mysql_gtid,
+    parse_query,
+    parse_xa_prepare_xid,
+    parse_xa_statement,
+    rows_table_id,
+    table_map_names,
+)
+from proxy.changelog.store import ChangeRecord, ChangeStore, TransactionHeader, now_us
+from proxy.serveradmin import UpstreamCredentials
+
+log = logging.getLogger(__name__)
+
+ORIGIN_SCHEMA = "auroratrack"  # a transaction writing here was made by a backtrack
+ER_MASTER_FATAL_READING_BINLOG = 1236
+MARIADB_FL_STANDALONE = 0x01
+MARIADB_FL_PREPARED_XA = 0x40
+MARIADB_FL_COMPLETED_XA = 0x80
+MAX_STATEMENT_TEXT = 4096
+MAX_STATEMENTS_PER_TXN = 32
+
+
+@dataclass(frozen=True)
+class StreamerConfig:
+    """What the streamer needs: where to read, where to write, how long to keep."""
+
+    upstream: UpstreamCredentials
+    store_path: Path
+    server_id: int = 0  # 0: pick one from the store path (stable across restarts)
+    window_s: float | None = 24 * 3600
+    max_store_bytes: int | None = None
+    heartbeat_s: float = 0.25
+    status_path: Path | None = None
+    retention_every_s: float = 1.0
+
+
+@dataclass
+class _OpenTransaction:
+    start_file: str
+    start_pos: int
+    gtid: str | None = None
+    standalone: bool = False
+    xa_prepared: bool = False
+    mysql_commit_us: int | None = None
+    origin: str = "client"
+    flags: set[str] = field(default_factory=set)
+    tables: set[str] = field(default_factory=set)
+    statements: list[str] = field(default_factory=list)
+    xa_records: list[ChangeRecord] = field(default_factory=list)
+    n_records: int = 0
+
+
+class TransactionAssembler:
+    """Feeds on ``RawEvent``s in binlog order and writes committed transactions to the store.
+
+    ``generated_columns(schema, table)`` tells which columns are generated (the binlog does not
+    say); it is asked once per distinct table map."""
+
+    def __init__(self, store: ChangeStore, generated_columns: Callable[[str, str], list[str]],
+                 clock_us: Callable[[], int] = now_us):
+        self.store = store
+        self.generated_columns = generated_columns
+        self.clock_us = clock_us
+        self.txn: _OpenTransaction | None = None
+        self.table_maps: dict[int, tuple[int, str]] = {}  # binlog table id -> (store id, "db.t")
+        self._generated_cache: dict[bytes, list[str]] = {}
+        checkpoint = store.checkpoint()
+        self.last_commit_us = (checkpoint.last_commit_time_us or 0) if checkpoint else 0
+        self.committed = 0
+        self.position: tuple[str, int] | None = (checkpoint.log_file, checkpoint.log_pos) if checkpoint else None
+        self.last_event_time = 0
+
+    def reset_stream(self) -> None:
+        """The connection broke: forget the incomplete transaction (it will be read again)."""
+        self.txn = None
+        self.table_maps.clear()
+        self.store.abort_transaction()
+
+    def feed(self, event: bl.RawEvent) -> None:
+        etype = event.type
+        self.last_event_time = event.timestamp or self.last_event_time
+        if etype in bl.ROWS_EVENTS:
+            self._rows(event)
+        elif etype == bl.TABLE_MAP_EVENT:
+            self._table_map(event)
+        elif etype == bl.XID_EVENT:
+            self._commit(event)
+        elif etype == bl.QUERY_EVENT:
+            self._query(event)
+        elif etype == bl.MARIADB_GTID_EVENT:
+            self._begin(event, gtid=event.parsed.gtid, mariadb_flags=event.parsed.flags)
+        elif etype in (bl.GTID_EVENT, bl.ANONYMOUS_GTID_EVENT):
+            mysql = parse_mysql_gtid(event.body, anonymous=etype == bl.ANONYMOUS_GTID_EVENT)
+            self._begin(event, gtid=mysql.gtid, mysql_commit_us=mysql.commit_time_us)
+        elif etype == bl.MARIADB_ANNOTATE_ROWS_EVENT:
+            self._statement_text(event.body)
+        elif etype == bl.ROWS_QUERY_EVENT:
+            self._statement_text(event.body[1:])
+        elif etype == bl.XA_PREPARE_EVENT:
+            self._xa_prepare(event)
+        elif etype == bl.ROTATE_EVENT:
+            self._rotate(event)
+        elif etype in bl.UNSUPPORTED_EVENTS:
+            raise CaptureRefused(
+                f"binlog event type {etype} at {event.log_file}:{event.end_pos} cannot be captured "
+                "faithfully (compressed events or partial JSON images): set log_bin_compress=OFF "
+                "(MariaDB) / binlog_transaction_compression=OFF and binlog_row_value_options='' (MySQL)"
+            )
+        else:
+            # Format descriptions, GTID lists, checkpoints, heartbeats, ...: no data. Outside a
+            # transaction they still move the position on.
+            if self.txn is None and event.end_pos:
+                self.position = (event.log_file, event.end_pos)
+
+    # -- transaction boundaries --------------------------------------------------------------------
+    def _begin(self, event: bl.RawEvent, gtid: str | None, mariadb_flags: int = 0,
+               mysql_commit_us: int | None = None) -> None:
+        if self.txn is not None and self.txn.n_records:
+            raise CaptureRefused(f"transaction {self.txn.gtid} never ended before {gtid}")
+        if self.txn is not None:
+            self.store.abort_transaction()
+        start_pos = event.end_pos - (len(event.body) + 19 + 4)
+        self.txn = _OpenTransaction(event.log_file, max(start_pos, 4), gtid=gtid,
+                                    mysql_commit_us=mysql_commit_us)
+        if mariadb_flags & MARIADB_FL_STANDALONE:
+            self.txn.standalone = True
+        if mariadb_flags & MARIADB_FL_PREPARED_XA:
+            self.txn.xa_prepared = True
+        if mariadb_flags & MARIADB_FL_COMPLETED_XA:
+            self.txn.flags.add("xa_outcome")
+
+    def _query(self, event: bl.RawEvent) -> None:
+        query = parse_query(event.body)
+        kind = classify_query(query.query)
+        if kind == "begin":
+            if self.txn is None:
+                self.txn = _OpenTransaction(event.log_file, event.end_pos - len(event.body) - 23)
+            return
+        if kind in ("commit", "rollback"):
+            # Non-transactional engines end their group with COMMIT (or ROLLBACK, when a mixed
+            # transaction rolled back: its non-transactional rows stayed written).
+            if self.txn is not None:
+                if kind == "rollback":
+                    self.txn.flags.add("non_transactional")
+                self._commit(event)
+            return
+        if kind == "xa":
+            self._xa_query(event, query.query)
+            return
+        if kind == "savepoint":
+            return
+        if self.txn is None:
+            self.txn = _OpenTransaction(event.log_file, event.end_pos - len(event.body) - 23, standalone=True)
+        self.txn.flags.add(kind)
+        self.txn.tables.update(ddl_tables(query.query, query.default_schema))
+        self._statement_text(query.query)
+        self._record(ChangeRecord(kind, event.type, query.query, None, query.default_schema or None))
+        if self.txn.standalone or kind == "ddl":
+            self._commit(event)
+
+    def _commit(self, event: bl.RawEvent) -> None:
+        txn = self.txn
+        if txn is None:
+            self.position = (event.log_file, event.end_pos)
+            return
+        if txn.xa_prepared:
+            raise CaptureRefused(f"prepared XA transaction {txn.gtid} ended without XA PREPARE")
+        commit_us, precision = self._commit_time(event.timestamp, txn)
+        header = self._header(txn, event, commit_us, precision)
+        self.store.commit_transaction(header)
+        self.last_commit_us = commit_us
+        self.committed += 1
+        self.txn = None
+        self.position = (event.log_file, event.end_pos)
+
+    def _header(self, txn: _OpenTransaction, event: bl.RawEvent, commit_us: int, precision: str,
+                xa_xid: str | None = None) -> TransactionHeader:
+        return TransactionHeader(
+            gtid=txn.gtid, start_file=txn.start_file, start_pos=txn.start_pos,
+            end_file=event.log_file, end_pos=event.end_pos, commit_time_us=commit_us,
+            time_precision=precision, server_time=event.timestamp, origin=txn.origin,
+            flags=sorted(txn.flags), tables=sorted(txn.tables), statements=txn.statements,
+            xa_xid=xa_xid,
+        )
+
+    def _commit_time(self, server_second: int, txn: _OpenTransaction) -> tuple[int, str]:
+        if txn.mysql_commit_us:
+            t, precision = txn.mysql_commit_us, "us"
+        else:
+            second_start = server_second * 1_000_000
+            received = self.clock_us()
+            if received - second_start < 2_000_000:  # live: received within about a second
+                t, precision = min(max(received, second_start), second_start + 999_999), "refined"
+            else:
+                t, precision = second_start, "s"
+        return max(t, self.last_commit_us), precision
+
+    def _rotate(self, event: bl.RawEvent) -> None:
+        parsed = event.parsed
+        if self.txn is None and parsed is not None and event.timestamp:
+            # A real rotate: the next file starts at 4. (An artificial rotate, timestamp 0,
+            # only names the file we asked for.)
+            self.position = (parsed.next_binlog, parsed.position)
+            self.store.advance_checkpoint(parsed.next_binlog, parsed.position)
+
+    # -- row changes ------------------------------------------------------------------------------------------
+    def _table_map(self, event: bl.RawEvent) -> None:
+        table_id, schema, table = table_map_names(event.body)
+        key = bytes(event.body[6:])
+        generated = self._generated_cache.get(key)
+        if generated is None:
+            generated = self.generated_columns(schema, table)
+            self._generated_cache[key] = generated
+        store_id = self.store.table_map_id(schema, table, event.body, generated)
+        self.table_maps[table_id] = (store_id, f"{schema}.{table}")
+
+    def _rows(self, event: bl.RawEvent) -> None:
+        txn = self.txn
+        if txn is None:
+            raise CaptureRefused(f"rows event outside a transaction at {event.log_file}:{event.end_pos}")
+        mapped = self.table_maps.get(rows_table_id(event.body))
+        if mapped is None:
+            raise CaptureRefused(f"rows event without its table map at {event.log_file}:{event.end_pos}")
+        store_id, name = mapped
+        txn.tables.add(name)
+        if name.startswith(ORIGIN_SCHEMA + "."):
+            txn.origin = "backtrack"
+        self._record(ChangeRecord("rows", event.type, event.body, store_id))
+
+    def _record(self, record: ChangeRecord) -> None:
+        txn = self.txn
+        txn.n_records += 1
+        if txn.xa_prepared:
+            txn.xa_records.append(record)
+        else:
+            self.store.add_change(record)
+
+    def _statement_text(self, text: bytes) -> None:
+        if self.txn is not None and len(self.txn.statements) < MAX_STATEMENTS_PER_TXN:
+            decoded = bytes(text[:MAX_STATEMENT_TEXT]).decode("utf-8", "replace")
+            if not self.txn.statements or self.txn.statements[-1] != decoded:
+                self.txn.statements.append(decoded)
+
+    # -- XA ------------------------------------------------------------------------------------------------------
+    def _xa_query(self, event: bl.RawEvent, query: bytes) -> None:
+        verb, xid = parse_xa_statement(query)
+        if verb == "XA START" and self.txn is not None and not self.txn.n_records:
+            self.txn.xa_prepared = True  # MySQL: its GTID event does not say so
+            return
+        if verb not in ("XA COMMIT", "XA ROLLBACK"):
+            return
+        txn = self.txn
+        if txn is not None and txn.n_records and not txn.xa_prepared:
+            self._commit(event)  # XA COMMIT ... ONE PHASE: an ordinary group ending here
+            return
+        prepared = self.store.take_xa_prepared(xid) if xid else None
+        self.txn = None
+        self.position = (event.log_file, event.end_pos)
+        if prepared is None or verb == "XA ROLLBACK":
+            # Nothing to keep: just move the checkpoint past this group.
+            self.store.advance_checkpoint(event.log_file, event.end_pos)
+            return
+        header, records = prepared
+        for record in records:
+            self.store.add_change(record)
+        commit_us, precision = self._commit_time(event.timestamp, txn or _OpenTransaction("", 0))
+        header.end_file, header.end_pos = event.log_file, event.end_pos
+        header.commit_time_us, header.time_precision = commit_us, precision
+        header.server_time, header.xa_xid = event.timestamp, xid
+        if txn is not None and txn.gtid:
+            header.gtid = txn.gtid
+        self.store.commit_transaction(header)
+        self.last_commit_us = commit_us
+        self.committed += 1
+
+    def _xa_prepare(self, event: bl.RawEvent) -> None:
+        txn = self.txn
+        if txn is None:
+            return
+        xid = parse_xa_prepare_xid(event.body)
+        commit_us, precision = self._commit_time(event.timestamp, txn)
+        header = self._header(txn, event, commit_us, precision, xa_xid=xid)
+        header.flags = sorted(set(header.flags) | {"xa"})
+        self.store.save_xa_prepared(xid, header, txn.xa_records, event.log_file, event.end_pos)
+        self.txn = None
+        self.position = (event.log_file, event.end_pos)
+
+
+class CaptureRefused(RuntimeError):
+    """Capture cannot go on faithfully; the message says why and how to fix it."""
+
+
+def ddl_tables(query: bytes, default_schema: str) -> set[str]:
+    """Tables a DDL (or statement-format DML) names, as "db.table". Uses sqlglot, off the hot
+    path (DDL is rare); falls back to nothing rather than guessing."""
+    import sqlglot
+    from sqlglot import exp
+
+    text = query.decode("utf-8", "replace")
+    words = text.split()
+    if len(words) >= 3 and words[1].upper() in ("DATABASE", "SCHEMA"):
+        names = [w for w in words[2:] if w.upper() not in ("IF", "NOT", "EXISTS")]
+        return {f"{names[0].strip('`;')}.*"} if names else set()
+    try:
+        trees = sqlglot.parse(text, read="mysql")
+    except Exception:  # sqlglot raises several error types on dialect gaps
+        return set()
+    tables = set()
+    for tree in trees:
+        if tree is None:
+            continue
+        for table in tree.find_all(exp.Table):
+            if table.name:
+                tables.add(f"{table.db or default_schema}.{table.name}")
+    return tables
+
+
+class Streamer:
+    """Runs capture until ``stop`` is set: connect, stream, and reconnect with backoff."""
+
+    def __init__(self, config: StreamerConfig, stop: threading.Event | None = None):
+        self.config = config
+        self.stop = stop or threading.Event()
+        self.store = ChangeStore(config.store_path)
+        self.server_id = config.server_id or stable_server_id(config.store_path)
+        self._control: pymysql.Connection | None = None
+        self.assembler = TransactionAssembler(self.store, self._generated_columns)
+        self.connected = False
+        self.last_error: str | None = None
+        self._last_retention = 0.0
+        self._last_status = 0.0
+
+    def run(self) -> None:
+        backoff = 0.1
+        self._ensure_start_position()
+        while not self.stop.is_set():
+            try:
+                self._stream_once()
+                backoff = 0.1
+            except (bl.StreamLost, pymysql.OperationalError, OSError, bl.EventsMissing) as exc:
+                if self._is_purged(exc):
+                    self._record_gap(str(exc))
+                    continue
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("binlog stream interrupted (%s); resuming from the checkpoint in %.1f s",
+                            self.last_error, backoff)
+            finally:
+                self.connected = False
+                self.assembler.reset_stream()
+            self.stop.wait(backoff)
+            backoff = min(backoff * 2, 5.0)
+        self._write_status(force=True)
+
+    def _stream_once(self) -> None:
+        checkpoint = self.store.checkpoint()
+        source = bl.BinlogSource(self._connection_settings(), self.server_id,
+                                 bl.BinlogPosition(checkpoint.log_file, checkpoint.log_pos),
+                                 heartbeat_s=self.config.heartbeat_s)
+        done = threading.Event()
+        stop_watch = threading.Thread(target=self._close_on_stop, args=(source, done), daemon=True)
+        stop_watch.start()
+        try:
+            for event in source.events():
+                self.connected = True
+                self.assembler.feed(event)
+                self._housekeeping()
+                if self.stop.is_set():
+                    return
+        except Exception:
+            if self.stop.is_set():
+                return  # the stop watcher closed the socket under the reader
+            raise
+        finally:
+            done.set()
+            with contextlib.suppress(Exception):
+                source.close()
+
+    def _close_on_stop(self, source: bl.BinlogSource, done: threading.Event) -> None:
+        """Unblock a reader waiting for the next event when we are asked to stop."""
+        while not done.is_set():
+            if self.stop.wait(0.2):
+                with contextlib.suppress(Exception):
+                    source.close()
+                return
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now - self._last_retention >= self.config.retention_every_s and self.assembler.txn is None:
+            self._last_retention = now
+            window_us = int(self.config.window_s * 1e6) if self.config.window_s else None
+            result = self.store.evict(window_us, self.config.max_store_bytes)
+            if result.transactions:
+                log.info("retention: evicted %d transactions (%d bytes); earliest backtrack time now %s",
+                         result.transactions, result.bytes, result.earliest_backtrack_time_us)
+            self._check_window_alert()
+        self._write_status()
+
+    def _check_window_alert(self) -> None:
+        if not self.config.window_s:
+            return
+        earliest = self.store.earliest_backtrack_time_us() or 0
+        started = int(self.store.get_meta("capture_started_us") or 0)
+        actual_s = (now_us() - earliest) / 1e6
+        alert = earliest > started and actual_s < self.config.window_s
+        if alert != (self.store.get_meta("window_alert") == "1"):
+            self.store.set_meta("window_alert", "1" if alert else "0")
+            if alert:
+                log.warning("window alert: the actual backtrack window (%.0f s) is shorter than the "
+                            "target (%.0f s); raise --max-store-bytes or shorten --backtrack-window",
+                            actual_s, self.config.window_s)
+            else:
+                log.info("window alert cleared: the actual window reaches the target again")
+
+    def _write_status(self, force: bool = False) -> None:
+        path = self.config.status_path
+        now = time.monotonic()
+        if path is None or (not force and now - self._last_status < 0.5):
+            return
+        self._last_status = now
+        position = self.assembler.position
+        status = {
+            "pid": os.getpid(), "connected": self.connected, "last_error": self.last_error,
+            "position": f"{position[0]}:{position[1]}" if position else None,
+            "last_event_time": self.assembler.last_event_time, "committed": self.assembler.committed,
+            "updated_at": time.time(),
+        }
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(status))
+        tmp.replace(path)
+
+    # -- positions and gaps -----------------------------------------------------------------------------------
+    def _ensure_start_position(self) -> None:
+        if self.store.checkpoint() is None:
+            log_file, log_pos = current_binlog_position(self._control_conn())
+            self.store.start_capture(log_file, log_pos, now_us())
+            log.info("capture starts at %s:%d", log_file, log_pos)
+
+    def _is_purged(self, exc: Exception) -> bool:
+        return (isinstance(exc, pymysql.OperationalError) and bool(exc.args)
+                and exc.args[0] == ER_MASTER_FATAL_READING_BINLOG)
+
+    def _record_gap(self, reason: str) -> None:
+        checkpoint = self.store.checkpoint()
+        oldest = oldest_binlog(self._control_conn())
+        if oldest is None or (checkpoint and oldest == checkpoint.log_file):
+            raise CaptureRefused(f"cannot read the binlog from {checkpoint}: {reason}")
+        lost = f"{checkpoint.log_file}:{checkpoint.log_pos}"
+        self.store.record_gap(lost, f"{oldest}:4", reason, oldest, 4)
+        log.warning("gap: binlog from %s is gone (%s); capture resumes at %s:4", lost, reason, oldest)
+
+    # -- the control connection ---------------------------------------------------------------------------------
+    def _connection_settings(self) -> dict:
+        up = self.config.upstream
+        return {"host": up.host, "port": up.port, "user": up.user, "passwd": up.password}
+
+    def _control_conn(self) -> pymysql.Connection:
+        if self._control is None or not self._control.open:
+            self._control = self.config.upstream.connect()
+        return self._control
+
+    def _generated_columns(self, schema: str, table: str) -> list[str]:
+        try:
+            with self._control_conn().cursor() as cur:
+                cur.execute(
+                    "/* auroratrack streamer */ SELECT COLUMN_NAME FROM information_schema.COLUMNS "
+                    "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s AND GENERATION_EXPRESSION IS NOT NULL "
+                    "AND GENERATION_EXPRESSION <> '' ORDER BY ORDINAL_POSITION", (schema, table))
+                return [row[0] for row in cur.fetchall()]
+        except pymysql.MySQLError as exc:
+            log.warning("cannot read generated columns of %s.%s: %s", schema, table, exc)
+            self._control = None
+            return []
+
+    def close(self) -> None:
+        if self._control is not None:
+            with contextlib.suppress(Exception):
+                self._control.close()
+        self.store.close()
+
+
+def current_binlog_position(conn: pymysql.Connection) -> tuple[str, int]:
+    """The server's current binlog file and position (MySQL 8.4 renamed the statement)."""
+    with conn.cursor() as cur:
+        try:
+            cur.execute("/* auroratrack */ SHOW BINARY LOG STATUS")
+        except pymysql.err.ProgrammingError:
+            cur.execute("/* auroratrack */ SHOW MASTER STATUS")
+        row = cur.fetchone()
+    if row is None:
+        raise CaptureRefused("the server has no binary log: start it with log_bin enabled")
+    return row[0], int(row[1])
+
+
+def oldest_binlog(conn: pymysql.Connection) -> str | None:
+    with conn.cursor() as cur:
+        cur.execute("/* auroratrack */ SHOW BINARY LOGS")
+        row = cur.fetchone()
+    return row[0] if row else None
+
+
+def stable_server_id(store_path: Path) -> int:
+    """A replica server_id derived from the store's path: stable across restarts, unlikely to
+    collide with a real replica's small ids."""
+    import zlib
+
+    return 0x40000000 | (zlib.crc32(str(Path(store_path).resolve()).encode()) & 0x3FFFFFFF)
+
+
+def run_streamer_process(config: StreamerConfig, log_level: str = "INFO") -> None:
+    """Entry point of the streamer's own process; stops cleanly on SIGTERM."""
+    import signal
+
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    streamer = Streamer(config, stop)
+    try:
+        streamer.run()
+    finally:
+        streamer.close()
