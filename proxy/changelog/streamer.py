@@ -559,3 +559,32 @@ def run_streamer_process(config: StreamerConfig, log_level: str = "INFO") -> Non
         streamer.run()
     finally:
         streamer.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m proxy.changelog.streamer``: capture alone, without the proxy (tests,
+    benchmarks, and operators who want the changelog before they move clients over)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="auroratrack changelog streamer")
+    parser.add_argument("--upstream", required=True, help="HOST:PORT")
+    parser.add_argument("--user", required=True)
+    parser.add_argument("--password", default=os.environ.get("AURORATRACK_UPSTREAM_PASSWORD", ""))
+    parser.add_argument("--store", required=True, type=Path)
+    parser.add_argument("--window-s", type=float, default=24 * 3600)
+    parser.add_argument("--max-store-bytes", type=int, default=None)
+    parser.add_argument("--server-id", type=int, default=0)
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    host, _, port = args.upstream.rpartition(":")
+    config = StreamerConfig(
+        upstream=UpstreamCredentials(host or "127.0.0.1", int(port), args.user, args.password),
+        store_path=args.store, server_id=args.server_id, window_s=args.window_s,
+        max_store_bytes=args.max_store_bytes, status_path=args.store.with_suffix(".status.json"),
+    )
+    run_streamer_process(config, args.log_level)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
