@@ -1,0 +1,1 @@
+"""Client adapters for the client-compatibility tests (tests/integration/test_clients.py)."""
