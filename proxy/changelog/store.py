@@ -5,7 +5,8 @@ SQLite in WAL mode, in the data directory. One writer (the streamer); any number
 
 What it keeps (DESIGN.md decisions 4-6):
   * ``changes``: one record per binlog rows event (raw body, byte for byte) or per DDL /
-    statement-format query, numbered by LSN = the next integer in binlog commit order;
+    statement-format query, numbered by LSN = the next integer in binlog commit order; the
+    bodies themselves live in append-only segment files next to the database (segments.py);
   * ``table_maps``: the raw TABLE_MAP bodies the rows events need to be decoded, deduplicated;
   * ``transactions``: per committed transaction its LSN range, GTID, binlog coordinates after
     it, commit time and its precision, origin (client write or backtrack), tables touched,
@@ -28,6 +29,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from proxy.changelog.segments import DEFAULT_SEGMENT_BYTES, SegmentLog
 
 SCHEMA_VERSION = 1
 
@@ -55,7 +58,9 @@ CREATE TABLE IF NOT EXISTS changes (
     kind TEXT NOT NULL,              -- rows | ddl | statement
     event_type INTEGER NOT NULL,
     table_map_id INTEGER,            -- rows: the table map to decode with
-    body BLOB NOT NULL,              -- rows: raw event body; ddl/statement: the query text
+    segment INTEGER NOT NULL,        -- where the body is: rows: raw event body;
+    offset INTEGER NOT NULL,         --   ddl/statement: the query text
+    length INTEGER NOT NULL,
     default_schema TEXT              -- ddl/statement: the session's database when it ran
 );
 CREATE INDEX IF NOT EXISTS changes_by_txn ON changes (txn_id);
@@ -173,7 +178,7 @@ def now_us() -> int:
 class ChangeStore:
     """See the module docstring. Open one per thread/process; the streamer is the only writer."""
 
-    def __init__(self, path: Path | str, readonly: bool = False):
+    def __init__(self, path: Path | str, readonly: bool = False, segment_bytes: int = DEFAULT_SEGMENT_BYTES):
         self.path = Path(path)
         self.readonly = readonly
         if not readonly:
@@ -190,12 +195,17 @@ class ChangeStore:
             self.db.execute("PRAGMA synchronous = NORMAL")
             self.db.executescript(_SCHEMA)
             self._init_meta()
+        self.segments = SegmentLog(self.path.with_name(self.path.name + ".segments"), segment_bytes,
+                                   writable=not readonly)
+        if not readonly:
+            self.segments.resume(self._committed_segment_ends())
         self._table_map_ids: dict[bytes, int] = {}
         self._in_txn = False
         self._pending_records = 0
         self._next_lsn: int | None = None
         self._txn_bytes = 0
         self._txn_first_lsn: int | None = None
+        self._next_txn_id: int | None = None
 
     # -- meta -------------------------------------------------------------------------------------
     def _init_meta(self) -> None:
@@ -252,10 +262,12 @@ class ChangeStore:
         lsn = self._allocate_lsn()
         if self._txn_first_lsn is None:
             self._txn_first_lsn = lsn
+        segment, offset = self.segments.append(record.body)
         self.db.execute(
-            "INSERT INTO changes (lsn, txn_id, kind, event_type, table_map_id, body, default_schema)"
-            " VALUES (?, -1, ?, ?, ?, ?, ?)",
-            (lsn, record.kind, record.event_type, record.table_map_id, record.body, record.default_schema),
+            "INSERT INTO changes (lsn, txn_id, kind, event_type, table_map_id, segment, offset, length,"
+            " default_schema) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (lsn, self._allocate_txn_id(), record.kind, record.event_type, record.table_map_id,
+             segment, offset, len(record.body), record.default_schema),
         )
         self._txn_bytes += len(record.body)
         return lsn
@@ -268,23 +280,23 @@ class ChangeStore:
             first_lsn = self._allocate_lsn_peek()
         last_lsn = (self._next_lsn - 1) if self._txn_first_lsn is not None else first_lsn - 1
         n_changes = 0 if self._txn_first_lsn is None else last_lsn - first_lsn + 1
-        cur = self.db.execute(
-            "INSERT INTO transactions (first_lsn, last_lsn, gtid, start_file, start_pos, end_file, end_pos,"
+        txn_id = self._allocate_txn_id()
+        self.db.execute(
+            "INSERT INTO transactions (txn_id, first_lsn, last_lsn, gtid, start_file, start_pos, end_file, end_pos,"
             " commit_time_us, time_precision, server_time, origin, flags, tables, statements, n_changes,"
-            " n_bytes, xa_xid) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (first_lsn, last_lsn, header.gtid, header.start_file, header.start_pos, header.end_file,
+            " n_bytes, xa_xid) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (txn_id, first_lsn, last_lsn, header.gtid, header.start_file, header.start_pos, header.end_file,
              header.end_pos, header.commit_time_us, header.time_precision, header.server_time,
              header.origin, json.dumps(header.flags), json.dumps(sorted(set(header.tables))),
              json.dumps(header.statements), n_changes, self._txn_bytes, header.xa_xid),
         )
-        txn_id = cur.lastrowid
-        if n_changes:
-            self.db.execute("UPDATE changes SET txn_id = ? WHERE lsn BETWEEN ? AND ?", (txn_id, first_lsn, last_lsn))
+        self.segments.flush()  # the bodies reach the OS before the rows that point at them commit
         self._write_checkpoint(header.end_file, header.end_pos, txn_id, header.commit_time_us)
         self.db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = 'stored_bytes'",
                         (self._txn_bytes,))
         self.db.execute("COMMIT")
         stored = self._txn_from_header(txn_id, first_lsn, last_lsn, n_changes, header)
+        self._next_txn_id = txn_id + 1
         self._reset_txn()
         return stored
 
@@ -305,7 +317,10 @@ class ChangeStore:
             self.db.execute("ROLLBACK")
         self._reset_txn()
         self._next_lsn = None
+        self._next_txn_id = None
         self._table_map_ids.clear()
+        self.segments.close()
+        self.segments.resume(self._committed_segment_ends())
 
     def record_gap(self, lost_from: str, resumed_at: str, reason: str, resumed_file: str,
                    resumed_pos: int) -> Gap:
@@ -373,10 +388,14 @@ class ChangeStore:
             newest_evicted_time = t
         if evicted:
             self.set_meta("stored_bytes", str(stored))
+            row = self.db.execute("SELECT segment FROM changes ORDER BY lsn LIMIT 1").fetchone()
+            oldest = row[0] if row else None
             self._raise_earliest(newest_evicted_time)
             self.set_meta("evicted_transactions",
                           str(int(self.get_meta("evicted_transactions") or 0) + evicted))
         self.db.execute("COMMIT")
+        if evicted:
+            self.segments.delete_before(oldest if oldest is not None else 1 << 62)
         return EvictionResult(evicted, evicted_bytes, self.earliest_backtrack_time_us())
 
     def earliest_backtrack_time_us(self) -> int | None:
@@ -412,11 +431,13 @@ class ChangeStore:
         return self._txn_from_row(row) if row else None
 
     def changes(self, first_lsn: int, last_lsn: int) -> Iterator[StoredChange]:
-        for row in self.db.execute(
-            "SELECT lsn, txn_id, kind, event_type, table_map_id, body, default_schema FROM changes "
-            "WHERE lsn BETWEEN ? AND ? ORDER BY lsn", (first_lsn, last_lsn),
-        ):
-            yield StoredChange(*row)
+        rows = self.db.execute(
+            "SELECT lsn, txn_id, kind, event_type, table_map_id, segment, offset, length, default_schema "
+            "FROM changes WHERE lsn BETWEEN ? AND ? ORDER BY lsn", (first_lsn, last_lsn),
+        )
+        for lsn, txn_id, kind, event_type, table_map_id, segment, offset, length, default_schema in rows:
+            body = self.segments.read(segment, offset, length)
+            yield StoredChange(lsn, txn_id, kind, event_type, table_map_id, body, default_schema)
 
     def table_map(self, table_map_id: int) -> tuple[str, str, bytes, list[str]]:
         row = self.db.execute(
@@ -434,6 +455,7 @@ class ChangeStore:
         n_changes = self.db.execute("SELECT COUNT(*) FROM changes").fetchone()[0]
         return {
             "transactions": n_txn,
+            "store_file_bytes": self.file_bytes(),
             "change_records": n_changes,
             "stored_bytes": int(self.get_meta("stored_bytes") or 0),
             "oldest_commit_time_us": oldest,
@@ -442,7 +464,13 @@ class ChangeStore:
             "evicted_transactions": int(self.get_meta("evicted_transactions") or 0),
         }
 
+    def file_bytes(self) -> int:
+        """Bytes on disk: the database, its WAL and the segment files."""
+        files = [self.path, self.path.with_name(self.path.name + "-wal")]
+        return sum(f.stat().st_size for f in files if f.exists()) + self.segments.total_bytes()
+
     def close(self) -> None:
+        self.segments.close()
         self.db.close()
 
     # -- internals -----------------------------------------------------------------------------------------------
@@ -450,6 +478,20 @@ class ChangeStore:
         if not self._in_txn:
             self.db.execute("BEGIN IMMEDIATE")
             self._in_txn = True
+
+    def _allocate_txn_id(self) -> int:
+        """The id the open transaction will get (known ahead, so its changes are written with
+        it at once; AUTOINCREMENT's sequence makes it never reused)."""
+        if self._next_txn_id is None:
+            row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'transactions'").fetchone()
+            self._next_txn_id = (row[0] if row else 0) + 1
+        return self._next_txn_id
+
+    def _committed_segment_ends(self) -> dict[int, int]:
+        """Segment -> committed end, for the newest segment in use. Segments fill in LSN order,
+        so every older segment is whole and the last LSN marks the end of committed bytes."""
+        row = self.db.execute("SELECT segment, offset + length FROM changes ORDER BY lsn DESC LIMIT 1").fetchone()
+        return {row[0]: row[1]} if row else {}
 
     def _allocate_lsn(self) -> int:
         lsn = self._allocate_lsn_peek()

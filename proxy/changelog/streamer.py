@@ -147,10 +147,12 @@ class TransactionAssembler:
                 "(MariaDB) / binlog_transaction_compression=OFF and binlog_row_value_options='' (MySQL)"
             )
         else:
-            # Format descriptions, GTID lists, checkpoints, heartbeats, ...: no data. Outside a
-            # transaction they still move the position on.
+            # Format descriptions, GTID lists, binlog checkpoints, ...: no data. Outside a
+            # transaction they still move the checkpoint on, so that "caught up with the
+            # server's position" is reachable (they come at the start of every binlog file).
             if self.txn is None and event.end_pos:
                 self.position = (event.log_file, event.end_pos)
+                self.store.advance_checkpoint(event.log_file, event.end_pos)
 
     # -- transaction boundaries --------------------------------------------------------------------
     def _begin(self, event: bl.RawEvent, gtid: str | None, mariadb_flags: int = 0,
