@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from proxy.backtrack import Backtracker
 from proxy.changelog.inspector import InspectionReport, require_ready
 from proxy.changelog.store import ChangeStore
 from proxy.changelog.streamer import StreamerConfig, run_streamer_process, stable_server_id
@@ -46,6 +47,8 @@ class ServeConfig:
     max_store_bytes: int | None = None
     streamer_server_id: int = 0  # 0: derived from the data directory
     log_level: str = "INFO"
+    admin_host: str = "127.0.0.1"  # the admin API (proxy/admin.py); loopback by default
+    admin_port: int = 3308  # 0: pick a free port (serve writes the bound one to <data_dir>/admin.json)
 
     @property
     def store_path(self) -> Path:
@@ -75,6 +78,9 @@ class Service:
         self.listen_address: tuple[str, int] | None = None
         self.inspection: InspectionReport | None = None
         self.streamer_process: multiprocessing.Process | None = None
+        self.backtracker: Backtracker | None = None
+        self.admin_runner = None  # aiohttp AppRunner of the admin API
+        self.admin_address: tuple[str, int] | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -96,9 +102,22 @@ class Service:
             config.upstream.host, config.upstream.port, self.gate,
             max_allowed_packet=max_packet, connect_timeout=config.connect_timeout,
         )
+        if config.capture:
+            self.backtracker = Backtracker(config.upstream, self.gate, config.store_path, config.data_dir,
+                                           flavor=self.inspection.flavor.name)
+            await asyncio.to_thread(self.backtracker.startup_recovery)
         self.listen_address = await self.proxy.start(config.listen_host, config.listen_port)
         log.info("proxy listening on %s:%d, relaying to %s:%d (max_allowed_packet %d)",
                  *self.listen_address, config.upstream.host, config.upstream.port, max_packet)
+        await self._start_admin()
+
+    async def _start_admin(self) -> None:
+        # Imported here: aiohttp takes ~0.4 s to import and the CLI's client commands never need it.
+        from proxy.admin import start_admin
+
+        self.admin_runner, port = await start_admin(self, self.config.admin_host, self.config.admin_port)
+        self.admin_address = (self.config.admin_host, port)
+        log.info("admin API on %s:%d (token in %s)", *self.admin_address, self.config.data_dir / "admin.token")
 
     def _start_streamer(self, streamer_config: StreamerConfig) -> None:
         # spawn, not fork: the parent has an event loop and threads that must not be copied.
@@ -112,6 +131,11 @@ class Service:
                  self.streamer_process.pid, streamer_config.server_id, self.config.store_path)
 
     async def stop(self) -> None:
+        if self.admin_runner is not None:  # first, so clients see at once that serve is gone
+            from proxy.admin import stop_admin
+
+            await stop_admin(self.admin_runner)
+            self.admin_runner = None
         if self.proxy is not None:
             await self.proxy.close()
         if self.streamer_process is not None and self.streamer_process.is_alive():

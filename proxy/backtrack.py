@@ -1,0 +1,455 @@
+"""The backtrack flow: from ``backtrack --to TIME`` to a rewound database, every step recorded.
+
+``Backtracker.request`` validates the request and resolves the point before anything is paused
+(a bad ``--to`` is refused with the earliest and latest possible times), then runs the flow as a
+task on the service's event loop:
+
+  choose the point -> close the gate -> drain -> drop every client connection -> fence writers
+  that bypass the proxy (read_only) -> let the streamer catch up with the server -> plan ->
+  check conflicts -> apply -> commit -> lift the fence -> reopen the gate.
+
+Whatever happens, the fence is lifted and the gate reopens. The undo is one server transaction
+(rewind.Applier): a failure rolls it back and the data stays as it was. Every backtrack has a
+record in ``history.db`` that survives restarts; a record left ``pending`` or ``applying`` by a
+killed process is marked ``failed`` on the next start (the server rolled the open transaction
+back when the connection died). A fence left by a killed process is lifted at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pymysql
+
+from proxy.changelog.store import ChangeStore, now_us
+from proxy.changelog.streamer import current_binlog_position
+from proxy.gate import Gate
+from proxy.rewind import MAX_PLAN_SQL, Applier, Conflict, Plan, build_plan
+from proxy.serveradmin import UpstreamCredentials
+from proxy.timeparse import Target, format_time_us, parse_target
+
+log = logging.getLogger(__name__)
+
+TERMINAL = ("completed", "failed")
+
+
+class BacktrackRefused(Exception):
+    """The request cannot be carried out as asked; nothing was paused or written."""
+
+    def __init__(self, message: str, details: dict | None = None):
+        super().__init__(message)
+        self.details = details or {}
+
+
+@dataclass(frozen=True)
+class BacktrackRequest:
+    to: str
+    force: bool = False
+    use_earliest: bool = False
+    dry_run: bool = False
+    with_sql: bool = False
+    drain_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class Point:
+    """The chosen consistent point: the state right after transaction ``txn_id``."""
+
+    txn_id: int
+    time_us: int | None
+    lsn: int
+    gtid: str | None
+
+    def to_json(self) -> dict:
+        return {"txn_id": self.txn_id, "time": format_time_us(self.time_us), "time_us": self.time_us,
+                "lsn": self.lsn, "gtid": self.gtid}
+
+
+@dataclass
+class BacktrackRecord:
+    """What is known of one backtrack; ``to_json`` is the admin API's and the CLI's view."""
+
+    id: str
+    requested_to: str
+    target: str
+    status: str  # pending | applying | completed | failed
+    created_us: int
+    dry_run: bool = False
+    force: bool = False
+    point: dict | None = None
+    backtracked_from_us: int | None = None
+    rows: dict = field(default_factory=dict)
+    steps: list = field(default_factory=list)
+    durations: dict = field(default_factory=dict)
+    conflicts: list = field(default_factory=list)
+    forced: list = field(default_factory=list)
+    fence: str | None = None
+    error: str | None = None
+    plan: dict | None = None
+    finished_us: int | None = None
+
+    def to_json(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["created"] = format_time_us(self.created_us)
+        data["backtracked_from"] = format_time_us(self.backtracked_from_us)
+        return data
+
+
+class BacktrackHistory:
+    """Backtrack records in ``history.db`` (SQLite), one JSON document each."""
+
+    def __init__(self, path: Path):
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("CREATE TABLE IF NOT EXISTS backtracks (id TEXT PRIMARY KEY, created_us INTEGER, doc TEXT)")
+
+    def save(self, record: BacktrackRecord) -> None:
+        self.db.execute("INSERT INTO backtracks VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET doc = excluded.doc",
+                        (record.id, record.created_us, json.dumps(dataclasses.asdict(record))))
+
+    def all(self) -> list[BacktrackRecord]:
+        return [BacktrackRecord(**json.loads(doc)) for (doc,) in
+                self.db.execute("SELECT doc FROM backtracks ORDER BY created_us")]
+
+    def fail_unfinished(self) -> list[str]:
+        """After a restart: records a dead process left behind become ``failed``."""
+        failed = []
+        for record in self.all():
+            if record.status not in TERMINAL:
+                record.status = "failed"
+                record.error = "auroratrack stopped during the backtrack; the server rolled back its transaction"
+                record.finished_us = now_us()
+                self.save(record)
+                failed.append(record.id)
+        return failed
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class Backtracker:
+    """Runs backtracks for the service; one at a time. Lives on the service's event loop."""
+
+    def __init__(self, upstream: UpstreamCredentials, gate: Gate, store_path: Path, data_dir: Path,
+                 flavor: str | None = None, catch_up_timeout: float = 120.0):
+        self.upstream = upstream
+        self.gate = gate
+        self.store_path = store_path
+        self.data_dir = data_dir
+        self.flavor = flavor
+        self.catch_up_timeout = catch_up_timeout
+        self.history = BacktrackHistory(data_dir / "history.db")
+        self.records: dict[str, BacktrackRecord] = {r.id: r for r in self.history.all()}
+        self.running: BacktrackRecord | None = None
+        self._task: asyncio.Task | None = None
+        self.fence_path = data_dir / "fence.json"
+
+    def startup_recovery(self) -> None:
+        """Mark what a killed process left unfinished as failed, and lift its fence."""
+        for record_id in self.history.fail_unfinished():
+            log.warning("backtrack %s was interrupted by a restart: marked failed", record_id)
+        self.records = {r.id: r for r in self.history.all()}
+        if self.fence_path.exists():
+            with contextlib.suppress(Exception):
+                previous = json.loads(self.fence_path.read_text()).get("previous_read_only", 0)
+                self._set_read_only(int(previous))
+                log.warning("lifted the read_only fence a killed backtrack left on the server")
+            self.fence_path.unlink(missing_ok=True)
+
+    # -- the API ----------------------------------------------------------------------------------------
+    def get(self, record_id: str) -> BacktrackRecord | None:
+        return self.records.get(record_id)
+
+    def list(self) -> list[BacktrackRecord]:
+        return sorted(self.records.values(), key=lambda r: r.created_us)
+
+    def last(self) -> BacktrackRecord | None:
+        finished = [r for r in self.list() if not r.dry_run]
+        return finished[-1] if finished else None
+
+    async def request(self, req: BacktrackRequest) -> BacktrackRecord:
+        """Validate and start a backtrack; returns its record at once (``pending``)."""
+        if self.running is not None:
+            raise BacktrackRefused(f"backtrack {self.running.id} is running; wait for it to finish",
+                                   {"running": self.running.id})
+        try:
+            target = parse_target(req.to)
+        except ValueError as exc:
+            raise BacktrackRefused(str(exc)) from None
+        point = await asyncio.to_thread(self._resolve, target, req.use_earliest)
+        record = BacktrackRecord(
+            id=str(uuid.uuid4()), requested_to=req.to, target=target.describe(), status="pending",
+            created_us=now_us(), dry_run=req.dry_run, force=req.force, point=point.to_json(),
+        )
+        self.records[record.id] = record
+        self.running = record
+        if not req.dry_run:
+            self.history.save(record)
+        self._task = asyncio.get_running_loop().create_task(self._run(record, req, point))
+        return record
+
+    async def wait(self, record_id: str, timeout: float = 600.0) -> BacktrackRecord:
+        """For tests and the CLI-less callers: the record once it is finished."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            record = self.records[record_id]
+            if record.status in TERMINAL:
+                return record
+            await asyncio.sleep(0.02)
+        raise TimeoutError(f"backtrack {record_id} still {self.records[record_id].status}")
+
+    # -- choosing the point ----------------------------------------------------------------------------------
+    def _resolve(self, target: Target, use_earliest: bool) -> Point:
+        store = ChangeStore(self.store_path, readonly=True)
+        try:
+            return resolve_point(store, target, use_earliest)
+        finally:
+            store.close()
+
+    # -- the flow -------------------------------------------------------------------------------------------------
+    async def _run(self, record: BacktrackRecord, req: BacktrackRequest, point: Point) -> None:
+        started = time.monotonic()
+        try:
+            if req.dry_run:
+                await self._dry_run(record, req, point)
+            else:
+                await self._backtrack(record, req, point)
+        except Exception as exc:  # recorded, never raised into the loop
+            log.exception("backtrack %s failed", record.id)
+            record.status = "failed"
+            record.error = record.error or f"{type(exc).__name__}: {exc}"
+        finally:
+            record.durations["total_s"] = round(time.monotonic() - started, 6)
+            record.finished_us = now_us()
+            if not req.dry_run:
+                self.history.save(record)
+            self.running = None
+            log.info("backtrack %s %s in %.3f s", record.id, record.status, record.durations["total_s"])
+
+    async def _backtrack(self, record: BacktrackRecord, req: BacktrackRequest, point: Point) -> None:
+        record.status = "applying"
+        record.backtracked_from_us = now_us()
+        self.history.save(record)
+        paused_at = time.monotonic()
+        conn = None
+        fenced = False
+        try:
+            await self._step(record, "pause", self._pause)
+            drain = await self._step(record, "drain", lambda: self.gate.drain(req.drain_timeout))
+            if drain.killed:
+                record.forced.append({"kind": "killed_queries", "connections": drain.killed})
+            await self._step(record, "drop", self.gate.drop_all)
+            conn = await asyncio.to_thread(self._apply_connection)
+            fenced = await self._step(record, "fence", lambda: asyncio.to_thread(self._fence, record))
+            await self._step(record, "catch_up", lambda: asyncio.to_thread(self._catch_up))
+            applied_at = time.monotonic()
+            await self._step(record, "apply", lambda: asyncio.to_thread(self._plan_and_apply, conn, record, req, point))
+            record.durations["applying_s"] = round(time.monotonic() - applied_at, 6)
+        finally:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+            if fenced:
+                await self._step(record, "unfence", lambda: asyncio.to_thread(self._unfence))
+            self.gate.resume()
+            record.durations["paused_s"] = round(time.monotonic() - paused_at, 6)
+
+    async def _pause(self) -> None:
+        self.gate.pause()
+
+    async def _step(self, record: BacktrackRecord, name: str, action):
+        step = {"name": name, "started": format_time_us(now_us()), "duration_s": None}
+        record.steps.append(step)
+        began = time.monotonic()
+        try:
+            return await action()
+        finally:
+            step["duration_s"] = round(time.monotonic() - began, 6)
+            log.info("backtrack %s: %s took %.3f s", record.id, name, step["duration_s"])
+
+    def _plan_and_apply(self, conn: pymysql.Connection, record: BacktrackRecord, req: BacktrackRequest,
+                        point: Point) -> None:
+        store = ChangeStore(self.store_path, readonly=True)
+        try:
+            plan = build_plan(store, point.txn_id, self.flavor)
+        finally:
+            store.close()
+        applier = Applier(conn, f"backtrack {record.id}")
+        applier.ensure_marker_table()
+        applier.begin()
+        try:
+            conflicts = plan.conflicts + applier.server_conflicts(plan)
+            record.conflicts = [c.to_json() for c in conflicts]
+            if conflicts and not req.force:
+                raise BacktrackConflicts(conflicts)
+            record.forced.extend(c.to_json() for c in conflicts)
+            for name, table in sorted(plan.tables.items()):
+                record.rows[name] = applier.apply_table(table)
+            applier.write_marker(record.id)
+            applier.commit()
+            record.status = "completed"
+        except BacktrackConflicts as exc:
+            applier.rollback()
+            record.status = "failed"
+            record.error = str(exc)
+        except Exception:
+            applier.rollback()
+            raise
+
+    async def _dry_run(self, record: BacktrackRecord, req: BacktrackRequest, point: Point) -> None:
+        record.status = "applying"
+        sql: list[str] = []
+
+        def run() -> Plan:
+            store = ChangeStore(self.store_path, readonly=True)
+            try:
+                plan = build_plan(store, point.txn_id, self.flavor)
+            finally:
+                store.close()
+            conn = self._apply_connection()
+            try:
+                applier = Applier(conn, f"dry-run {record.id}", emit=sql.append if req.with_sql else None,
+                                  dry_run=True)
+                applier.begin()
+                try:
+                    conflicts = plan.conflicts + applier.server_conflicts(plan)
+                    for table in plan.tables.values():
+                        applier.apply_table(table)
+                finally:
+                    applier.rollback()
+            finally:
+                conn.close()
+            plan.conflicts = conflicts
+            return plan
+
+        plan = await asyncio.to_thread(run)
+        record.plan = plan.summary()
+        record.plan["point"] = point.to_json()
+        if req.with_sql:
+            record.plan["sql"] = sql[:MAX_PLAN_SQL]
+            record.plan["sql_total"] = len(sql)
+        record.conflicts = record.plan["conflicts"]
+        record.status = "completed"
+
+    # -- the server -------------------------------------------------------------------------------------------------
+    def _apply_connection(self) -> pymysql.Connection:
+        return self.upstream.connect(autocommit=False, max_allowed_packet=64 * 1024 * 1024, read_timeout=3600)
+
+    def _fence(self, record: BacktrackRecord) -> bool:
+        """read_only on the server, so writers that bypass the proxy cannot interfere."""
+        try:
+            with self.upstream.connect() as conn, conn.cursor() as cur:
+                cur.execute("/* auroratrack fence */ SELECT @@GLOBAL.read_only")
+                previous = int(cur.fetchone()[0])
+                self.fence_path.write_text(json.dumps({"previous_read_only": previous, "backtrack": record.id}))
+                cur.execute("/* auroratrack fence */ SET GLOBAL read_only = 1")
+        except pymysql.MySQLError as exc:
+            self.fence_path.unlink(missing_ok=True)
+            record.fence = f"direct writers were not fenced: {exc.args[-1] if exc.args else exc}"
+            return False
+        record.fence = "read_only"
+        return True
+
+    def _unfence(self) -> None:
+        previous = json.loads(self.fence_path.read_text()).get("previous_read_only", 0)
+        self._set_read_only(int(previous))
+        self.fence_path.unlink(missing_ok=True)
+
+    def _set_read_only(self, value: int) -> None:
+        with self.upstream.connect() as conn, conn.cursor() as cur:
+            cur.execute(f"/* auroratrack fence */ SET GLOBAL read_only = {int(value)}")
+
+    def _catch_up(self) -> None:
+        """Wait until the streamer has stored everything the server has logged."""
+        with self.upstream.connect() as conn:
+            target = current_binlog_position(conn)
+        deadline = time.monotonic() + self.catch_up_timeout
+        while True:
+            store = ChangeStore(self.store_path, readonly=True)
+            try:
+                checkpoint = store.checkpoint()
+            finally:
+                store.close()
+            if checkpoint is not None and (checkpoint.log_file, checkpoint.log_pos) >= target:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the changelog did not catch up with the server ({checkpoint} < {target})")
+            time.sleep(0.01)
+
+
+class BacktrackConflicts(Exception):
+    def __init__(self, conflicts: list[Conflict]):
+        lines = [f"{len(conflicts)} binlog conflict(s); nothing was written (use --force to go ahead):"]
+        lines += [f"  - [{c.kind}] {c.table or '*'}{' key ' + c.key if c.key else ''}: {c.reason}"
+                  for c in conflicts[:50]]
+        if len(conflicts) > 50:
+            lines.append(f"  ... and {len(conflicts) - 50} more")
+        super().__init__("\n".join(lines))
+        self.conflicts = conflicts
+
+
+def resolve_point(store: ChangeStore, target: Target, use_earliest: bool, now: int | None = None) -> Point:
+    """The last transaction to keep for ``target``; raises BacktrackRefused when impossible."""
+    now = now or now_us()
+    earliest = store.earliest_backtrack_time_us()
+    first = store.db.execute("SELECT MIN(txn_id) FROM transactions").fetchone()[0]
+    last = store.db.execute("SELECT MAX(txn_id) FROM transactions").fetchone()[0]
+    window = f"earliest possible {format_time_us(earliest)}, latest {format_time_us(now)}"
+    if earliest is None:
+        raise BacktrackRefused("no changelog yet: auroratrack has not started capturing")
+    if target.kind == "time":
+        t = target.time_us
+        if t > now + 1_000_000:
+            raise BacktrackRefused(f"{target.describe()} is in the future ({window})",
+                                   {"earliest": earliest, "latest": now})
+        if t < earliest:
+            if not use_earliest:
+                raise BacktrackRefused(
+                    f"{target.describe()} is before the earliest backtrack time ({window}); "
+                    "use --use-earliest-time-on-point-in-time-unavailable to go there instead",
+                    {"earliest": earliest, "latest": now})
+            t = earliest
+        keep = store.db.execute("SELECT MAX(txn_id) FROM transactions WHERE commit_time_us <= ?", (t,)).fetchone()[0]
+        if keep is None:
+            keep = (first - 1) if first is not None else _last_txn_id(store)
+        return _point(store, keep, earliest)
+    txn_id = _exact_txn(store, target)
+    if txn_id is None:
+        raise BacktrackRefused(f"{target.text} is not in the changelog (it holds transactions "
+                               f"{first}..{last}; {window})", {"earliest": earliest, "latest": now})
+    return _point(store, txn_id - 1, earliest)
+
+
+def _exact_txn(store: ChangeStore, target: Target) -> int | None:
+    db = store.db
+    if target.kind == "lsn":
+        row = db.execute("SELECT txn_id FROM transactions WHERE first_lsn <= ? AND last_lsn >= ?",
+                         (target.lsn, target.lsn)).fetchone()
+    elif target.kind == "gtid":
+        row = db.execute("SELECT txn_id FROM transactions WHERE gtid = ?", (target.gtid,)).fetchone()
+    else:
+        file, pos = target.position
+        row = db.execute("SELECT txn_id FROM transactions WHERE (end_file > ? OR (end_file = ? AND end_pos > ?)) "
+                         "ORDER BY txn_id LIMIT 1", (file, file, pos)).fetchone()
+    return row[0] if row else None
+
+
+def _last_txn_id(store: ChangeStore) -> int:
+    row = store.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'transactions'").fetchone()
+    return row[0] if row else 0
+
+
+def _point(store: ChangeStore, keep_txn_id: int, earliest: int) -> Point:
+    txn = store.transaction(keep_txn_id)
+    if txn is not None:
+        return Point(keep_txn_id, txn.commit_time_us, txn.last_lsn, txn.gtid)
+    following = store.db.execute("SELECT MIN(first_lsn) FROM transactions WHERE txn_id > ?", (keep_txn_id,)).fetchone()
+    return Point(keep_txn_id, earliest, (following[0] or 1) - 1, None)

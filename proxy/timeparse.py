@@ -1,0 +1,110 @@
+"""Parsing ``backtrack --to``: when (or at which transaction) to go back to. Pure functions.
+
+Accepted forms:
+  * ISO 8601 date-time, with a zone (``2026-11-22T10:15:00Z``, ``...+02:00``) or without one
+    (then it is local time, and the result says so);
+  * a time of day today, local time (``10:15``, ``10:15:07.250``);
+  * a relative time, back from now (``-15m``, ``-2h30m``, ``-90s``);
+  * an exact point, meaning "the state just before that transaction": ``lsn:1234``, a GTID
+    (MariaDB ``0-1-345``, MySQL ``3E11FA47-71CA-11E1-9E33-C80AA9429562:23``; ``gtid:`` in front
+    when a MariaDB GTID could be read as a date, like ``gtid:2026-1-5``) or a binlog position
+    ``binlog.000042:1337``.
+Anything else is a ``ValueError`` listing these forms.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from proxy.units import parse_duration
+
+FORMS = ("ISO 8601 (2026-11-22T10:15:00Z, or without zone for local time), a time today (10:15), "
+         "a relative time (-15m, -2h30m), lsn:N, a GTID (0-1-345 or UUID:N) or binlog file:pos")
+
+_MARIADB_GTID = re.compile(r"\d+-\d+-\d+")
+_MYSQL_GTID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:\d+")
+_POSITION = re.compile(r"([\w.-]+\.\d+):(\d+)")
+_TIME_OF_DAY = re.compile(r"\d{1,2}:\d{2}(:\d{2}(\.\d{1,6})?)?")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A parsed ``--to``: either a wall-clock time or an exact transaction."""
+
+    text: str
+    kind: str  # "time" | "lsn" | "gtid" | "position"
+    time_us: int | None = None  # for kind "time": microseconds since the epoch, UTC
+    assumed_local: bool = False  # the text had no zone: local time was assumed
+    lsn: int | None = None
+    gtid: str | None = None
+    position: tuple[str, int] | None = None
+
+    def describe(self) -> str:
+        if self.kind == "time":
+            note = " (no zone given: local time)" if self.assumed_local else ""
+            return f"{format_time_us(self.time_us)}{note}"
+        return f"just before {self.text}"
+
+
+def parse_target(text: str, now: dt.datetime | None = None) -> Target:
+    """Parse ``--to``; ``now`` (aware) is injected by tests."""
+    value = text.strip()
+    now = now or dt.datetime.now(dt.UTC)
+    if not value:
+        raise ValueError(f"--to is empty; use {FORMS}")
+    if value.lower().startswith("lsn:"):
+        digits = value[4:]
+        if not digits.isdigit():
+            raise ValueError(f"{text!r}: an LSN is lsn:<number>")
+        return Target(text, "lsn", lsn=int(digits))
+    if value.lower().startswith("gtid:"):
+        return Target(text, "gtid", gtid=_gtid(value[5:], text))
+    looks_like_date = _MARIADB_GTID.fullmatch(value) and len(value.split("-")[0]) == 4
+    if (_MARIADB_GTID.fullmatch(value) and not looks_like_date) or _MYSQL_GTID.fullmatch(value):
+        return Target(text, "gtid", gtid=_gtid(value, text))
+    position = _POSITION.fullmatch(value)
+    if position and not _TIME_OF_DAY.fullmatch(value):
+        return Target(text, "position", position=(position.group(1), int(position.group(2))))
+    if value.startswith("-"):
+        try:
+            seconds = parse_duration(value[1:])
+        except ValueError:
+            raise ValueError(f"{text!r} is not a relative time; use {FORMS}") from None
+        return Target(text, "time", time_us=to_us(now) - int(seconds * 1e6))
+    if _TIME_OF_DAY.fullmatch(value):
+        local_now = now.astimezone()
+        clock = dt.time.fromisoformat(value if value.count(":") == 2 else value + ":00")
+        moment = dt.datetime.combine(local_now.date(), clock, tzinfo=local_now.tzinfo)
+        return Target(text, "time", time_us=to_us(moment), assumed_local=True)
+    try:
+        moment = dt.datetime.fromisoformat(value.replace(" ", "T", 1) if " " in value else value)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a time or a transaction; use {FORMS}") from None
+    assumed_local = moment.tzinfo is None
+    if assumed_local:
+        moment = moment.astimezone()  # naive -> this machine's local zone
+    return Target(text, "time", time_us=to_us(moment), assumed_local=assumed_local)
+
+
+def _gtid(value: str, text: str) -> str:
+    if _MARIADB_GTID.fullmatch(value):
+        return value
+    if _MYSQL_GTID.fullmatch(value):
+        return value.lower()
+    raise ValueError(f"{text!r}: a GTID is domain-server-sequence (0-1-345) or UUID:N")
+
+
+def to_us(moment: dt.datetime) -> int:
+    return int(moment.timestamp() * 1_000_000) if moment.microsecond == 0 else (
+        int(moment.replace(microsecond=0).timestamp()) * 1_000_000 + moment.microsecond)
+
+
+def format_time_us(time_us: int | None) -> str:
+    """ISO 8601 in UTC with microseconds, e.g. 2026-11-22T10:15:00.123456Z."""
+    if time_us is None:
+        return "-"
+    moment = dt.datetime.fromtimestamp(time_us / 1_000_000, dt.UTC)
+    moment = moment.replace(microsecond=time_us % 1_000_000)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
