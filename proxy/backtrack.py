@@ -201,7 +201,7 @@ class Backtracker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             record = self.records[record_id]
-            if record.status in TERMINAL:
+            if record.status in TERMINAL and self.running is not record:
                 return record
             await asyncio.sleep(0.02)
         raise TimeoutError(f"backtrack {record_id} still {self.records[record_id].status}")

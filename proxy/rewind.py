@@ -188,7 +188,10 @@ def _gap_conflicts(store: ChangeStore, after_txn_id: int) -> list[Conflict]:
 
 def _log_conflicts(txn: StoredTransaction) -> list[Conflict]:
     conflicts = []
-    tables = [t for t in txn.tables if not t.startswith(ORIGIN_SCHEMA + ".")] or [None]
+    tables = [t for t in txn.tables if not t.startswith(ORIGIN_SCHEMA + ".")]
+    if txn.tables and not tables:
+        return []  # auroratrack's own schema (the backtrack marker): never part of an undo
+    tables = tables or [None]
     statement = txn.statements[0][:200] if txn.statements else ""
     if "ddl" in txn.flags:
         for table in tables:
@@ -346,6 +349,12 @@ class Applier:
             self._run(f"INSERT INTO {MARKER_TABLE} (backtrack_id) VALUES ({_string(backtrack_id)})", record=False)
 
     def ensure_marker_table(self) -> None:
+        """Create auroratrack's schema and marker table, only if missing (servers log every
+        CREATE ... IF NOT EXISTS)."""
+        exists = self._query("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = "
+                             f"{_string(ORIGIN_SCHEMA)} AND TABLE_NAME = 'backtrack_marker'")
+        if exists[0][0]:
+            return
         self._run(f"CREATE DATABASE IF NOT EXISTS {quote_name(ORIGIN_SCHEMA)}", record=False)
         self._run(f"CREATE TABLE IF NOT EXISTS {MARKER_TABLE} (id BIGINT AUTO_INCREMENT PRIMARY KEY, "
                   "backtrack_id VARCHAR(64) NOT NULL, created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))",
@@ -411,7 +420,7 @@ class Applier:
 
     def _temp_table(self, table: TableChanges, columns: list[int], images: list) -> str:
         self._temp_tables += 1
-        temp = quote_name(f"auroratrack_expected_{self._temp_tables}")
+        temp = f"{quote_name(ORIGIN_SCHEMA)}.{quote_name(f'expected_{self._temp_tables}')}"
         column_list = ", ".join(self._col(table, i) for i in columns)
         self._run(f"CREATE TEMPORARY TABLE {temp} AS SELECT {column_list} FROM {qualified(table.name)} LIMIT 0",
                   record=False)
