@@ -21,13 +21,22 @@ from __future__ import annotations
 
 import collections
 import logging
+import queue
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import pymysql
 
 from proxy.changelog import binlog as bl
-from proxy.changelog.decoder import MISSING, TableSchema, decode_rows, parse_table_map, sql_literal
+from proxy.changelog.decoder import (
+    MISSING,
+    TableSchema,
+    decode_rows,
+    literal_writer,
+    parse_table_map,
+    sql_literal,
+)
 from proxy.changelog.store import ChangeStore, StoredTransaction
 
 log = logging.getLogger(__name__)
@@ -63,14 +72,18 @@ class TableChanges:
     fates: dict[tuple, list] = field(default_factory=dict)
     # tables without a primary key: image -> net count of copies added after the point
     deltas: collections.Counter = field(default_factory=collections.Counter)
+    _net: dict | None = field(default=None, repr=False)
 
     @property
     def has_key(self) -> bool:
         return bool(self.schema.primary_key)
 
     def net_fates(self) -> dict[tuple, tuple]:
-        """Rows whose target differs from their current image (net no-ops dropped)."""
-        return {key: (first, last) for key, (first, last) in self.fates.items() if first != last}
+        """Rows whose target differs from their current image (net no-ops dropped); computed
+        once, after planning (the plan does not change afterwards)."""
+        if self._net is None:
+            self._net = {key: (first, last) for key, (first, last) in self.fates.items() if first != last}
+        return self._net
 
     def counts(self) -> dict[str, int]:
         """Rows to delete, re-insert and restore (update back)."""
@@ -148,6 +161,14 @@ def _schema_for(store: ChangeStore, table_map_id: int, cache: dict, flavor: str 
 def _apply_row_changes(table: TableChanges, changes, plan: Plan) -> bool:
     """Fold decoded row changes into the table's net effect; False if an image is partial."""
     key_indexes = table.schema.primary_key
+    if len(key_indexes) == 1:
+        only = key_indexes[0]
+
+        def key_of(image: tuple) -> tuple:
+            return (image[only],)
+    else:
+        def key_of(image: tuple) -> tuple:
+            return tuple(image[i] for i in key_indexes)
     for change in changes:
         before, after = change.before, change.after
         if (before is not None and MISSING in before) or (after is not None and MISSING in after):
@@ -160,8 +181,8 @@ def _apply_row_changes(table: TableChanges, changes, plan: Plan) -> bool:
             if after is not None:
                 table.deltas[after] += 1
             continue
-        before_key = tuple(before[i] for i in key_indexes) if before is not None else None
-        after_key = tuple(after[i] for i in key_indexes) if after is not None else None
+        before_key = key_of(before) if before is not None else None
+        after_key = key_of(after) if after is not None else None
         if before_key is not None and before_key == after_key:
             _fold(table.fates, before_key, before, after)
             continue
@@ -332,8 +353,11 @@ class Applier:
         """Delete the affected rows and insert the target images; returns the counts."""
         if table.has_key:
             fates = table.net_fates()
-            for batch in _batches(list(fates), BATCH_ROWS):
-                self._run(f"DELETE FROM {qualified(table.name)} WHERE {self._key_in(table, batch)}")
+            # Delete every affected row first, then insert the targets: no target image can
+            # collide with a row that has yet to move out of its way on a unique key. (An
+            # upsert was measured 2x slower than delete + insert on InnoDB.)
+            self._run_all(f"DELETE FROM {qualified(table.name)} WHERE {self._key_in(table, batch)}"
+                          for batch in _batches(list(fates), BATCH_ROWS))
             self._insert(table, [first for first, last in fates.values() if first is not ABSENT])
         else:
             for image, count in table.deltas.items():
@@ -364,15 +388,42 @@ class Applier:
         if not images:
             return
         columns = self._write_columns(table)
-        head = f"INSERT INTO {qualified(table.name)} ({', '.join(self._col(table, i) for i in columns)}) VALUES "
-        for statement in self._values_statements(head, table, columns, images):
-            self._run(statement)
+        names = [self._col(table, i) for i in columns]
+        head = f"INSERT INTO {qualified(table.name)} ({', '.join(names)}) VALUES "
+        self._run_all(self._values_statements(head, table, columns, images))
+
+    def _run_all(self, statements: Iterable[str], record: bool = True) -> None:
+        """Run statements in order while the next ones are being built: the server executes
+        one while Python writes the literals of the next (the wait releases the GIL)."""
+        pending: queue.Queue = queue.Queue(maxsize=2)
+        failure: list[BaseException] = []
+
+        def execute() -> None:
+            while (statement := pending.get()) is not None:
+                if not failure:
+                    try:
+                        self._run(statement, record=record)
+                    except BaseException as exc:  # handed to the caller below
+                        failure.append(exc)
+
+        worker = threading.Thread(target=execute, name="auroratrack-apply", daemon=True)
+        worker.start()
+        try:
+            for statement in statements:
+                if failure:
+                    break
+                pending.put(statement)
+        finally:
+            pending.put(None)
+            worker.join()
+        if failure:
+            raise failure[0]
 
     def _values_statements(self, head: str, table: TableChanges, columns: list[int], images: list) -> Iterable[str]:
-        defs = table.schema.columns
+        writers = [(i, literal_writer(table.schema.columns[i])) for i in columns]
         batch, size = [], 0
         for image in images:
-            row = "(" + ", ".join(sql_literal(image[i], defs[i]) for i in columns) + ")"
+            row = "(" + ", ".join([write(image[i]) for i, write in writers]) + ")"
             batch.append(row)
             size += len(row)
             if len(batch) >= BATCH_ROWS or size >= BATCH_BYTES:
@@ -430,8 +481,7 @@ class Applier:
         except pymysql.MySQLError:
             pass  # e.g. a TEXT key: the join is slower, not wrong
         head = f"INSERT INTO {temp} ({column_list}) VALUES "
-        for statement in self._values_statements(head, table, columns, images):
-            self._run(statement, record=False)
+        self._run_all(self._values_statements(head, table, columns, images), record=False)
         return temp
 
     def _run(self, sql: str, record: bool = True) -> int:

@@ -109,6 +109,9 @@ class TransactionAssembler:
         self.committed = 0
         self.position: tuple[str, int] | None = (checkpoint.log_file, checkpoint.log_pos) if checkpoint else None
         self.last_event_time = 0
+        # The server's binlog end when the stream (re)connected: until we pass it we are
+        # catching up and MariaDB commit times are known to the second only. None: live.
+        self.catch_up_until: tuple[str, int] | None = None
 
     def reset_stream(self) -> None:
         """The connection broke: forget the incomplete transaction (it will be read again)."""
@@ -207,7 +210,7 @@ class TransactionAssembler:
             return
         if txn.xa_prepared:
             raise CaptureRefused(f"prepared XA transaction {txn.gtid} ended without XA PREPARE")
-        commit_us, precision = self._commit_time(event.timestamp, txn)
+        commit_us, precision = self._commit_time(event, txn)
         header = self._header(txn, event, commit_us, precision)
         self.store.commit_transaction(header)
         self.last_commit_us = commit_us
@@ -225,17 +228,29 @@ class TransactionAssembler:
             xa_xid=xa_xid,
         )
 
-    def _commit_time(self, server_second: int, txn: _OpenTransaction) -> tuple[int, str]:
+    def _commit_time(self, event: bl.RawEvent, txn: _OpenTransaction) -> tuple[int, str]:
+        """Commit time in microseconds, and its precision.
+
+        MySQL's GTID events carry it ('us'). MariaDB stamps whole seconds, and the second of the
+        statement's *start* (a 3-second autocommit UPDATE carries the second it began). So while
+        the streamer is live, the receive time of the committing event is used: a commit cannot
+        be later than that, and lags it by the capture latency only ('refined'); never earlier
+        than the stamped second. While catching up there is only the stamped second ('s')."""
         if txn.mysql_commit_us:
             t, precision = txn.mysql_commit_us, "us"
         else:
-            second_start = server_second * 1_000_000
-            received = self.clock_us()
-            if received - second_start < 2_000_000:  # live: received within about a second
-                t, precision = min(max(received, second_start), second_start + 999_999), "refined"
+            second_start = event.timestamp * 1_000_000
+            if self._is_live(event):
+                t, precision = max(self.clock_us(), second_start), "refined"
             else:
                 t, precision = second_start, "s"
         return max(t, self.last_commit_us), precision
+
+    def _is_live(self, event: bl.RawEvent) -> bool:
+        """Live once past the server's binlog end as it was when we (re)connected."""
+        if self.catch_up_until is not None and (event.log_file, event.end_pos) >= self.catch_up_until:
+            self.catch_up_until = None
+        return self.catch_up_until is None
 
     def _rotate(self, event: bl.RawEvent) -> None:
         parsed = event.parsed
@@ -305,7 +320,7 @@ class TransactionAssembler:
         header, records = prepared
         for record in records:
             self.store.add_change(record)
-        commit_us, precision = self._commit_time(event.timestamp, txn or _OpenTransaction("", 0))
+        commit_us, precision = self._commit_time(event, txn or _OpenTransaction("", 0))
         header.end_file, header.end_pos = event.log_file, event.end_pos
         header.commit_time_us, header.time_precision = commit_us, precision
         header.server_time, header.xa_xid = event.timestamp, xid
@@ -320,7 +335,7 @@ class TransactionAssembler:
         if txn is None:
             return
         xid = parse_xa_prepare_xid(event.body)
-        commit_us, precision = self._commit_time(event.timestamp, txn)
+        commit_us, precision = self._commit_time(event, txn)
         header = self._header(txn, event, commit_us, precision, xa_xid=xid)
         header.flags = sorted(set(header.flags) | {"xa"})
         self.store.save_xa_prepared(xid, header, txn.xa_records, event.log_file, event.end_pos)
@@ -395,6 +410,7 @@ class Streamer:
 
     def _stream_once(self) -> None:
         checkpoint = self.store.checkpoint()
+        self.assembler.catch_up_until = current_binlog_position(self._control_conn())
         source = bl.BinlogSource(self._connection_settings(), self.server_id,
                                  bl.BinlogPosition(checkpoint.log_file, checkpoint.log_pos),
                                  heartbeat_s=self.config.heartbeat_s)

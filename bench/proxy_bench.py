@@ -1,0 +1,941 @@
+#!/usr/bin/env python3
+"""Proxy throughput benchmark: sysbench direct, through haproxy, and through auroratrack.
+
+What it does, in one run, all on 127.0.0.1:
+
+1. Starts a private MariaDB/MySQL (``proxy.sandbox.PrivateServer``, in a temp dir) and loads the
+   sysbench tables (``--tables=4 --table-size=100000`` by default).
+2. Runs ``sysbench oltp_point_select`` and ``oltp_read_write`` at 1, 8 and 32 threads against
+   each target:
+   * ``direct``: the server itself;
+   * ``haproxy``: Debian's haproxy, TCP mode, ``nbthread 1``: the cost of a bare C relay hop,
+     single-threaded like auroratrack;
+   * ``auroratrack``: ``auroratrack serve``, the real command line (uvloop) as shipped. It frames
+     every packet and tracks each session's state, and its changelog streamer (a child process)
+     decodes the server's binlog, so read_write pays for capture too;
+   * ``auroratrack-nocapture`` (only with ``--targets``): the same with ``--no-capture``, i.e. the
+     relay alone.
+   sysbench's defaults apply: one persistent connection per thread (connection set-up is not
+   measured) and server-side prepared statements (COM_STMT_EXECUTE).
+3. Prints Markdown tables for the README and writes every raw run to ``bench/results/``.
+
+Method. Each proxy is started fresh for each of its runs (new data directory) and stopped after
+it; the run starts once the proxy's process tree is idle. So auroratrack's streamer, which tails
+the binlog whoever writes, never loads the machine during another target's run, and never
+catches up on another target's writes during its own. The cells run in rounds (3 rounds x 10 s
+per cell by default). Within a round the targets of one (workload, threads) cell run back to
+back, in an order that rotates from cell to cell and from round to round. Each ratio
+(auroratrack/haproxy, auroratrack/direct, haproxy/direct) is the median of the per-round ratios
+of those adjacent runs, shown with the [min-max] of the rounds. QPS and p95 are medians over
+rounds. Around each run the script reads utime+stime from /proc/PID/stat of every process: the
+proxy and its children, the server, and everyone else; plus sysbench's own CPU (rusage of the
+reaped child). Each is divided by the number of queries sysbench completed.
+
+How to read the numbers:
+
+* This is a 2-core machine shared with sysbench and the server, so every CPU microsecond a proxy
+  spends is taken from the server and the client: when the machine is saturated (8 and 32
+  threads), QPS ~= 2 cores / (sysbench + server + proxy CPU us per query). The "proxy CPU
+  us/query" figure is therefore the proxy's real cost, and it is much less sensitive to noise
+  than QPS.
+* At 1 thread nothing is saturated: each query is a chain of wake-ups across the two vCPUs, and
+  on this VM waking an idle vCPU is expensive. Foreign load keeps the vCPUs awake and so makes
+  1-thread runs *faster* (direct point_select has ranged from 26k to 56k QPS with the load).
+  Treat 1-thread cells as latency indications only, and compare the 8 and 32 thread cells.
+* Absolute QPS drifts with whatever else runs on the machine; compare the ratios. The
+  "other load" figure (CPU used meanwhile by processes that are not the benchmark's, in cores)
+  says how much foreign load a run saw; runs with more than ~0.2 cores of it are suspect.
+* p95 comes from sysbench's latency histogram (buckets a few percent wide).
+* The target: auroratrack/haproxy >= 0.9 at 8 and 32 threads; the aim is 1.0. For reference, a
+  bare Python asyncio byte relay reached about 0.7 of haproxy at 8 threads on this machine.
+
+Usage: ``make bench`` or ``.venv/bin/python bench/proxy_bench.py [--duration 10 --rounds 3
+--threads 1,8,32 --workloads point_select,read_write --targets direct,haproxy,auroratrack]``.
+``--profile`` adds, after the rounds, one py-spy recording of auroratrack's relay process per
+workload at 8 threads (``.venv/bin/pip install py-spy``). Needs sysbench and haproxy
+(``scripts/ensure-system-packages.sh bench``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script from anywhere, not only from an installed venv
+    sys.path.insert(0, str(REPO))
+
+from proxy.sandbox import ADMIN_PASSWORD, ADMIN_USER, PrivateServer, find_free_port  # noqa: E402
+
+WORKLOADS = ("point_select", "read_write")
+AURORATRACK_ARGS = {"auroratrack": (), "auroratrack-nocapture": ("--no-capture",)}
+TARGETS = ("direct", "haproxy", *AURORATRACK_ARGS)
+DEFAULT_TARGETS = ("direct", "haproxy", "auroratrack")
+TARGET_RATIO = 0.9  # auroratrack/haproxy at 8 and 32 threads
+SERVER_ARGS = ("--innodb-buffer-pool-size=1G", "--max-connections=1000")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+READY_TIMEOUT_S = 30.0
+RESULTS_DIR = REPO / "bench" / "results"
+
+
+# -- configuration ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to run, from the command line."""
+
+    duration: int
+    rounds: int
+    threads: tuple[int, ...]
+    workloads: tuple[str, ...]
+    targets: tuple[str, ...]
+    tables: int
+    table_size: int
+    warmup: int
+    profile: bool
+    results_dir: Path
+
+    @property
+    def proxies(self) -> list[str]:
+        return [t for t in self.targets if t != "direct"]
+
+    @property
+    def ratio_pairs(self) -> list[tuple[str, str]]:
+        """(numerator, denominator) target pairs whose QPS ratios are reported."""
+        ours = [t for t in self.targets if t in AURORATRACK_ARGS]
+        pairs = [(a, "haproxy") for a in ours] + [(a, "direct") for a in ours]
+        pairs.append(("haproxy", "direct"))
+        return [(a, b) for a, b in pairs if a in self.targets and b in self.targets]
+
+
+def _csv(kind: type, allowed: Sequence[str] | None = None):
+    def parse(text: str) -> tuple:
+        items = tuple(kind(part.strip()) for part in text.split(",") if part.strip())
+        bad = [item for item in items if allowed is not None and item not in allowed]
+        if not items or bad:
+            raise argparse.ArgumentTypeError(f"expected a comma list of {allowed or kind.__name__}")
+        return items
+
+    return parse
+
+
+def parse_args(argv: Sequence[str] | None) -> BenchConfig:
+    parser = argparse.ArgumentParser(
+        description="sysbench direct / haproxy / auroratrack, interleaved, with paired ratios.",
+    )
+    parser.add_argument("--duration", type=int, default=10, help="seconds per run [10]")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over all cells [3]")
+    parser.add_argument("--threads", type=_csv(int), default=(1, 8, 32), help="[1,8,32]")
+    parser.add_argument("--workloads", type=_csv(str, WORKLOADS), default=WORKLOADS,
+                        help="[point_select,read_write]")
+    parser.add_argument("--targets", type=_csv(str, TARGETS), default=DEFAULT_TARGETS,
+                        help=f"[{','.join(DEFAULT_TARGETS)}], also auroratrack-nocapture")
+    parser.add_argument("--tables", type=int, default=4, help="sysbench tables [4]")
+    parser.add_argument("--table-size", type=int, default=100_000, help="rows per table [100000]")
+    parser.add_argument("--warmup", type=int, default=5, help="seconds of direct warm-up [5]")
+    parser.add_argument("--profile", action="store_true",
+                        help="after the rounds, record auroratrack with py-spy at 8 threads")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    a = parser.parse_args(argv)
+    if "direct" not in a.targets:
+        parser.error("--targets must include direct (it loads the tables and warms up)")
+    return BenchConfig(a.duration, a.rounds, a.threads, a.workloads, a.targets, a.tables,
+                       a.table_size, a.warmup, a.profile, a.results_dir)
+
+
+# -- processes ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where sysbench connects, and the proxy process behind it (None for direct)."""
+
+    name: str
+    port: int
+    proc: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+
+class Lab:
+    """The private server and the proxies in front of it: everything this script starts."""
+
+    def __init__(self, work: Path):
+        self.work = work
+        self.server = PrivateServer(work / "server", extra_args=SERVER_ARGS)
+        self.proxy_warnings: list[str] = []
+        self._procs: list[subprocess.Popen] = []
+        self._starts = 0
+
+    def start(self, name: str) -> Target:
+        """Start a fresh proxy (or nothing, for direct) and wait until it listens and is idle."""
+        if name == "direct":
+            return Target("direct", self.server.port)
+        self._starts += 1
+        port = find_free_port()
+        log_path = self.work / f"{name}-{self._starts}.log"
+        cmd = (self._haproxy_command(port) if name == "haproxy"
+               else self._auroratrack_command(name, port))
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        self._procs.append(proc)
+        target = Target(name, port, proc, log_path)
+        wait_for_port(target)
+        if not wait_until_idle(proc.pid):
+            progress(f"warning: {name} still busy {READY_TIMEOUT_S:.0f} s after start")
+        return target
+
+    def stop(self, target: Target) -> None:
+        if target.proc is None:
+            return
+        stop_process(target.proc)
+        self._procs.remove(target.proc)
+        self.proxy_warnings += log_warnings(target.log_path)
+        if target.name in AURORATRACK_ARGS:
+            shutil.rmtree(self.work / f"data-{target.port}", ignore_errors=True)
+
+    @contextlib.contextmanager
+    def running(self, name: str) -> Iterator[Target]:
+        target = self.start(name)
+        try:
+            yield target
+        finally:
+            self.stop(target)
+
+    def close(self) -> None:
+        """Stop every process this lab started (newest first), then the server."""
+        while self._procs:
+            stop_process(self._procs.pop())
+        self.server.destroy()
+
+    def _haproxy_command(self, port: int) -> list[str]:
+        config = self.work / f"haproxy-{port}.cfg"
+        config.write_text(
+            "global\n    nbthread 1\n    maxconn 4096\n"
+            "defaults\n    mode tcp\n    timeout connect 5s\n"
+            "    timeout client 1h\n    timeout server 1h\n"
+            f"listen mysql\n    bind 127.0.0.1:{port}\n"
+            f"    server db 127.0.0.1:{self.server.port}\n"
+        )
+        return [find_program("haproxy"), "-db", "-f", str(config)]
+
+    def _auroratrack_command(self, name: str, port: int) -> list[str]:
+        password_file = self.work / "upstream.password"
+        password_file.write_text(ADMIN_PASSWORD)
+        return [
+            *auroratrack_program(), "serve",
+            "--upstream", f"127.0.0.1:{self.server.port}", "--user", ADMIN_USER,
+            "--password-file", str(password_file),
+            "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{find_free_port()}",
+            "--data-dir", str(self.work / f"data-{port}"), *AURORATRACK_ARGS[name],
+        ]
+
+
+def auroratrack_program() -> list[str]:
+    """The installed ``auroratrack`` console script next to this Python, else ``-m proxy.cli``."""
+    script = Path(sys.executable).parent / "auroratrack"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "proxy.cli"]
+
+
+def find_program(name: str) -> str:
+    found = shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    if not found:
+        raise RuntimeError(f"{name} not found; run `scripts/ensure-system-packages.sh bench`")
+    return found
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    """SIGTERM one process we started in a session of its own, SIGKILL it if it has not exited
+    after ``timeout``, then SIGKILL whatever it left behind in its process group."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # the group is the one start_new_session made
+
+
+def wait_for_port(target: Target) -> None:
+    """Wait until the target accepts TCP connections on 127.0.0.1."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if target.proc is not None and target.proc.poll() is not None:
+            raise RuntimeError(f"{target.name} exited at start-up:\n{tail(target.log_path)}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", target.port), 1):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{target.name}: nothing listens on 127.0.0.1:{target.port}")
+
+
+def wait_until_idle(pid: int, window: float = 0.25, busy_cores: float = 0.05) -> bool:
+    """Wait until a process tree (e.g. auroratrack and its streamer, still importing) is idle."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    previous, quiet = tree_cpu_seconds(read_processes(), pid), 0
+    while time.monotonic() < deadline and quiet < 2:
+        time.sleep(window)
+        now = tree_cpu_seconds(read_processes(), pid)
+        quiet = quiet + 1 if now - previous < busy_cores * window else 0
+        previous = now
+    return quiet >= 2
+
+
+def tail(path: Path | None, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except (OSError, AttributeError):
+        return "(no log)"
+
+
+def log_warnings(path: Path | None) -> list[str]:
+    """Lines of a proxy's log that report trouble (auroratrack ends a session with a WARNING)."""
+    try:
+        text = path.read_text(errors="replace")
+    except (OSError, AttributeError):
+        return []
+    return [line for line in text.splitlines()
+            if " WARNING " in line or " ERROR " in line or "Traceback" in line]
+
+
+# -- sysbench -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SysbenchResult:
+    """The figures parsed from one ``sysbench ... run``."""
+
+    queries: int
+    qps: float
+    tps: float
+    p95_ms: float
+    errors: int
+    reconnects: int
+    seconds: float
+
+
+_PATTERNS = {
+    "transactions": r"transactions:\s+(\d+)\s+\(([\d.]+) per sec",
+    "queries": r"queries:\s+(\d+)\s+\(([\d.]+) per sec",
+    "p95": r"95th percentile:\s+([\d.]+)",
+    "errors": r"ignored errors:\s+(\d+)",
+    "reconnects": r"reconnects:\s+(\d+)",
+    "seconds": r"total time:\s+([\d.]+)s",
+}
+
+
+def parse_sysbench(output: str) -> SysbenchResult:
+    found = {}
+    for key, pattern in _PATTERNS.items():
+        match = re.search(pattern, output)
+        if match is None:
+            raise ValueError(f"sysbench output has no {key!r}")
+        found[key] = match.groups()
+    return SysbenchResult(
+        queries=int(found["queries"][0]), qps=float(found["queries"][1]),
+        tps=float(found["transactions"][1]), p95_ms=float(found["p95"][0]),
+        errors=int(found["errors"][0]), reconnects=int(found["reconnects"][0]),
+        seconds=float(found["seconds"][0]),
+    )
+
+
+def sysbench_command(config: BenchConfig, workload: str, port: int, threads: int,
+                     seconds: int, action: str = "run") -> list[str]:
+    return [
+        find_program("sysbench"), f"oltp_{workload}", "--db-driver=mysql",
+        "--mysql-host=127.0.0.1", f"--mysql-port={port}", f"--mysql-user={ADMIN_USER}",
+        f"--mysql-password={ADMIN_PASSWORD}", "--mysql-db=sbtest",
+        f"--tables={config.tables}", f"--table-size={config.table_size}",
+        f"--threads={threads}", f"--time={seconds}", "--report-interval=0",
+        "--percentile=95", action,
+    ]
+
+
+def run_sysbench(cmd: list[str]) -> tuple[int, str]:
+    """Run sysbench to the end (killing it if we are interrupted); (exit code, output)."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc.returncode, output
+
+
+def prepare_tables(server: PrivateServer, config: BenchConfig) -> None:
+    conn = server.connect()
+    with conn, conn.cursor() as cur:
+        cur.execute("/* auroratrack bench */ DROP DATABASE IF EXISTS sbtest")
+        cur.execute("/* auroratrack bench */ CREATE DATABASE sbtest")
+    cmd = sysbench_command(config, "read_write", server.port, min(config.tables, 4), 0, "prepare")
+    code, output = run_sysbench(cmd)
+    if code != 0:
+        raise RuntimeError(f"sysbench prepare failed:\n{output[-2000:]}")
+
+
+def check_run(config: BenchConfig, workload: str, target: Target, seconds: int) -> None:
+    code, output = run_sysbench(sysbench_command(config, workload, target.port, 8, seconds))
+    if code != 0:
+        raise RuntimeError(f"sysbench {workload} through {target.name} failed:\n{output[-2000:]}"
+                           f"\n{target.name} log:\n{tail(target.log_path)}")
+
+
+# -- CPU accounting -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProcCpu:
+    """One process's parent and CPU seconds so far (all its threads)."""
+
+    ppid: int
+    cpu: float  # utime + stime
+    kernel: float  # stime
+
+
+def read_processes() -> dict[int, ProcCpu]:
+    """Every process on the machine, from /proc/PID/stat (exact, unlike /proc/stat's totals,
+    which are tick-sampled and miss much of a ping-pong workload's short bursts)."""
+    result = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = Path(entry.path, "stat").read_text()
+                fields = stat.rsplit(")", 1)[1].split()  # fields 3.. of proc(5)
+                utime, stime = int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+                result[int(entry.name)] = ProcCpu(int(fields[1]), utime + stime, stime)
+    return result
+
+
+def process_tree(procs: dict[int, ProcCpu], root: int) -> set[int]:
+    """``root`` and all its descendants."""
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, p in procs.items() if p.ppid == parent and pid not in tree]
+        tree.update(children)
+        frontier += children
+    return tree
+
+
+def tree_cpu_seconds(procs: dict[int, ProcCpu], root: int) -> float:
+    return sum(procs[pid].cpu for pid in process_tree(procs, root) if pid in procs)
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """All processes' CPU, plus the reaped children's (sysbench), at one moment."""
+
+    procs: dict[int, ProcCpu]
+    reaped_children: float
+    steal: float
+
+    @classmethod
+    def take(cls) -> CpuSnapshot:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        steal = int(Path("/proc/stat").read_text().split("\n", 1)[0].split()[8]) / CLK_TCK
+        return cls(read_processes(), usage.ru_utime + usage.ru_stime, steal)
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    """CPU seconds spent between two snapshots, by whom."""
+
+    proxy: float  # the proxy and its children
+    proxy_kernel: float
+    proxy_children: float  # auroratrack's changelog streamer
+    server: float
+    sysbench: float
+    foreign: float  # every other process (those that started and ended in between are missed)
+    steal: float
+
+
+def cpu_use(before: CpuSnapshot, after: CpuSnapshot, proxy_pid: int | None,
+            server_pid: int) -> CpuUse:
+    proxy = set()
+    if proxy_pid is not None:
+        proxy = process_tree(before.procs, proxy_pid) | process_tree(after.procs, proxy_pid)
+    zero = ProcCpu(0, 0.0, 0.0)  # a process that started between the snapshots
+
+    def delta(pids: set[int], attr: str = "cpu") -> float:
+        return sum(getattr(after.procs[pid], attr) - getattr(before.procs.get(pid, zero), attr)
+                   for pid in pids if pid in after.procs)
+
+    others = set(after.procs) - proxy - {server_pid, os.getpid()}
+    return CpuUse(
+        proxy=delta(proxy), proxy_kernel=delta(proxy, "kernel"),
+        proxy_children=delta(proxy - {proxy_pid}), server=delta({server_pid}),
+        sysbench=after.reaped_children - before.reaped_children, foreign=delta(others),
+        steal=after.steal - before.steal,
+    )
+
+
+# -- one run ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (workload, threads) combination."""
+
+    workload: str
+    threads: int
+
+
+@dataclass
+class RunRecord:
+    """One sysbench run on one target, with the CPU it cost everyone."""
+
+    round: int
+    position: int  # order within the cell's group of adjacent runs
+    workload: str
+    threads: int
+    target: str
+    ok: bool = False
+    qps: float = 0.0
+    tps: float = 0.0
+    p95_ms: float = 0.0
+    queries: int = 0
+    errors: int = 0
+    reconnects: int = 0
+    seconds: float = 0.0
+    wall_s: float = 0.0
+    cpu: CpuUse | None = None
+    loadavg_before: float = 0.0
+    failure: str = ""
+
+    def per_query_us(self, field: str) -> float:
+        if not self.queries or self.cpu is None:
+            return float("nan")
+        return getattr(self.cpu, field) / self.queries * 1e6
+
+    @property
+    def total_us(self) -> float:
+        return sum(self.per_query_us(f) for f in ("proxy", "server", "sysbench"))
+
+    @property
+    def other_cores(self) -> float:
+        """Foreign load during the run, in cores."""
+        return self.cpu.foreign / self.wall_s if self.cpu and self.wall_s else float("nan")
+
+
+def measure(config: BenchConfig, lab: Lab, cell: Cell, target_name: str, round_no: int,
+            position: int) -> RunRecord:
+    record = RunRecord(round_no, position, cell.workload, cell.threads, target_name)
+    with lab.running(target_name) as target:
+        record.loadavg_before = os.getloadavg()[0]
+        cmd = sysbench_command(config, cell.workload, target.port, cell.threads, config.duration)
+        before, started = CpuSnapshot.take(), time.monotonic()
+        code, output = run_sysbench(cmd)
+        after, record.wall_s = CpuSnapshot.take(), time.monotonic() - started
+    record.cpu = cpu_use(before, after, target.pid, lab.server.process.pid)
+    try:
+        parsed = parse_sysbench(output)
+    except ValueError:
+        record.failure = f"exit {code}: " + " | ".join(output.strip().splitlines()[-5:])
+        return record
+    for name, value in dataclasses.asdict(parsed).items():
+        setattr(record, name, value)
+    record.ok = code == 0
+    record.failure = "" if code == 0 else f"exit {code}"
+    return record
+
+
+def describe(r: RunRecord) -> str:
+    text = (f"round {r.round} {r.workload:<12} {r.threads:>2} thr {r.target:<21} "
+            f"{r.qps:>9,.0f} qps  p95 {r.p95_ms:6.2f} ms")
+    if r.target != "direct":
+        text += f"  proxy {r.per_query_us('proxy'):5.1f} us/q"
+    text += f"  other load {r.other_cores:.2f}"
+    return text + (f"  FAILED: {r.failure}" if r.failure else "")
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# -- the schedule -----------------------------------------------------------------------------------
+
+
+def schedule(config: BenchConfig) -> Iterator[tuple[int, Cell, list[str]]]:
+    """(round, cell, targets in the order to run them); the order rotates per cell and round."""
+    cells = [Cell(w, t) for w in config.workloads for t in config.threads]
+    targets = config.targets
+    for round_no in range(1, config.rounds + 1):
+        for index, cell in enumerate(cells):
+            shift = (round_no - 1 + index) % len(targets)
+            yield round_no, cell, list(targets[shift:] + targets[:shift])
+
+
+def run_rounds(config: BenchConfig, lab: Lab) -> list[RunRecord]:
+    records: list[RunRecord] = []
+    total = config.rounds * len(config.workloads) * len(config.threads) * len(config.targets)
+    for round_no, cell, order in schedule(config):
+        for position, name in enumerate(order):
+            record = measure(config, lab, cell, name, round_no, position)
+            records.append(record)
+            progress(f"[{len(records)}/{total}] {describe(record)}")
+    return records
+
+
+def warm_up(config: BenchConfig, lab: Lab) -> None:
+    """Warm the buffer pool directly, then check that each proxy relays both workloads."""
+    direct = lab.start("direct")
+    for workload in config.workloads:
+        progress(f"warm-up: {workload}, direct, {config.warmup} s")
+        check_run(config, workload, direct, config.warmup)
+    for name in config.proxies:
+        progress(f"check: {name} relays {', '.join(WORKLOADS)}")
+        with lab.running(name) as target:
+            for workload in WORKLOADS:
+                check_run(config, workload, target, 2)
+
+
+# -- summaries --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spread:
+    """A median with the min and max it came from."""
+
+    median: float
+    low: float
+    high: float
+    n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread | None:
+        values = [v for v in values if v == v]  # drop NaN
+        if not values:
+            return None
+        return cls(statistics.median(values), min(values), max(values), len(values))
+
+
+CPU_FIELDS = ("proxy", "proxy_kernel", "proxy_children", "server", "sysbench")
+
+
+@dataclass(frozen=True)
+class CellSummary:
+    """Medians of one cell per target, and paired per-round ratios between targets."""
+
+    workload: str
+    threads: int
+    qps: dict[str, Spread | None]
+    p95_ms: dict[str, Spread | None]
+    cpu_us: dict[str, dict[str, Spread | None]]  # target -> CPU_FIELDS + "total" -> us/query
+    ratios: dict[str, Spread | None]  # "auroratrack/haproxy" -> spread of per-round ratios
+    other_cores: dict[str, Spread | None]
+    failures: dict[str, int]
+
+
+def summarize(config: BenchConfig, records: list[RunRecord]) -> list[CellSummary]:
+    return [summarize_cell(config, Cell(w, t), records)
+            for w in config.workloads for t in config.threads]
+
+
+def summarize_cell(config: BenchConfig, cell: Cell, records: list[RunRecord]) -> CellSummary:
+    mine = [r for r in records if (r.workload, r.threads) == (cell.workload, cell.threads)]
+    ok = {t: [r for r in mine if r.target == t and r.ok] for t in config.targets}
+    by_round = {(r.round, r.target): r for r in mine if r.ok}
+    ratios = {}
+    for a, b in config.ratio_pairs:
+        pairs = [(by_round.get((n, a)), by_round.get((n, b))) for n in range(1, config.rounds + 1)]
+        ratios[f"{a}/{b}"] = Spread.of([x.qps / y.qps for x, y in pairs if x and y and y.qps])
+    return CellSummary(
+        cell.workload, cell.threads,
+        qps={t: Spread.of([r.qps for r in runs]) for t, runs in ok.items()},
+        p95_ms={t: Spread.of([r.p95_ms for r in runs]) for t, runs in ok.items()},
+        cpu_us={t: cpu_breakdown(runs) for t, runs in ok.items()},
+        ratios=ratios,
+        other_cores={t: Spread.of([r.other_cores for r in runs]) for t, runs in ok.items()},
+        failures={t: sum(1 for r in mine if r.target == t and not r.ok) for t in config.targets},
+    )
+
+
+def cpu_breakdown(runs: list[RunRecord]) -> dict[str, Spread | None]:
+    """Median CPU us per query by who spent it."""
+    spreads = {f: Spread.of([r.per_query_us(f) for r in runs]) for f in CPU_FIELDS}
+    spreads["total"] = Spread.of([r.total_us for r in runs])
+    return spreads
+
+
+# -- Markdown -----------------------------------------------------------------------------------------
+
+
+def fmt_qps(qps: Spread | None, p95: Spread | None) -> str:
+    if qps is None or p95 is None:
+        return "failed"
+    return f"{qps.median:,.0f} ({p95.median:.2f})"
+
+
+def fmt_ratio(spread: Spread | None) -> str:
+    if spread is None:
+        return "–"
+    return f"**{spread.median:.2f}** [{spread.low:.2f}–{spread.high:.2f}]"
+
+
+def fmt_us(spread: Spread | None) -> str:
+    return "–" if spread is None else f"{spread.median:.1f}"
+
+
+def markdown_table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def results_table(config: BenchConfig, summaries: list[CellSummary]) -> str:
+    ratio_names = [f"{a}/{b}" for a, b in config.ratio_pairs]
+    head = ["workload", "thr", *[f"{t} QPS (p95 ms)" for t in config.targets], *ratio_names]
+    if config.proxies:
+        head.append("proxy CPU µs/query: " + " / ".join(config.proxies))
+    rows = []
+    for s in summaries:
+        row = [s.workload, str(s.threads)]
+        row += [fmt_qps(s.qps[t], s.p95_ms[t]) for t in config.targets]
+        row += [fmt_ratio(s.ratios[name]) for name in ratio_names]
+        if config.proxies:
+            row.append(" / ".join(fmt_us(s.cpu_us[t]["proxy"]) for t in config.proxies))
+        rows.append(row)
+    return markdown_table(head, rows)
+
+
+def cpu_table(config: BenchConfig, summaries: list[CellSummary]) -> str:
+    head = ["workload", "thr", "target", "sysbench", "server", "proxy", "proxy: kernel",
+            "proxy: streamer", "total", "other load (cores)"]
+    rows = []
+    for s in summaries:
+        for t in config.targets:
+            cpu, other = s.cpu_us[t], s.other_cores[t]
+            proxy_cols = (["–", "–", "–"] if t == "direct" else
+                          [fmt_us(cpu[f]) for f in ("proxy", "proxy_kernel", "proxy_children")])
+            rows.append([
+                s.workload, str(s.threads), t, fmt_us(cpu["sysbench"]), fmt_us(cpu["server"]),
+                *proxy_cols, fmt_us(cpu["total"]),
+                "–" if other is None else f"{other.median:.2f} (max {other.high:.2f})",
+            ])
+    return markdown_table(head, rows)
+
+
+def verdict(config: BenchConfig, summaries: list[CellSummary]) -> str:
+    lines = []
+    for s in summaries:
+        for name, ratio in s.ratios.items():
+            if s.threads in (8, 32) and name.endswith("/haproxy") and ratio is not None:
+                mark = "meets" if ratio.median >= TARGET_RATIO else "BELOW"
+                lines.append(f"- {s.workload} at {s.threads} threads: {name} "
+                             f"{ratio.median:.2f} — {mark} the {TARGET_RATIO} target")
+    failed = [f"{s.workload}/{s.threads}/{t}: {n}" for s in summaries
+              for t, n in s.failures.items() if n]
+    if failed:
+        lines.append("- failed runs: " + ", ".join(failed))
+    return "\n".join(lines)
+
+
+def report(config: BenchConfig, env: dict, summaries: list[CellSummary]) -> str:
+    return "\n\n".join([
+        f"sysbench, 1 connection per thread, server-side prepared statements; "
+        f"{config.rounds} rounds × {config.duration} s per cell, rotating order; "
+        f"{env['server']}; haproxy {env['haproxy']} (TCP, nbthread 1); "
+        f"auroratrack on Python {env['python']} + uvloop {env['uvloop']}; {env['cpus']} CPUs. "
+        "QPS and p95 are medians; ratios are medians of per-round paired ratios [min–max].",
+        results_table(config, summaries),
+        "CPU µs per query (medians; proxy includes its kernel time and child processes), "
+        "and foreign load during the runs:",
+        cpu_table(config, summaries),
+        verdict(config, summaries),
+    ])
+
+
+# -- profiling (optional) ---------------------------------------------------------------------------
+
+
+def profile_auroratrack(config: BenchConfig, lab: Lab, stamp: str) -> str:
+    """Record auroratrack's relay process under sysbench with py-spy; a summary per workload."""
+    py_spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    if py_spy is None:
+        return "py-spy not found: `.venv/bin/pip install py-spy`"
+    name = next(t for t in config.targets if t in AURORATRACK_ARGS)
+    parts = []
+    for workload in config.workloads:
+        out = config.results_dir / f"proxy_bench-{stamp}-profile-{workload}.txt"
+        with lab.running(name) as target:
+            cmd = [py_spy, "record", "--pid", str(target.pid), "--duration",
+                   str(config.duration), "--rate", "200", "--native", "--format", "raw",
+                   "--output", str(out)]
+            recorder = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, start_new_session=True)
+            try:
+                time.sleep(0.5)
+                run_sysbench(sysbench_command(config, workload, target.port, 8,
+                                              config.duration + 1))
+                recorder.wait(30)
+            finally:
+                stop_process(recorder)
+        if out.exists():
+            parts.append(f"{workload}, {name} ({out.name}):\n{summarize_profile(out)}")
+    return "\n\n".join(parts)
+
+
+_WRITE_CALLS = frozenset({"write", "send", "sendmsg", "writev", "__GI___libc_write"})
+_READ_CALLS = frozenset({"read", "recv", "recvmsg", "readv", "__GI___libc_read"})
+
+
+def classify_stack(frames: list[str]) -> str | None:
+    """What one py-spy --native sample was doing; None when the thread was only waiting."""
+    leaf = frames[-1].split(" (", 1)[0]
+    if leaf.startswith("epoll_") or any("concurrent/futures/thread.py" in f for f in frames):
+        return None  # the event loop waiting, or the idle to_thread worker
+    if leaf in _WRITE_CALLS:
+        return "write() syscall: kernel TCP send, incl. loopback delivery to the peer"
+    if leaf in _READ_CALLS:
+        return "read() syscall"
+    if ".py:" in frames[-1]:  # the interpreter running this function's own bytecode
+        return "Python: " + re.sub(r":\d+\)$", ")", frames[-1])
+    return "uvloop / CPython internals"
+
+
+def summarize_profile(path: Path, top: int = 14) -> str:
+    """Where auroratrack's relay process spends its time, from py-spy's collapsed stacks.
+
+    py-spy samples wall-clock time: a thread preempted inside a syscall (the rule on a loaded
+    2-core machine, right after a write() wakes the peer) counts as in that syscall, so the
+    syscall share is inflated; the user-space part is broken down on its own. Read it next to
+    the user/kernel split of the CPU table."""
+    shares: Counter[str] = Counter()
+    idle = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        kind = classify_stack(stack.split(";"))
+        if kind is None:
+            idle += int(count)
+        else:
+            shares[kind] += int(count)
+    busy = sum(shares.values())
+    syscalls = {k: n for k, n in shares.items() if "syscall" in k}
+    user = {k: n for k, n in shares.items() if k not in syscalls}
+    user_total = sum(user.values())
+    if not busy or not user_total:
+        return "(no samples)"
+    lines = [f"busy samples {busy} (plus {idle} waiting in epoll, left out); in syscalls "
+             f"(wall-clock, inflated by preemption): {sum(syscalls.values()) / busy:.0%}",
+             f"user-space samples {user_total}, by function (self time):"]
+    lines += [f"{n / user_total:6.1%}  {kind}" for kind, n in Counter(user).most_common(top)]
+    return "\n".join(lines)
+
+
+# -- main -------------------------------------------------------------------------------------------
+
+
+def environment(server: PrivateServer) -> dict:
+    def first_line(cmd: list[str]) -> str:
+        out = subprocess.run(cmd, capture_output=True, text=True).stdout
+        return out.splitlines()[0] if out else "?"
+
+    try:
+        uvloop_version = importlib.metadata.version("uvloop")
+    except importlib.metadata.PackageNotFoundError:
+        uvloop_version = "not installed"
+    git = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+                         capture_output=True, text=True).stdout.strip()
+    return {
+        "server": f"{server.binary.flavor} {server.binary.version}",
+        "haproxy": first_line([find_program("haproxy"), "-v"]).split()[2],
+        "sysbench": first_line([find_program("sysbench"), "--version"]),
+        "python": platform.python_version(),
+        "uvloop": uvloop_version,
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "git": git,
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+def write_json(config: BenchConfig, env: dict, records: list[RunRecord],
+               summaries: list[CellSummary], markdown: str, stamp: str) -> Path:
+    config.results_dir.mkdir(parents=True, exist_ok=True)
+    path = config.results_dir / f"proxy_bench-{stamp}.json"
+    runs = [dataclasses.asdict(r) | {"other_cores": r.other_cores} for r in records]
+    data = {
+        "config": dataclasses.asdict(config), "environment": env, "runs": runs,
+        "summary": [dataclasses.asdict(s) for s in summaries], "markdown": markdown,
+    }
+    path.write_text(json.dumps(data, indent=1, default=str))
+    return path
+
+
+def bench(config: BenchConfig, lab: Lab, stamp: str) -> None:
+    server = lab.server
+    progress(f"starting {server.binary.flavor} {server.binary.version} in {lab.work}")
+    server.start()
+    progress(f"loading {config.tables} x {config.table_size:,} rows")
+    prepare_tables(server, config)
+    env = environment(server)
+    warm_up(config, lab)
+    records = run_rounds(config, lab)
+    summaries = summarize(config, records)
+    markdown = report(config, env, summaries)
+    if config.profile and any(t in AURORATRACK_ARGS for t in config.targets):
+        env["profile"] = profile_auroratrack(config, lab, stamp)
+    env["proxy_log_warnings"] = lab.proxy_warnings[:100]
+    path = write_json(config, env, records, summaries, markdown, stamp)
+    print(markdown)
+    if env.get("profile"):
+        print("\nauroratrack profile (py-spy --native, 8 threads):\n\n" + env["profile"])
+    if lab.proxy_warnings:
+        print(f"\nproxies logged {len(lab.proxy_warnings)} warnings, e.g.:\n"
+              + "\n".join(lab.proxy_warnings[:10]))
+    progress(f"raw results: {path}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = parse_args(argv)
+    find_program("sysbench")
+    find_program("haproxy")
+    # SIGTERM unwinds like Ctrl-C, so the finally blocks stop every process we started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    work = Path(tempfile.mkdtemp(prefix="auroratrack-bench-"))
+    lab = None
+    try:
+        lab = Lab(work)
+        bench(config, lab, stamp)
+    except KeyboardInterrupt:
+        progress("interrupted; cleaning up")
+        return 130
+    finally:
+        if lab is not None:
+            lab.close()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
