@@ -2,7 +2,8 @@
 # Install the Debian packages a command needs when they are missing (and we are root).
 # Usage: scripts/ensure-system-packages.sh server|clients|bench
 # server:  a MySQL/MariaDB server binary (mariadbd or mysqld) and its command-line client
-# clients: the above, plus Node.js/npm for the non-Python driver tests
+# clients: the above, plus Node.js/npm for the non-Python driver tests, and docker-compose to
+#          validate docker-compose.yml (no Docker engine needed for `docker-compose config`)
 # bench:   the above, plus sysbench and haproxy
 set -euo pipefail
 need=()
@@ -10,7 +11,8 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 have mariadbd || have mysqld || need+=(mariadb-server)
 have mariadb || have mysql || need+=(mariadb-client)
 case "${1:-server}" in
-  clients|bench) have node || need+=(nodejs); have npm || need+=(npm) ;;
+  clients|bench) have node || need+=(nodejs); have npm || need+=(npm)
+                 have docker-compose || docker compose version >/dev/null 2>&1 || need+=(docker-compose) ;;
 esac
 case "${1:-server}" in
   bench) have sysbench || need+=(sysbench); have haproxy || need+=(haproxy) ;;
