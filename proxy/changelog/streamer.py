@@ -46,6 +46,7 @@ from proxy.changelog.events import (
     rows_table_id,
     table_map_names,
 )
+from proxy.changelog.positionclock import PositionClock
 from proxy.changelog.store import ChangeRecord, ChangeStore, TransactionHeader, now_us
 from proxy.serveradmin import UpstreamCredentials
 
@@ -97,7 +98,7 @@ class TransactionAssembler:
     say); it is asked once per distinct table map."""
 
     def __init__(self, store: ChangeStore, generated_columns: Callable[[str, str], list[str]],
-                 clock_us: Callable[[], int] = now_us):
+                 clock_us: Callable[[], int] = now_us, position_clock: PositionClock | None = None):
         self.store = store
         self.generated_columns = generated_columns
         self.clock_us = clock_us
@@ -109,9 +110,7 @@ class TransactionAssembler:
         self.committed = 0
         self.position: tuple[str, int] | None = (checkpoint.log_file, checkpoint.log_pos) if checkpoint else None
         self.last_event_time = 0
-        # The server's binlog end when the stream (re)connected: until we pass it we are
-        # catching up and MariaDB commit times are known to the second only. None: live.
-        self.catch_up_until: tuple[str, int] | None = None
+        self.position_clock = position_clock
 
     def reset_stream(self) -> None:
         """The connection broke: forget the incomplete transaction (it will be read again)."""
@@ -232,25 +231,24 @@ class TransactionAssembler:
         """Commit time in microseconds, and its precision.
 
         MySQL's GTID events carry it ('us'). MariaDB stamps whole seconds, and the second of the
-        statement's *start* (a 3-second autocommit UPDATE carries the second it began). So while
-        the streamer is live, the receive time of the committing event is used: a commit cannot
-        be later than that, and lags it by the capture latency only ('refined'); never earlier
-        than the stamped second. While catching up there is only the stamped second ('s')."""
+        statement's *start*. The commit happened by the time we received the event, and by the
+        time the position clock (positionclock.py) first saw the log past it, which holds even
+        when capture lags: the earlier of the two, never before the stamped second ('refined',
+        late by at most about 50 ms). Events written before the clock's first sample (read while
+        catching up after a restart) have only their second ('s'). Never decreasing along LSNs."""
         if txn.mysql_commit_us:
             t, precision = txn.mysql_commit_us, "us"
         else:
             second_start = event.timestamp * 1_000_000
-            if self._is_live(event):
-                t, precision = max(self.clock_us(), second_start), "refined"
+            position = (event.log_file, event.end_pos)
+            clock = self.position_clock
+            if clock is None or clock.sampled_beyond(position):
+                t, precision = second_start, "s"  # written before we could watch: its second only
             else:
-                t, precision = second_start, "s"
+                seen = clock.written_by(position)
+                t = self.clock_us() if seen is None else min(self.clock_us(), seen)
+                t, precision = max(t, second_start), "refined"
         return max(t, self.last_commit_us), precision
-
-    def _is_live(self, event: bl.RawEvent) -> bool:
-        """Live once past the server's binlog end as it was when we (re)connected."""
-        if self.catch_up_until is not None and (event.log_file, event.end_pos) >= self.catch_up_until:
-            self.catch_up_until = None
-        return self.catch_up_until is None
 
     def _rotate(self, event: bl.RawEvent) -> None:
         parsed = event.parsed
@@ -381,7 +379,10 @@ class Streamer:
         self.store = ChangeStore(config.store_path)
         self.server_id = config.server_id or stable_server_id(config.store_path)
         self._control: pymysql.Connection | None = None
-        self.assembler = TransactionAssembler(self.store, self._generated_columns)
+        self._sampler_conn: pymysql.Connection | None = None
+        self.position_clock = PositionClock(self._sample_position, now_us)
+        self.assembler = TransactionAssembler(self.store, self._generated_columns,
+                                              position_clock=self.position_clock)
         self.connected = False
         self.last_error: str | None = None
         self._last_retention = 0.0
@@ -390,6 +391,7 @@ class Streamer:
     def run(self) -> None:
         backoff = 0.1
         self._ensure_start_position()
+        self.position_clock.start()
         while not self.stop.is_set():
             try:
                 self._stream_once()
@@ -410,7 +412,6 @@ class Streamer:
 
     def _stream_once(self) -> None:
         checkpoint = self.store.checkpoint()
-        self.assembler.catch_up_until = current_binlog_position(self._control_conn())
         source = bl.BinlogSource(self._connection_settings(), self.server_id,
                                  bl.BinlogPosition(checkpoint.log_file, checkpoint.log_pos),
                                  heartbeat_s=self.config.heartbeat_s)
@@ -529,7 +530,21 @@ class Streamer:
             self._control = None
             return []
 
+    def _sample_position(self) -> tuple[str, int]:
+        """For the position clock, on a connection of its own (it runs in its own thread)."""
+        try:
+            if self._sampler_conn is None or not self._sampler_conn.open:
+                self._sampler_conn = self.config.upstream.connect()
+            return current_binlog_position(self._sampler_conn)
+        except pymysql.MySQLError:
+            self._sampler_conn = None
+            raise
+
     def close(self) -> None:
+        self.position_clock.stop()
+        if self._sampler_conn is not None:
+            with contextlib.suppress(Exception):
+                self._sampler_conn.close()
         if self._control is not None:
             with contextlib.suppress(Exception):
                 self._control.close()
