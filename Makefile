@@ -18,6 +18,12 @@ UPSTREAM ?=
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install -q --disable-pip-version-check -e .
+	touch $@
+
+# The test extras include MariaDB's Python connector, which builds against libmariadb-dev:
+# install the Debian packages first.
+$(VENV)/.test-installed: $(VENV)/.installed pyproject.toml | system-deps
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
 	touch $@
 
@@ -37,14 +43,14 @@ up: deps
 down:
 	-scripts/down.sh
 
-test: deps system-deps tests/clients/node/node_modules/.installed
+test: $(VENV)/.test-installed tests/clients/node/node_modules/.installed
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: deps
 	scripts/ensure-system-packages.sh bench
 	$(BIN)/python bench/proxy_bench.py $(BENCH_ARGS)
 
-lint: deps
+lint: $(VENV)/.test-installed
 	$(BIN)/ruff check proxy tests bench
 
 clean: down

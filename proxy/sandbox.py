@@ -109,6 +109,12 @@ class PrivateServer:
         return self.base_dir / "mysqld.sock"
 
     @property
+    def tmp_dir(self) -> Path:
+        """The server's own temporary directory: servers started side by side must not share
+        /tmp (mariadb-install-db was seen failing on another instance's #sql-temptable file)."""
+        return self.base_dir / "tmp"
+
+    @property
     def error_log(self) -> Path:
         return self.base_dir / "mysqld.err"
 
@@ -120,6 +126,7 @@ class PrivateServer:
     def start(self) -> None:
         """Initialise the data directory if needed, start the server and wait until it answers."""
         self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(exist_ok=True)
         fresh = not (self.data_dir / "mysql").exists()
         if fresh:
             self._initialise()
@@ -131,6 +138,7 @@ class PrivateServer:
             f"--socket={self.socket_path}",
             f"--pid-file={self.pid_file}",
             f"--log-error={self.error_log}",
+            f"--tmpdir={self.tmp_dir}",
             *BINLOG_ARGS,
             *COMMON_ARGS,
             *self._flavor_args(),
@@ -203,6 +211,7 @@ class PrivateServer:
 
     def _initialise(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
         if self.binary.flavor == "mariadb":
             install = shutil.which("mariadb-install-db") or shutil.which("mysql_install_db")
             cmd = [
@@ -211,6 +220,7 @@ class PrivateServer:
                 f"--datadir={self.data_dir}",
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
+                f"--tmpdir={self.tmp_dir}",
             ]
             if os.geteuid() == 0:
                 cmd.append("--user=root")

@@ -15,6 +15,9 @@ Direction rules:
     same object it was given); the tracker only keeps a copy of a packet it must read whole.
   * client -> server: a new command is forwarded only once ``may_start_command()`` allows it; a
     command that arrives while the gate is closed is held whole, and ``release()`` hands it back.
+    Commands with no response (COM_STMT_CLOSE, COM_STMT_SEND_LONG_DATA, COM_QUIT) are never
+    held: the client does not wait for them, so an ERR sent in their place after the hold
+    timeout would be read as the answer to the client's next command.
 
 Hot path: no SQL is parsed. The only look inside a query is a cheap check whether it starts
 with ``USE`` (to keep the current database without asking the server).
@@ -37,6 +40,7 @@ from proxy.wire import (
     ServerStatus,
     mask_handshake_response,
     mask_initial_handshake,
+    parse_change_user,
     parse_handshake_response,
     parse_initial_handshake,
     read_length_encoded_integer,
@@ -71,6 +75,7 @@ _RESPONSE_START: dict[int, int | None] = {
     Command.COM_STMT_PREPARE: S_PREPARE,
     Command.COM_STMT_FETCH: S_ROWS,
     Command.COM_FIELD_LIST: S_FIELDS,
+    Command.COM_PROCESS_INFO: S_FIRST,  # a result set, like SHOW PROCESSLIST
     Command.COM_CHANGE_USER: S_AUTH,
     Command.COM_STMT_SEND_LONG_DATA: None,
     Command.COM_STMT_CLOSE: None,
@@ -93,10 +98,19 @@ _REFUSED_COMMANDS = frozenset(
 _WHOLE_STATES = frozenset({S_FIRST, S_COLEOF, S_PREPARE, S_SINGLE, S_AUTH})
 
 
+def _ends_response(entry: PendingResponse, first: int, length: int) -> bool:
+    """Whether a packet in a streaming state (rows, definitions) may end the response: an EOF
+    or OK (0xFE, shorter than a chunk), an ERR, or the last definition of a prepare. All small."""
+    state = entry.state
+    if state in (S_ROWS, S_FIELDS):
+        return (first == 0xFE or first == 0xFF) and length < MAX_CHUNK
+    return state == S_SKIP and entry.remaining == 1
+
+
 class PendingResponse:
     """One command waiting for (the rest of) its response."""
 
-    __slots__ = ("command", "state", "remaining", "next_seq", "new_database")
+    __slots__ = ("command", "state", "remaining", "next_seq", "new_database", "new_login")
 
     def __init__(self, command: int, state: int, next_seq: int):
         self.command = command
@@ -104,6 +118,9 @@ class PendingResponse:
         self.remaining = 0
         self.next_seq = next_seq  # sequence id the next packet of this exchange must carry
         self.new_database: str | None = None  # set by COM_INIT_DB / USE, applied on OK
+        # COM_CHANGE_USER: (user, database) applied on its OK only; after an ERR the server
+        # keeps the session as it was.
+        self.new_login: tuple[str, str | None] | None = None
 
 
 class SessionTracker:
@@ -141,17 +158,25 @@ class SessionTracker:
 
     @property
     def busy(self) -> bool:
-        """A command is in flight: sent (or being sent) and its response not complete."""
+        """A command is in flight: sent (or being sent) and its response not complete.
+
+        The response is complete only once the last byte of its last packet has arrived: the
+        packet that ends it is recognised by its first byte, and the rest may still be on the
+        way (``_s_skip``, ``_s_buf``, ``_s_cont``)."""
         return bool(
             self.pending or self._c_infile or self._c_skip or self._c_cont
             or (self._c_buf and not self.held_by_gate)
+            or self._s_skip or self._s_buf or self._s_cont
         )
 
     @property
     def expected_server_seq(self) -> int | None:
         """Sequence id for an ERR the proxy injects in place of the server's next packet,
-        or None when the client is not waiting at a packet boundary."""
-        if self.pending and not self._s_skip and not self._s_cont and not self._s_buf:
+        or None when the client is not waiting at a packet boundary. During authentication or
+        a LOCAL INFILE upload it may be the client's turn: it reads only after sending its own
+        packet, then rejects the ERR's sequence id, so a plain lost connection is the answer."""
+        if (self.pending and self.phase != AUTH and not self._c_infile
+                and not self._s_skip and not self._s_cont and not self._s_buf):
             return self.pending[0].next_seq
         return None
 
@@ -212,17 +237,21 @@ class SessionTracker:
                 if length:
                     if end > n and (
                         entry.state in _WHOLE_STATES
-                        or (entry.state == S_ROWS and n - pos > 4
-                            and buf[pos + 4] == 0xFE and length < MAX_CHUNK)
                         or n - pos == 4
+                        or _ends_response(entry, buf[pos + 4], length)
                     ):
                         # Must read it whole (or cannot even see its first byte): keep a copy
-                        # and undo the sequence bookkeeping until the rest arrives.
+                        # and undo the sequence bookkeeping until the rest arrives. A packet
+                        # that ends the response is read whole too, so that the response is
+                        # complete exactly when its last byte has arrived.
                         entry.next_seq = seq
                         self._s_buf = buf[pos:]
                         break
                     self._server_packet(entry, buf, pos + 4, length)
                 self._s_cont = length == MAX_CHUNK
+                if self._s_cont and (not pending or pending[0] is not entry):
+                    # Only rows (and LOCAL INFILE names) are that big, never a last packet.
+                    raise ProtocolError("server ended a response with a packet of 16 MiB or more")
             if end > n:
                 self._s_skip = end - n
                 break
@@ -243,7 +272,10 @@ class SessionTracker:
             elif first == 0xFF:
                 self._complete(entry)
         elif state == S_FIELDS:
-            if (first == 0xFE and length < MAX_CHUNK) or first == 0xFF:
+            if first == 0xFE and length < MAX_CHUNK:
+                self._terminator_flags(buf, start, length)
+                self._complete(entry)
+            elif first == 0xFF:
                 self._complete(entry)
         elif state == S_COLDEFS:
             entry.remaining -= 1
@@ -255,7 +287,7 @@ class SessionTracker:
             if first == 0xFF:
                 self._complete(entry)
             elif first == 0xFE:
-                flags = self._set_status(buf[start + 3] | buf[start + 4] << 8)
+                flags = self._terminator_flags(buf, start, length)
                 # A cursor was opened: rows come later through COM_STMT_FETCH.
                 entry.state = S_ROWS
                 if flags & _CURSOR_EXISTS and entry.command == Command.COM_STMT_EXECUTE:
@@ -270,23 +302,28 @@ class SessionTracker:
             self._prepare_response(entry, buf, start, length, first)
         elif state == S_SINGLE:
             if first == 0x00:
-                self._ok(entry, buf, start)
-            elif first == 0xFE and length < 9 and length >= 5:
-                self._set_status(buf[start + 3] | buf[start + 4] << 8)
+                self._ok(entry, buf, start, length)
+            elif first == 0xFE and entry.command != Command.COM_STATISTICS:
+                # COM_SET_OPTION / COM_DEBUG: an EOF, or with CLIENT_DEPRECATE_EOF an OK
+                # packet with the 0xFE header (whose status is not always at offset 3).
+                self._terminator_flags(buf, start, length)
             self._complete(entry)
         elif state == S_AUTH:
             if first == 0x00:
-                self._ok(entry, buf, start)
+                self._ok(entry, buf, start, length)
+                if entry.new_login is not None:
+                    self.user, self.database = entry.new_login
                 self.phase = COMMAND
                 self._complete(entry)
             elif first == 0xFF:
-                self.phase = CLOSING if self.phase == AUTH else COMMAND
+                # A failed login ends the connection; a failed COM_CHANGE_USER does not.
+                self.phase = CLOSING if entry.command == -1 else COMMAND
                 self._complete(entry)
             # 0x01 auth-more-data and 0xFE auth-switch: the client answers; keep going.
 
     def _first_result_packet(self, entry, buf, start, length, first) -> None:
         if first == 0x00:
-            flags = self._ok(entry, buf, start)
+            flags = self._ok(entry, buf, start, length)
             if not flags & _MORE_RESULTS:
                 self._complete(entry)
         elif first == 0xFF:
@@ -299,7 +336,9 @@ class SessionTracker:
                 self._set_status(buf[start + 3] | buf[start + 4] << 8)
             self._complete(entry)
         else:
-            count, _ = read_length_encoded_integer(buf, start)
+            count, end = read_length_encoded_integer(buf, start)
+            if end > start + length:
+                raise ProtocolError("column count cut short")
             if not count:
                 raise ProtocolError("result set with no columns")
             entry.remaining = count
@@ -333,10 +372,10 @@ class SessionTracker:
             raise ProtocolError("EOF packet too short")
         return self._set_status(buf[start + 3] | buf[start + 4] << 8)
 
-    def _ok(self, entry: PendingResponse, buf: bytes, start: int) -> int:
+    def _ok(self, entry: PendingResponse, buf: bytes, start: int, length: int) -> int:
         _, pos = read_length_encoded_integer(buf, start + 1)
         _, pos = read_length_encoded_integer(buf, pos)
-        if pos + 2 > len(buf):
+        if pos + 2 > start + length:  # bounded by this packet, not by what follows it
             raise ProtocolError("OK packet too short")
         if entry.new_database is not None:
             self.database = entry.new_database
@@ -405,10 +444,10 @@ class SessionTracker:
             pos = skip
             self._c_skip = 0
         while pos < n:
-            if n - pos < 5:
-                if n - pos < 4 or (buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16):
-                    self._c_buf = buf[pos:]
-                    return buf[:pos]
+            # Wait for a header, and for the first payload byte unless the packet is empty.
+            if n - pos < 5 and (n - pos < 4 or buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16):
+                self._c_buf = buf[pos:]
+                return buf[:pos]
             length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
             seq = buf[pos + 3]
             end = pos + 4 + length
@@ -425,7 +464,8 @@ class SessionTracker:
                 else:
                     self._client_follow_up(entry, length, seq)
             else:
-                if may_start_command is not None and not may_start_command():
+                if (may_start_command is not None and not may_start_command()
+                        and expects_response(buf, pos, length)):
                     self.held_by_gate = True
                     self._c_buf = buf[pos:]
                     return buf[:pos]
@@ -469,6 +509,12 @@ class SessionTracker:
         if not length:
             raise ProtocolError("empty command packet", ER_UNKNOWN_COM_ERROR)
         command = buf[pos + 4]
+        if command in _REFUSED_COMMANDS:
+            raise ProtocolError(
+                f"auroratrack does not relay command 0x{command:02x}", ER_UNKNOWN_COM_ERROR
+            )
+        # Checked before anything is held: a declared length is refused at once.
+        self._check_size(length, first_chunk=True)
         # Small commands whose content we read are seen whole before they go on.
         if partial and (
             command in (Command.COM_INIT_DB, Command.COM_CHANGE_USER)
@@ -478,11 +524,6 @@ class SessionTracker:
         is_use = command == Command.COM_QUERY and length <= 512 and starts_with_use(
             buf, pos + 5, length - 1
         )
-        if command in _REFUSED_COMMANDS:
-            raise ProtocolError(
-                f"auroratrack does not relay command 0x{command:02x}", ER_UNKNOWN_COM_ERROR
-            )
-        self._check_size(length, first_chunk=True)
         start_state = _RESPONSE_START.get(command, S_SINGLE)
         entry = PendingResponse(command, S_SINGLE if start_state is None else start_state, 1)
         if start_state is not None:
@@ -493,9 +534,9 @@ class SessionTracker:
         elif is_use:
             entry.new_database = parse_use_statement(buf[pos + 5 : pos + 4 + length])
         elif command == Command.COM_CHANGE_USER:
-            user_end = buf.find(b"\x00", pos + 5, pos + 4 + length)
-            if user_end > 0:
-                self.user = bytes(buf[pos + 5 : user_end]).decode("utf-8", "replace")
+            entry.new_login = parse_change_user(
+                bytes(buf[pos + 4 : pos + 4 + length]), self.capabilities
+            )
             self.phase = AUTH
         self._c_cont = entry if length == MAX_CHUNK else None
         return False
@@ -552,6 +593,11 @@ class SessionTracker:
             if masked != payload:
                 buf = buf[: pos + 4] + masked + buf[pos + 4 + length :]
         return buf
+
+
+def expects_response(buf: bytes, pos: int, length: int) -> bool:
+    """Whether the server answers the command packet at ``buf[pos]`` (header included)."""
+    return not length or _RESPONSE_START.get(buf[pos + 4], S_SINGLE) is not None
 
 
 def starts_with_use(buf: bytes, start: int, size: int) -> bool:

@@ -196,19 +196,26 @@ def make_packets(payload: bytes, sequence_id: int) -> bytes:
 
 
 def read_length_encoded_integer(buf: bytes | memoryview, pos: int) -> tuple[int | None, int]:
-    """(value, next position) of a ``int<lenenc>``; value None for the NULL marker 0xFB."""
+    """(value, next position) of a ``int<lenenc>``; value None for the NULL marker 0xFB.
+
+    Raises ``ProtocolError`` for the invalid prefix 0xFF and when ``buf`` ends too soon."""
+    if pos >= len(buf):
+        raise ProtocolError(f"length-encoded integer missing at offset {pos}")
     first = buf[pos]
     if first < 0xFB:
         return first, pos + 1
     if first == 0xFB:
         return None, pos + 1
-    if first == 0xFC:
-        return buf[pos + 1] | buf[pos + 2] << 8, pos + 3
-    if first == 0xFD:
-        return buf[pos + 1] | buf[pos + 2] << 8 | buf[pos + 3] << 16, pos + 4
-    if first == 0xFE:
-        return int.from_bytes(buf[pos + 1 : pos + 9], "little"), pos + 9
-    raise ProtocolError(f"invalid length-encoded integer prefix 0xFF at offset {pos}")
+    size = _LENENC_SIZES.get(first)
+    if size is None:
+        raise ProtocolError(f"invalid length-encoded integer prefix 0xFF at offset {pos}")
+    end = pos + 1 + size
+    if end > len(buf):
+        raise ProtocolError(f"length-encoded integer at offset {pos} cut short")
+    return int.from_bytes(buf[pos + 1 : end], "little"), end
+
+
+_LENENC_SIZES = {0xFC: 2, 0xFD: 3, 0xFE: 8}
 
 
 def length_encoded_integer(value: int) -> bytes:
@@ -317,6 +324,8 @@ def parse_initial_handshake(payload: bytes) -> InitialHandshake:
         if not capabilities & Capability.CLIENT_LONG_PASSWORD and len(payload) >= ext_pos + 4:
             capabilities |= struct.unpack_from("<I", payload, ext_pos)[0] << 32
         if capabilities & Capability.CLIENT_PLUGIN_AUTH:
+            if len(payload) <= caps2 + 2:
+                raise ProtocolError("handshake: auth_plugin_data_len missing")
             data_len = payload[caps2 + 2]
             part2 = max(13, data_len - 8)
             name_pos = ext_pos + 4 + part2
@@ -373,6 +382,8 @@ def parse_handshake_response(payload: bytes) -> HandshakeResponse:
         auth_len, pos = read_length_encoded_integer(payload, pos)
         pos += auth_len or 0
     elif capabilities & Capability.CLIENT_SECURE_CONNECTION:
+        if pos >= len(payload):
+            raise ProtocolError("handshake response: auth response length missing")
         pos += 1 + payload[pos]
     else:
         _, pos = read_null_terminated(payload, pos)
@@ -381,6 +392,26 @@ def parse_handshake_response(payload: bytes) -> HandshakeResponse:
         db_raw, pos = read_null_terminated(payload, pos)
         database = db_raw.decode("utf-8", "replace")
     return HandshakeResponse(capabilities, user_raw.decode("utf-8", "replace"), database, False)
+
+
+def parse_change_user(payload: bytes, capabilities: int) -> tuple[str, str | None]:
+    """(user, database) of a COM_CHANGE_USER payload (command byte included); database None
+    when the client names none. ``capabilities`` are the session's: the auth response has a
+    1-byte length with CLIENT_SECURE_CONNECTION (never lenenc here), else it ends with a NUL."""
+    if payload[:1] != bytes((Command.COM_CHANGE_USER,)):
+        raise ProtocolError("not a COM_CHANGE_USER packet")
+    user_raw, pos = read_null_terminated(payload, 1)
+    if capabilities & Capability.CLIENT_SECURE_CONNECTION:
+        if pos >= len(payload):
+            raise ProtocolError("COM_CHANGE_USER: auth response missing")
+        pos += 1 + payload[pos]
+    else:
+        _, pos = read_null_terminated(payload, pos)
+    database = None
+    if pos < len(payload):
+        db_raw, pos = read_null_terminated(payload, pos)
+        database = db_raw.decode("utf-8", "replace") or None
+    return user_raw.decode("utf-8", "replace"), database
 
 
 def mask_handshake_response(payload: bytes, masked: int = MASKED_CAPABILITIES) -> bytes:

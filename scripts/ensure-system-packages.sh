@@ -2,8 +2,9 @@
 # Install the Debian packages a command needs when they are missing (and we are root).
 # Usage: scripts/ensure-system-packages.sh server|clients|bench
 # server:  a MySQL/MariaDB server binary (mariadbd or mysqld) and its command-line client
-# clients: the above, plus Node.js/npm for the non-Python driver tests, and docker-compose to
-#          validate docker-compose.yml (no Docker engine needed for `docker-compose config`)
+# clients: the above, plus Node.js/npm for the non-Python driver tests, docker-compose to
+#          validate docker-compose.yml (no Docker engine needed for `docker-compose config`),
+#          and libmariadb-dev to build MariaDB's Python connector (a test client)
 # bench:   the above, plus sysbench and haproxy
 set -euo pipefail
 need=()
@@ -12,7 +13,8 @@ have mariadbd || have mysqld || need+=(mariadb-server)
 have mariadb || have mysql || need+=(mariadb-client)
 case "${1:-server}" in
   clients|bench) have node || need+=(nodejs); have npm || need+=(npm)
-                 have docker-compose || docker compose version >/dev/null 2>&1 || need+=(docker-compose) ;;
+                 have docker-compose || docker compose version >/dev/null 2>&1 || need+=(docker-compose)
+                 have mariadb_config || need+=(libmariadb-dev) ;;
 esac
 case "${1:-server}" in
   bench) have sysbench || need+=(sysbench); have haproxy || need+=(haproxy) ;;
