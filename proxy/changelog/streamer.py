@@ -579,6 +579,16 @@ def stable_server_id(store_path: Path) -> int:
     return 0x40000000 | (zlib.crc32(str(Path(store_path).resolve()).encode()) & 0x3FFFFFFF)
 
 
+def _stop_when_orphaned(stop: threading.Event) -> None:
+    """A serve process killed with SIGKILL cannot stop its streamer: the streamer notices that
+    its parent is gone (it is re-parented) and stops by itself."""
+    parent = os.getppid()
+    while not stop.wait(0.5):
+        if os.getppid() != parent:
+            log.warning("the serve process is gone; the streamer stops")
+            stop.set()
+
+
 def run_streamer_process(config: StreamerConfig, log_level: str = "INFO") -> None:
     """Entry point of the streamer's own process; stops cleanly on SIGTERM."""
     import signal
@@ -587,6 +597,7 @@ def run_streamer_process(config: StreamerConfig, log_level: str = "INFO") -> Non
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    threading.Thread(target=_stop_when_orphaned, args=(stop,), daemon=True).start()
     streamer = Streamer(config, stop)
     try:
         streamer.run()

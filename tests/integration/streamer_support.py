@@ -99,3 +99,8 @@ def server_gtid_seq(server: PrivateServer) -> int:
 
 def signal_name(sig: int) -> str:
     return signal.Signals(sig).name
+
+
+def wait_caught_up_dir(server: PrivateServer, store_path: Path, timeout: float = 120.0) -> None:
+    """``wait_caught_up`` for a store written by another process (no handle on it)."""
+    wait_caught_up(server, store_path, timeout)
