@@ -164,24 +164,42 @@ class Gate:
         result.waited_s = time.monotonic() - started
         return result
 
-    async def drop_all(self, wait_timeout: float = 10.0) -> list[int]:
+    async def drop_all(self, wait_timeout: float = 10.0, disconnect_grace: float = 1.0
+                       ) -> list[int]:
         """Close every session, then make sure the server has ended their connections (so their
-        open transactions are rolled back and their locks released). Returns the connection ids."""
-        sessions = list(self.sessions)
-        ids = [s.server_connection_id for s in sessions if s.server_connection_id is not None]
+        open transactions are rolled back and their locks released). Returns the connection ids.
+
+        A connection still at the door (no server connection yet) is left waiting: it has nothing
+        on the server to end, and it must get in after ``resume()``. An idle server connection
+        ends by itself when its socket closes; only one still running a query (or not gone after
+        ``disconnect_grace``) gets a ``KILL CONNECTION``: one statement per session would take
+        seconds with hundreds of sessions."""
+        sessions = [s for s in self.sessions if s.server_connection_id is not None]
+        ids = [s.server_connection_id for s in sessions]
+        running = [s.server_connection_id for s in sessions if s.busy]
         for session in sessions:
             session.close()
         if self.server is not None and ids:
-            for conn_id in ids:
-                await self.server.kill_connection(conn_id)
-            deadline = time.monotonic() + wait_timeout
-            alive = await self.server.connections_alive(ids)
-            while alive and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
-                alive = await self.server.connections_alive(alive)
+            await self._kill_connections(running)
+            alive = await self._wait_ended(set(ids), disconnect_grace)
+            await self._kill_connections(alive)
+            alive = await self._wait_ended(alive, wait_timeout)
             if alive:
                 log.warning("server connections still alive after drop: %s", sorted(alive))
         return ids
+
+    async def _kill_connections(self, connection_ids: Iterable[int]) -> None:
+        for conn_id in sorted(connection_ids):
+            await self.server.kill_connection(conn_id)
+
+    async def _wait_ended(self, connection_ids: set[int], timeout: float) -> set[int]:
+        """Poll the server until these connections are gone; returns those still alive."""
+        deadline = time.monotonic() + timeout
+        alive = await self.server.connections_alive(connection_ids) if connection_ids else set()
+        while alive and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            alive = await self.server.connections_alive(alive)
+        return alive
 
     async def _wait_idle(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
