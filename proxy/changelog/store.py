@@ -199,7 +199,7 @@ class ChangeStore:
                                    writable=not readonly)
         if not readonly:
             self.segments.resume(self._committed_segment_ends())
-        self._table_map_ids: dict[bytes, int] = {}
+        self._table_map_ids: dict[tuple[bytes, tuple[str, ...]], int] = {}  # (body[6:], generated) -> id
         self._in_txn = False
         self._pending_records = 0
         self._next_lsn: int | None = None
@@ -240,10 +240,13 @@ class ChangeStore:
 
     def table_map_id(self, schema: str, table: str, body: bytes, generated: list[str]) -> int:
         """The id of this table map (deduplicated; the 6-byte table id is not part of identity)."""
-        digest = hashlib.blake2b(body[6:] + json.dumps(generated).encode(), digest_size=16).digest()
-        cached = self._table_map_ids.get(digest)
+        # Every statement brings its table map again: the cache keeps the digest and the lookup
+        # off that path.
+        key = (bytes(body[6:]), tuple(generated))
+        cached = self._table_map_ids.get(key)
         if cached is not None:
             return cached
+        digest = hashlib.blake2b(key[0] + json.dumps(generated).encode(), digest_size=16).digest()
         row = self.db.execute("SELECT id FROM table_maps WHERE digest = ?", (digest,)).fetchone()
         if row is None:
             self._begin_if_needed()
@@ -252,7 +255,7 @@ class ChangeStore:
                 (digest, schema, table, body, json.dumps(generated)),
             )
             row = (cur.lastrowid,)
-        self._table_map_ids[digest] = row[0]
+        self._table_map_ids[key] = row[0]
         return row[0]
 
     def add_change(self, record: ChangeRecord) -> int:
@@ -373,9 +376,7 @@ class ChangeStore:
         self.db.execute("BEGIN IMMEDIATE")
         stored = int(self.get_meta("stored_bytes") or 0)
         cutoff = now - window_us if window_us is not None else None
-        for txn_id, first, last, t, size in self.db.execute(
-            "SELECT txn_id, first_lsn, last_lsn, commit_time_us, n_bytes FROM transactions ORDER BY txn_id"
-        ).fetchall():
+        for txn_id, first, last, t, size in self._oldest_transactions():
             too_old = cutoff is not None and t < cutoff
             too_big = max_bytes is not None and stored > max_bytes
             if not (too_old or too_big):
@@ -397,6 +398,21 @@ class ChangeStore:
         if evicted:
             self.segments.delete_before(oldest if oldest is not None else 1 << 62)
         return EvictionResult(evicted, evicted_bytes, self.earliest_backtrack_time_us())
+
+    def _oldest_transactions(self, batch: int = 256) -> Iterator[tuple[int, int, int, int, int]]:
+        """Stored transactions, oldest first, read a batch at a time: eviction runs every second
+        and stops at the first transaction it keeps, so reading them all (millions, in a full
+        window) each time would cost more than capture itself."""
+        after = -1
+        while True:
+            rows = self.db.execute(
+                "SELECT txn_id, first_lsn, last_lsn, commit_time_us, n_bytes FROM transactions "
+                "WHERE txn_id > ? ORDER BY txn_id LIMIT ?", (after, batch)
+            ).fetchall()
+            yield from rows
+            if len(rows) < batch:
+                return
+            after = rows[-1][0]
 
     def earliest_backtrack_time_us(self) -> int | None:
         value = self.get_meta("earliest_backtrack_time_us")
