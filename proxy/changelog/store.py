@@ -63,7 +63,6 @@ CREATE TABLE IF NOT EXISTS changes (
     length INTEGER NOT NULL,
     default_schema TEXT              -- ddl/statement: the session's database when it ran
 );
-CREATE INDEX IF NOT EXISTS changes_by_txn ON changes (txn_id);
 CREATE TABLE IF NOT EXISTS table_maps (
     id INTEGER PRIMARY KEY, digest BLOB NOT NULL UNIQUE,
     schema_name TEXT NOT NULL, table_name TEXT NOT NULL,
@@ -193,6 +192,10 @@ class ChangeStore:
             # capture then reads again from the binlog since the checkpoint goes with them.
             self.db.execute("PRAGMA journal_mode = WAL")
             self.db.execute("PRAGMA synchronous = NORMAL")
+            # Checkpoints (the only fsyncs in this mode) are run by ``checkpoint_wal`` from a
+            # thread of the streamer, not inside the writer's commits: measured, COMMIT spent
+            # 6.8 s of wall time for 2.1 s of CPU over 43k transactions, waiting on them.
+            self.db.execute("PRAGMA wal_autocheckpoint = 0")
             self.db.executescript(_SCHEMA)
             self._init_meta()
         self.segments = SegmentLog(self.path.with_name(self.path.name + ".segments"), segment_bytes,
@@ -479,6 +482,11 @@ class ChangeStore:
             "earliest_backtrack_time_us": self.earliest_backtrack_time_us(),
             "evicted_transactions": int(self.get_meta("evicted_transactions") or 0),
         }
+
+    def checkpoint_wal(self) -> None:
+        """Copy the WAL into the database file (PASSIVE: never waits for the writer or readers).
+        Called every second from a thread with its own ``ChangeStore``."""
+        self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def file_bytes(self) -> int:
         """Bytes on disk: the database, its WAL and the segment files."""
