@@ -12,13 +12,23 @@ import logging
 import os
 import signal
 import sys
+import time
+import urllib.parse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+from proxy import clioutput
+from proxy.adminclient import AdminClient, AdminError, AdminUnavailable
 from proxy.serveradmin import UpstreamCredentials
-from proxy.service import ServeConfig, Service, new_event_loop
+from proxy.timeparse import FORMS, format_time_us, parse_target
 from proxy.units import parse_duration, parse_size
+
+if TYPE_CHECKING:
+    # proxy.service (relay, decoder, backtrack) takes ~0.3 s to import: only ``serve`` imports it,
+    # so the client commands start quickly.
+    from proxy.service import ServeConfig
 
 
 def parse_host_port(value: str, default_port: int) -> tuple[str, int]:
@@ -87,10 +97,13 @@ def serve(upstream, user, password_file, listen, admin_listen, data_dir, hold_ti
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     up_host, up_port = parse_host_port(upstream, 3306)
     listen_host, listen_port = parse_host_port(listen, 3307)
+    admin_host, admin_port = parse_host_port(admin_listen, 3308)
     window_s = _parse_option(parse_duration, backtrack_window, "--backtrack-window")
     if window_s > 72 * 3600 and not allow_long_window:
         raise click.BadParameter("at most 72h (Aurora's limit); add --allow-long-window to go beyond",
                                  param_hint="--backtrack-window")
+    from proxy.service import ServeConfig
+
     config = ServeConfig(
         upstream=UpstreamCredentials(up_host, up_port, user, read_password(password_file)),
         listen_host=listen_host, listen_port=listen_port, data_dir=data_dir,
@@ -99,12 +112,15 @@ def serve(upstream, user, password_file, listen, admin_listen, data_dir, hold_ti
         max_store_bytes=_parse_option(parse_size, max_store_bytes, "--max-store-bytes")
         if max_store_bytes else None,
         streamer_server_id=streamer_server_id, log_level=log_level.upper(),
+        admin_host=admin_host, admin_port=admin_port,
     )
     data_dir.mkdir(parents=True, exist_ok=True)
     sys.exit(asyncio_run(_serve(config)))
 
 
 async def _serve(config: ServeConfig) -> int:
+    from proxy.service import Service
+
     service = Service(config)
     try:
         await service.start()
@@ -112,8 +128,8 @@ async def _serve(config: ServeConfig) -> int:
         click.echo(f"auroratrack: cannot start: {exc}", err=True)
         return 1
     host, port = service.listen_address
-    click.echo(f"auroratrack: proxy on {host}:{port} -> {config.upstream.host}:{config.upstream.port}",
-               err=True)
+    click.echo(f"auroratrack: proxy on {host}:{port} -> {config.upstream.host}:{config.upstream.port}, "
+               f"admin API on {service.admin_address[0]}:{service.admin_address[1]}", err=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -131,11 +147,151 @@ def _parse_option(parser, value: str, name: str):
 
 
 def asyncio_run(coro) -> int:
+    from proxy.service import new_event_loop
+
     loop = new_event_loop()
     try:
         return loop.run_until_complete(coro)
     finally:
         loop.close()
+
+
+
+# -- client commands: thin clients of serve's admin API (proxy/admin.py), found through --data-dir ------
+POLL_INTERVAL_S = 0.2
+
+data_dir_option = click.option(
+    "--data-dir", default=".auroratrack/data", show_default=True, envvar="AURORATRACK_DATA_DIR",
+    type=click.Path(file_okay=False, path_type=Path), help="The data directory of the running serve.")
+output_option = click.option(
+    "--output", type=click.Choice(["table", "json"]), default="table", show_default=True,
+    help="A readable table, or JSON for scripts.")
+
+
+def admin_request(data_dir: Path, method: str, path: str, body: dict | None = None):
+    """One admin API call; no serve or an error answer ends the command with exit code 1."""
+    try:
+        client = AdminClient.from_data_dir(data_dir)
+        return client.post(path, body) if method == "POST" else client.get(path)
+    except (AdminUnavailable, AdminError) as exc:
+        raise click.ClickException(str(exc)) from None  # the messages say it all; details are for the API
+
+
+@main.command()
+@data_dir_option
+@output_option
+def status(data_dir: Path, output: str) -> None:
+    """State, sessions, backtrack window and change store of the running serve."""
+    document = admin_request(data_dir, "GET", "/v1/status")
+    if output == "json":
+        clioutput.print_json(document)
+    else:
+        clioutput.print_view(clioutput.status_view(document))
+
+
+@main.command("describe-backtracks")
+@click.argument("backtrack_id", required=False)
+@data_dir_option
+@output_option
+def describe_backtracks(backtrack_id: str | None, data_dir: Path, output: str) -> None:
+    """Every backtrack (oldest first), or one in full with its ID."""
+    path = f"/v1/backtracks/{urllib.parse.quote(backtrack_id, safe='')}" if backtrack_id else "/v1/backtracks"
+    document = admin_request(data_dir, "GET", path)
+    if output == "json":
+        clioutput.print_json(document)
+    elif backtrack_id:
+        clioutput.print_view(clioutput.backtrack_view(document, show_sql=True))
+    else:
+        clioutput.print_view(clioutput.backtracks_table(document))
+
+
+@main.command()
+@click.option("--to", "to", required=True, help=f"Where to go back to: {FORMS}.")
+@click.option("--force", is_flag=True, help="Go ahead despite binlog conflicts (each one is recorded).")
+@click.option("--use-earliest-time-on-point-in-time-unavailable", "use_earliest", is_flag=True,
+              help="If --to is before the earliest backtrack time, go to the earliest instead of failing.")
+@click.option("--dry-run", is_flag=True, help="Plan only: the point, rows per table, conflicts. Writes nothing.")
+@click.option("--sql", "with_sql", is_flag=True, help="With --dry-run: also print the inverse SQL.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--drain-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              help="Seconds in-flight commands get to finish before their queries are killed.")
+@data_dir_option
+@output_option
+def backtrack(to: str, force: bool, use_earliest: bool, dry_run: bool, with_sql: bool, yes: bool,
+              drain_timeout: float, data_dir: Path, output: str) -> None:
+    """Rewind the database to --to; waits for the outcome. Exit 0 only on success."""
+    if with_sql and not dry_run:
+        raise click.UsageError("--sql goes with --dry-run")
+    send_to, description = resolve_to(to)
+    require_serve(data_dir)
+    if not (yes or dry_run or not sys.stdin.isatty()):
+        confirm_backtrack(to, description, force)
+    body = {"to": send_to, "force": force, "use_earliest": use_earliest, "dry_run": dry_run,
+            "with_sql": with_sql, "drain_timeout": drain_timeout}
+    record = admin_request(data_dir, "POST", "/v1/backtracks", body)
+    record = follow_backtrack(data_dir, record)
+    show_outcome(record, output, with_sql)
+    sys.exit(0 if clioutput.succeeded(record) else 1)
+
+
+def resolve_to(to: str) -> tuple[str, str]:
+    """What to send for ``--to`` and how to describe it. A relative time is fixed now, so the
+    point confirmed at the prompt is the point used, however long the prompt waited."""
+    try:
+        target = parse_target(to)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--to") from None
+    if target.kind == "time" and to.strip().startswith("-"):
+        return format_time_us(target.time_us), target.describe()
+    return to, target.describe()
+
+
+def require_serve(data_dir: Path) -> None:
+    """Fail before the prompt when no serve runs: nobody should confirm a backtrack that cannot start."""
+    try:
+        AdminClient.from_data_dir(data_dir)
+    except AdminUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def confirm_backtrack(to: str, description: str, force: bool) -> None:
+    click.echo(f"Backtrack the database to {description} (--to {to})?", err=True)
+    click.echo("  Every client of the proxy is paused and disconnected (their uncommitted work is lost),\n"
+               "  and every transaction committed after that point is undone"
+               + (",\n  overwriting rows changed outside the log (--force)." if force else "."), err=True)
+    if not click.confirm("Proceed?", default=False, err=True):
+        click.echo("Nothing was done.", err=True)
+        sys.exit(1)
+
+
+def follow_backtrack(data_dir: Path, record: dict) -> dict:
+    """Poll the record until it is completed or failed, telling its progress on stderr."""
+    progress = clioutput.ProgressLines()
+    try:
+        while True:
+            for line in progress.new_lines(record):
+                click.echo(line, err=True)
+            if record["status"] in clioutput.TERMINAL_STATUSES:
+                return record
+            time.sleep(POLL_INTERVAL_S)
+            record = admin_request(data_dir, "GET", f"/v1/backtracks/{record['id']}")
+    except KeyboardInterrupt:
+        click.echo(f"\nStopped following; the backtrack goes on in serve. Follow it with: "
+                   f"auroratrack describe-backtracks {record['id']}", err=True)
+        sys.exit(130)
+
+
+def show_outcome(record: dict, output: str, with_sql: bool) -> None:
+    if output == "json":
+        clioutput.print_json(record)
+    else:
+        clioutput.print_view(clioutput.backtrack_view(record, show_sql=with_sql))
+    blocking = clioutput.blocking_conflicts(record) if record.get("dry_run") else []
+    if record["status"] == "failed":
+        click.echo(f"backtrack {record['id']} failed: {record.get('error') or 'no reason given'}", err=True)
+    elif blocking:
+        click.echo(f"dry run: {len(blocking)} conflict(s) would stop this backtrack; --force would go ahead "
+                   "and overwrite them.", err=True)
 
 
 if __name__ == "__main__":

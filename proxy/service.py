@@ -83,6 +83,13 @@ class Service:
         self.admin_address: tuple[str, int] | None = None
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()  # nothing half-started stays behind (the streamer process above all)
+            raise
+
+    async def _start(self) -> None:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         if config.capture:

@@ -122,6 +122,7 @@ def _proxy_config(server: ServerHandle, **overrides) -> ServeConfig:
         listen_port=0,
         data_dir=Path(tempfile.mkdtemp(prefix="auroratrack-test-data-")),
         capture=False,  # proxy tests; the changelog tests turn capture on
+        admin_port=0,  # a free port: tests start many services
     )
     settings.update(overrides)
     return ServeConfig(**settings)
