@@ -32,9 +32,11 @@ from typing import Any
 
 from aiohttp import web
 
+from proxy import changes, metrics
 from proxy.adminclient import ADDRESS_FILE, TOKEN_FILE
 from proxy.backtrack import BacktrackRefused, BacktrackRequest
 from proxy.changelog.store import ChangeStore
+from proxy.timeparse import parse_target
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,8 @@ def make_admin_app(service: Any, token: str | None = None) -> web.Application:
     app.router.add_get(f"{API_PREFIX}/backtracks", list_backtracks)
     app.router.add_post(f"{API_PREFIX}/backtracks", post_backtrack)
     app.router.add_get(f"{API_PREFIX}/backtracks/{{id}}", get_backtrack)
+    app.router.add_get(f"{API_PREFIX}/changes", get_changes)
+    app.router.add_get("/metrics", get_metrics)
     return app
 
 
@@ -190,7 +194,77 @@ async def get_status(request: web.Request) -> web.Response:
         "streamer": streamer_status(config.streamer_status_path, service.streamer_process,
                                     store["checkpoint"] if store else None) if config.capture else None,
         "last_backtrack": last_backtrack(service),
+        "capture_lag": (await asyncio.to_thread(metrics.gather, service)).get("lag") if config.capture else None,
+        "creation_rate_per_s": _creation_rate(config) if config.capture else None,
     })
+
+
+def _creation_rate(config: Any) -> float | None:
+    if not config.store_path.exists():
+        return None
+    return round(metrics.store_numbers(config.store_path)["creation_rate_per_s"], 3)
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition (the token is required here too)."""
+    service = request.app[SERVICE]
+    numbers = await asyncio.to_thread(metrics.gather, service)
+    body = metrics.render(service, numbers)
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+async def get_changes(request: web.Request) -> web.Response:
+    """Committed transactions, newest first, filtered; or one transaction's rows (?rows=TXN)."""
+    service = request.app[SERVICE]
+    if not service.config.capture:
+        return json_error(503, "capture is off (serve --no-capture): no changelog to browse")
+    query = request.query
+    flavor = service.inspection.flavor.name if service.inspection else None
+    store_path = service.config.store_path
+
+    def run() -> Any:
+        store = ChangeStore(store_path, readonly=True)
+        try:
+            if "rows" in query:
+                return changes.transaction_rows(store, _int(query, "rows"), flavor, _int(query, "limit", 1000))
+            return changes.list_changes(store, _change_filter(query), flavor)
+        finally:
+            store.close()
+
+    try:
+        return ok(await asyncio.to_thread(run))
+    except KeyError as exc:
+        return json_error(404, str(exc.args[0]))
+
+
+def _change_filter(query: Any) -> changes.ChangeFilter:
+    operation = query.get("operation")
+    if operation is not None and operation not in changes.OPERATIONS:
+        raise BadRequest(f"operation must be one of {', '.join(changes.OPERATIONS)}")
+    return changes.ChangeFilter(
+        since_us=_time(query, "since"), until_us=_time(query, "until"), table=query.get("table"),
+        operation=operation, gtid=query.get("gtid"), grep=query.get("grep"), limit=_int(query, "limit", 50),
+    )
+
+
+def _time(query: Any, name: str) -> int | None:
+    text = query.get(name)
+    if text is None:
+        return None
+    try:
+        target = parse_target(text)
+    except ValueError as exc:
+        raise BadRequest(f"{name}: {exc}") from None
+    if target.kind != "time":
+        raise BadRequest(f"{name} must be a time, not {target.kind}")
+    return target.time_us
+
+
+def _int(query: Any, name: str, default: int | None = None) -> int:
+    try:
+        return int(query[name]) if name in query else int(default)
+    except (TypeError, ValueError):
+        raise BadRequest(f"{name} must be a whole number") from None
 
 
 def service_state(service: Any) -> str:

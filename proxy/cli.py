@@ -206,6 +206,32 @@ def describe_backtracks(backtrack_id: str | None, data_dir: Path, output: str) -
 
 
 @main.command()
+@click.option("--since", help="Only transactions committed at or after this time (same forms as --to).")
+@click.option("--until", help="Only transactions committed at or before this time.")
+@click.option("--table", help="Only those touching this table (db.table, or db.* for a whole schema).")
+@click.option("--operation", type=click.Choice(["insert", "update", "delete", "ddl", "statement"]),
+              help="Only those with this kind of change.")
+@click.option("--gtid", help="Only the transaction with this GTID.")
+@click.option("--grep", help="Only those whose statement text contains this (case-insensitive).")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--rows", "rows_txn", type=int, help="Decode the row images (before/after) of this transaction id.")
+@data_dir_option
+@output_option
+def changes(since, until, table, operation, gtid, grep, limit, rows_txn, data_dir: Path, output: str) -> None:
+    """Browse committed transactions, newest first, to find the one to go back before."""
+    params = {"since": since, "until": until, "table": table, "operation": operation, "gtid": gtid,
+              "grep": grep, "limit": limit, "rows": rows_txn}
+    query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+    document = admin_request(data_dir, "GET", f"/v1/changes?{query}")
+    if output == "json":
+        clioutput.print_json(document)
+    elif rows_txn is not None:
+        clioutput.print_view(clioutput.transaction_rows_view(document))
+    else:
+        clioutput.print_view(clioutput.changes_table(document))
+
+
+@main.command()
 @click.option("--to", "to", required=True, help=f"Where to go back to: {FORMS}.")
 @click.option("--force", is_flag=True, help="Go ahead despite binlog conflicts (each one is recorded).")
 @click.option("--use-earliest-time-on-point-in-time-unavailable", "use_earliest", is_flag=True,

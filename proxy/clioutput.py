@@ -271,3 +271,40 @@ def succeeded(record: dict) -> bool:
     if record.get("status") != "completed":
         return False
     return not (record.get("dry_run") and blocking_conflicts(record))
+
+
+def changes_table(transactions: list[dict]) -> RenderableType:
+    """``auroratrack changes``: one line per transaction, newest first."""
+    if not transactions:
+        return Text("no transaction matches")
+    table = Table(show_lines=False)
+    for column in ("txn", "committed (UTC)", "LSN", "GTID", "rows", "statement"):
+        table.add_column(column, overflow="fold")
+    for txn in transactions:
+        rows = "; ".join(f"{name} " + ", ".join(f"{op} {n}" for op, n in sorted(ops.items()))
+                         for name, ops in txn["rows"].items()) or ", ".join(txn["operations"]) or "-"
+        statement = (txn["statements"][0] if txn["statements"] else "")[:120]
+        origin = " (backtrack)" if txn["origin"] == "backtrack" else ""
+        table.add_row(str(txn["txn_id"]), txn["commit_time"], f"{txn['first_lsn']}-{txn['last_lsn']}",
+                      txn["gtid"] or "-", rows + origin, statement)
+    return table
+
+
+def transaction_rows_view(document: dict) -> RenderableType:
+    """``auroratrack changes --rows TXN``: each row change with its before and after images."""
+    header = Text(f"transaction {document['txn_id']} committed {document['commit_time']} "
+                  f"(LSN {document['first_lsn']}-{document['last_lsn']}, GTID {document['gtid'] or '-'})")
+    table = Table()
+    for column in ("LSN", "table", "change", "before", "after"):
+        table.add_column(column, overflow="fold")
+    for change in document["changes"]:
+        if "statement" in change:
+            table.add_row(str(change["lsn"]), "-", change["kind"], change["statement"][:200], "")
+            continue
+        table.add_row(str(change["lsn"]), change["table"], change["operation"],
+                      json.dumps(change["before"], default=str) if change["before"] else "-",
+                      json.dumps(change["after"], default=str) if change["after"] else "-")
+    parts: list[RenderableType] = [header, table]
+    if document.get("truncated"):
+        parts.append(Text("(more rows not shown)"))
+    return Group(*parts)
