@@ -74,7 +74,11 @@ class AdminClient:
     def post(self, path: str, body: dict) -> Any:
         return self._request("POST", path, body)
 
-    def _request(self, method: str, path: str, body: dict | None = None) -> Any:
+    def get_text(self, path: str) -> str:
+        """A non-JSON resource (the Prometheus /metrics text)."""
+        return self._request("GET", path, raw=True)
+
+    def _request(self, method: str, path: str, body: dict | None = None, raw: bool = False) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.base_url + path, data=data, method=method, headers={
             "Authorization": f"Bearer {self.token}", "Accept": "application/json",
@@ -82,7 +86,8 @@ class AdminClient:
         })
         try:
             with _OPENER.open(request, timeout=self.timeout) as response:
-                return json.loads(response.read() or b"null")
+                payload = response.read()
+                return payload.decode() if raw else json.loads(payload or b"null")
         except urllib.error.HTTPError as exc:
             raise self._error(exc) from None
         except (TimeoutError, urllib.error.URLError, ConnectionError) as exc:

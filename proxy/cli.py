@@ -8,11 +8,11 @@ service's admin API, found through ``--data-dir`` (DESIGN.md, "Command-line cont
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 import sys
 import time
+import tomllib
 import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +21,7 @@ import click
 
 from proxy import clioutput
 from proxy.adminclient import AdminClient, AdminError, AdminUnavailable
+from proxy.logs import configure_logging
 from proxy.serveradmin import UpstreamCredentials
 from proxy.timeparse import FORMS, format_time_us, parse_target
 from proxy.units import parse_duration, parse_size
@@ -59,7 +60,21 @@ def main() -> None:
     """auroratrack: Aurora-style Backtrack for stock MySQL and MariaDB."""
 
 
+def load_config_file(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """``--config FILE``: a TOML file whose keys (or its [serve] table) are serve's options.
+    Precedence: command line, then AURORATRACK_* environment variables, then the file."""
+    if value is not None:
+        with open(value, "rb") as handle:
+            data = tomllib.load(handle)
+        section = data.get("serve", data)
+        ctx.default_map = {**(ctx.default_map or {}), **{k.replace("-", "_"): v for k, v in section.items()}}
+    return value
+
+
 @main.command()
+@click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path), is_eager=True,
+              expose_value=False, callback=load_config_file, envvar="AURORATRACK_CONFIG",
+              help="TOML file of serve options (e.g. backtrack-window = \"24h\").")
 @click.option("--upstream", required=True, envvar="AURORATRACK_UPSTREAM", show_default=True,
               help="The MySQL/MariaDB server, HOST:PORT.")
 @click.option("--user", required=True, envvar="AURORATRACK_USER",
@@ -88,13 +103,15 @@ def main() -> None:
               help="Replica server_id the changelog streamer uses [default: derived from --data-dir].")
 @click.option("--no-capture", is_flag=True, envvar="AURORATRACK_NO_CAPTURE",
               help="Run the proxy only, without the changelog (no backtracks possible).")
+@click.option("--log-format", default="text", show_default=True, envvar="AURORATRACK_LOG_FORMAT",
+              type=click.Choice(["text", "json"]), help="Log lines for people, or JSON for log shippers.")
 @click.option("--log-level", default="info", show_default=True, envvar="AURORATRACK_LOG_LEVEL",
               type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(upstream, user, password_file, listen, admin_listen, data_dir, hold_timeout, max_allowed_packet,
           backtrack_window, allow_long_window, max_store_bytes, streamer_server_id, no_capture,
-          log_level) -> None:
+          log_format, log_level) -> None:
     """Run the proxy in front of the server (and, as they land, the changelog and admin API)."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(log_level, log_format)
     up_host, up_port = parse_host_port(upstream, 3306)
     listen_host, listen_port = parse_host_port(listen, 3307)
     admin_host, admin_port = parse_host_port(admin_listen, 3308)
@@ -111,7 +128,7 @@ def serve(upstream, user, password_file, listen, admin_listen, data_dir, hold_ti
         capture=not no_capture, backtrack_window_s=window_s,
         max_store_bytes=_parse_option(parse_size, max_store_bytes, "--max-store-bytes")
         if max_store_bytes else None,
-        streamer_server_id=streamer_server_id, log_level=log_level.upper(),
+        streamer_server_id=streamer_server_id, log_level=log_level.upper(), log_format=log_format,
         admin_host=admin_host, admin_port=admin_port,
     )
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -330,7 +330,9 @@ class Applier:
                                           "(a write the binlog never saw)", key=_key_text(row)))
             self._run(f"DROP TEMPORARY TABLE {temp}", record=False)
         for batch in _batches(expected_absent, BATCH_ROWS):
-            where = self._key_in(table, batch)
+            # exact: the row now holding 'E' is not the row the log deleted as 'e' (the first
+            # condition is there for the index)
+            where = f"{self._key_in(table, batch)} AND {self._key_in(table, batch, exact=True)}"
             key_list = ", ".join(self._col(table, i) for i in key_indexes)
             for row in self._query(f"SELECT {key_list} FROM {qualified(table.name)} WHERE {where}"):
                 conflicts.append(Conflict("unexpected", table.name, "a row the log says is gone exists "
@@ -446,15 +448,27 @@ class Applier:
         col = self._col(table, index)
         return f"({left}.{col} <=> {right}.{col} AND CAST({left}.{col} AS BINARY) <=> CAST({right}.{col} AS BINARY))"
 
-    def _key_in(self, table: TableChanges, keys: list[tuple]) -> str:
+    def _key_in(self, table: TableChanges, keys: list[tuple], exact: bool = False) -> str:
+        """``key IN (...)``. ``exact``: text key parts compare byte for byte. To a collation 'e',
+        'E' and 'e ' are one key; the log holds them as distinct keys (a key update may change
+        nothing but case, accent or trailing spaces)."""
         indexes = table.schema.primary_key
         defs = table.schema.columns
+        binary = [exact and isinstance(keys[0][p], bytes) and defs[i].charset is not None and not defs[i].is_binary
+                  for p, i in enumerate(indexes)]
+
+        def column(p: int, i: int) -> str:
+            return f"BINARY {self._col(table, i)}" if binary[p] else self._col(table, i)
+
+        def literal(value, p: int, i: int) -> str:
+            return f"BINARY {sql_literal(value, defs[i])}" if binary[p] else sql_literal(value, defs[i])
+
         if len(indexes) == 1:
-            literals = ", ".join(sql_literal(key[0], defs[indexes[0]]) for key in keys)
-            return f"{self._col(table, indexes[0])} IN ({literals})"
-        columns = ", ".join(self._col(table, i) for i in indexes)
-        tuples = ", ".join("(" + ", ".join(sql_literal(v, defs[i]) for v, i in zip(key, indexes, strict=True)) + ")"
-                           for key in keys)
+            literals = ", ".join(literal(key[0], 0, indexes[0]) for key in keys)
+            return f"{column(0, indexes[0])} IN ({literals})"
+        columns = ", ".join(column(p, i) for p, i in enumerate(indexes))
+        tuples = ", ".join("(" + ", ".join(literal(v, p, i) for p, (v, i) in enumerate(zip(key, indexes, strict=True)))
+                           + ")" for key in keys)
         return f"({columns}) IN ({tuples})"
 
     def _match_image(self, table: TableChanges, image: tuple) -> str:
@@ -463,7 +477,9 @@ class Applier:
         for i in self._write_columns(table):
             literal = sql_literal(image[i], defs[i])
             col = self._col(table, i)
-            if defs[i].charset is not None and image[i] is not None and not defs[i].is_binary:
+            # Text compares byte for byte ('a' = 'A ' to a collation). Not ENUM/SET: their
+            # literal is the member number, which a BINARY comparison would take as text.
+            if defs[i].charset is not None and isinstance(image[i], bytes) and not defs[i].is_binary:
                 parts.append(f"(BINARY {col} <=> BINARY {literal})")
             else:
                 parts.append(f"{col} <=> {literal}")

@@ -47,6 +47,7 @@ class ServeConfig:
     max_store_bytes: int | None = None
     streamer_server_id: int = 0  # 0: derived from the data directory
     log_level: str = "INFO"
+    log_format: str = "text"  # or "json"
     admin_host: str = "127.0.0.1"  # the admin API (proxy/admin.py); loopback by default
     admin_port: int = 3308  # 0: pick a free port (serve writes the bound one to <data_dir>/admin.json)
 
@@ -130,7 +131,7 @@ class Service:
         # spawn, not fork: the parent has an event loop and threads that must not be copied.
         context = multiprocessing.get_context("spawn")
         self.streamer_process = context.Process(
-            target=run_streamer_process, args=(streamer_config, self.config.log_level),
+            target=run_streamer_process, args=(streamer_config, self.config.log_level, self.config.log_format),
             name="auroratrack-streamer", daemon=True,
         )
         self.streamer_process.start()

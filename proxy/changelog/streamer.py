@@ -388,6 +388,7 @@ class Streamer:
         self.last_error: str | None = None
         self._last_retention = 0.0
         self._last_status = 0.0
+        self._last_position_log = time.monotonic()
 
     def run(self) -> None:
         backoff = 0.1
@@ -455,6 +456,13 @@ class Streamer:
                          result.transactions, result.bytes, result.earliest_backtrack_time_us)
             self._check_window_alert()
         self._write_status()
+        if now - self._last_position_log >= 60:
+            self._last_position_log = now
+            position = self.assembler.position
+            log.info("streamer at %s:%s, %d transactions captured since start",
+                     *(position or ("-", "-")), self.assembler.committed,
+                     extra={"position": f"{position[0]}:{position[1]}" if position else None,
+                            "committed": self.assembler.committed})
 
     def _check_window_alert(self) -> None:
         if not self.config.window_s:
@@ -603,11 +611,13 @@ def _stop_when_orphaned(stop: threading.Event) -> None:
             stop.set()
 
 
-def run_streamer_process(config: StreamerConfig, log_level: str = "INFO") -> None:
+def run_streamer_process(config: StreamerConfig, log_level: str = "INFO", log_format: str = "text") -> None:
     """Entry point of the streamer's own process; stops cleanly on SIGTERM."""
     import signal
 
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from proxy.logs import configure_logging
+
+    configure_logging(log_level, log_format)
     # A session of its own: the kernel's autogroup scheduling then gives capture its own share
     # of the CPU beside the relay's, instead of one share for both (measured: capture lag grew
     # without bound on a saturated machine while the relay took the group's time).
