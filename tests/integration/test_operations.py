@@ -77,6 +77,8 @@ def test_status_and_metrics_follow_a_scripted_workload(svc, mysql_server, databa
 def schema(value):
     """The shape of a JSON document: keys and value types, lists by their first element."""
     if isinstance(value, dict):
+        if value and all("." in key for key in value):  # a mapping keyed by table names
+            return {"<db.table>": schema(next(iter(value.values())))}
         return {key: schema(item) for key, item in sorted(value.items())}
     if isinstance(value, list):
         return [schema(value[0])] if value else []
