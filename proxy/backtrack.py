@@ -33,7 +33,7 @@ import pymysql
 from proxy.changelog.store import ChangeStore, now_us
 from proxy.changelog.streamer import current_binlog_position
 from proxy.gate import Gate
-from proxy.rewind import MAX_PLAN_SQL, Applier, Conflict, Plan, build_plan
+from proxy.rewind import MAX_PLAN_SQL, Applier, Conflict, DuplicateRow, Plan, build_plan, extend_plan
 from proxy.serveradmin import UpstreamCredentials
 from proxy.timeparse import Target, format_time_us, parse_target
 
@@ -238,9 +238,13 @@ class Backtracker:
         record.status = "applying"
         record.backtracked_from_us = now_us()
         self.history.save(record)
+        # Plan while clients still run: decoding is the slow part, and after the pause only
+        # what arrived since has to be folded in.
+        plan = await self._step(record, "plan", lambda: asyncio.to_thread(self._build_plan, point))
         paused_at = time.monotonic()
         conn = None
         fenced = False
+        outcome = "failed"
         try:
             await self._step(record, "pause", self._pause)
             drain = await self._step(record, "drain", lambda: self.gate.drain(req.drain_timeout))
@@ -251,7 +255,8 @@ class Backtracker:
             fenced = await self._step(record, "fence", lambda: asyncio.to_thread(self._fence, record))
             await self._step(record, "catch_up", lambda: asyncio.to_thread(self._catch_up))
             applied_at = time.monotonic()
-            await self._step(record, "apply", lambda: asyncio.to_thread(self._plan_and_apply, conn, record, req, point))
+            outcome = await self._step(record, "apply",
+                                       lambda: asyncio.to_thread(self._plan_and_apply, conn, record, req, plan))
             record.durations["applying_s"] = round(time.monotonic() - applied_at, 6)
         finally:
             if conn is not None:
@@ -261,6 +266,8 @@ class Backtracker:
                 await self._step(record, "unfence", lambda: asyncio.to_thread(self._unfence))
             self.gate.resume()
             record.durations["paused_s"] = round(time.monotonic() - paused_at, 6)
+        # Terminal only now: the fence is lifted and the gate open again.
+        record.status = outcome
 
     async def _pause(self) -> None:
         self.gate.pause()
@@ -275,31 +282,47 @@ class Backtracker:
             step["duration_s"] = round(time.monotonic() - began, 6)
             log.info("backtrack %s: %s took %.3f s", record.id, name, step["duration_s"])
 
-    def _plan_and_apply(self, conn: pymysql.Connection, record: BacktrackRecord, req: BacktrackRequest,
-                        point: Point) -> None:
+    def _build_plan(self, point: Point) -> Plan:
         store = ChangeStore(self.store_path, readonly=True)
         try:
-            plan = build_plan(store, point.txn_id, self.flavor)
+            return build_plan(store, point.txn_id, self.flavor)
         finally:
             store.close()
-        applier = Applier(conn, f"backtrack {record.id}")
+
+    def _plan_and_apply(self, conn: pymysql.Connection, record: BacktrackRecord, req: BacktrackRequest,
+                        plan: Plan) -> str:
+        """Check and apply in one transaction; returns the outcome ("completed" or "failed")."""
+        store = ChangeStore(self.store_path, readonly=True)
+        try:
+            extend_plan(plan, store)  # what committed between planning and the pause
+        finally:
+            store.close()
+        applier = Applier(conn, f"backtrack {record.id}", trust_absent=not req.force)
         applier.ensure_marker_table()
         applier.begin()
         try:
             conflicts = plan.conflicts + applier.server_conflicts(plan)
-            record.conflicts = [c.to_json() for c in conflicts]
             if conflicts and not req.force:
+                conflicts += applier.unexpected_rows(plan)  # a refusal lists every conflict
+                record.conflicts = [c.to_json() for c in conflicts]
                 raise BacktrackConflicts(conflicts)
+            record.conflicts = [c.to_json() for c in conflicts]
             record.forced.extend(c.to_json() for c in conflicts)
             for name, table in sorted(plan.tables.items()):
                 record.rows[name] = applier.apply_table(table)
             applier.write_marker(record.id)
             applier.commit()
-            record.status = "completed"
+            return "completed"
         except BacktrackConflicts as exc:
             applier.rollback()
-            record.status = "failed"
             record.error = str(exc)
+            return "failed"
+        except DuplicateRow:
+            applier.rollback()
+            conflicts = applier.unexpected_rows(plan)
+            record.conflicts = [c.to_json() for c in conflicts]
+            record.error = str(BacktrackConflicts(conflicts))
+            return "failed"
         except Exception:
             applier.rollback()
             raise
@@ -309,6 +332,7 @@ class Backtracker:
         sql: list[str] = []
 
         def run() -> Plan:
+            self._catch_up()  # plan on everything the server has logged, as a real backtrack does
             store = ChangeStore(self.store_path, readonly=True)
             try:
                 plan = build_plan(store, point.txn_id, self.flavor)

@@ -106,6 +106,10 @@ class Plan:
     undone: list[StoredTransaction]
     tables: dict[str, TableChanges]
     conflicts: list[Conflict]
+    flavor: str | None = None
+    last_txn_id: int = 0  # the newest transaction folded in so far
+    _schemas: dict = field(default_factory=dict, repr=False)
+    _skipped: set = field(default_factory=set, repr=False)
 
     def summary(self) -> dict:
         return {
@@ -120,33 +124,45 @@ class Plan:
 
 def build_plan(store: ChangeStore, after_txn_id: int, flavor: str | None = None) -> Plan:
     """The net inverse of every transaction after ``after_txn_id`` that the store holds."""
-    undone = store.transactions(after_txn_id=after_txn_id)
-    plan = Plan(after_txn_id, undone, {}, [])
-    plan.conflicts.extend(_gap_conflicts(store, after_txn_id))
-    schemas: dict[int, tuple[str, TableSchema]] = {}
-    skipped: set[str] = set()
-    for txn in undone:
+    plan = Plan(after_txn_id, [], {}, [], flavor=flavor, last_txn_id=after_txn_id)
+    return extend_plan(plan, store)
+
+
+def extend_plan(plan: Plan, store: ChangeStore) -> Plan:
+    """Fold in the transactions stored since the plan was last built or extended. A backtrack
+    plans while clients still run, and after pausing them folds in only what arrived since
+    (decoding a million row images takes seconds; the pause should not)."""
+    newer = store.transactions(after_txn_id=plan.last_txn_id)
+    plan.conflicts = [c for c in plan.conflicts if c.kind != "gap"] + _gap_conflicts(store, plan.after_txn_id)
+    for txn in newer:
+        plan.undone.append(txn)
+        plan.last_txn_id = txn.txn_id
         plan.conflicts.extend(_log_conflicts(txn))
-        if not txn.n_changes:
-            continue
-        for change in store.changes(txn.first_lsn, txn.last_lsn):
-            if change.kind != "rows":
-                continue
-            name, schema = _schema_for(store, change.table_map_id, schemas, flavor)
-            if name.startswith(ORIGIN_SCHEMA + ".") or name in skipped:
-                continue
-            table = plan.tables.get(name)
-            if table is None:
-                table = plan.tables[name] = TableChanges(name, schema)
-            elif table.schema.columns != schema.columns:
-                plan.conflicts.append(Conflict("ddl", name, "the table's columns changed after the point"))
-                skipped.add(name)
-                continue
-            if not _apply_row_changes(table, decode_rows(change.event_type, change.body, schema), plan):
-                skipped.add(name)
-    for name in skipped:
+        if txn.n_changes:
+            _fold_transaction(plan, store, txn)
+    for name in plan._skipped:
         plan.tables.pop(name, None)
+    for table in plan.tables.values():
+        table._net = None  # recomputed on next use
     return plan
+
+
+def _fold_transaction(plan: Plan, store: ChangeStore, txn: StoredTransaction) -> None:
+    for change in store.changes(txn.first_lsn, txn.last_lsn):
+        if change.kind != "rows":
+            continue
+        name, schema = _schema_for(store, change.table_map_id, plan._schemas, plan.flavor)
+        if name.startswith(ORIGIN_SCHEMA + ".") or name in plan._skipped:
+            continue
+        table = plan.tables.get(name)
+        if table is None:
+            table = plan.tables[name] = TableChanges(name, schema)
+        elif table.schema.columns != schema.columns:
+            plan.conflicts.append(Conflict("ddl", name, "the table's columns changed after the point"))
+            plan._skipped.add(name)
+            continue
+        if not _apply_row_changes(table, decode_rows(change.event_type, change.body, schema), plan):
+            plan._skipped.add(name)
 
 
 def _schema_for(store: ChangeStore, table_map_id: int, cache: dict, flavor: str | None) -> tuple[str, TableSchema]:
@@ -243,11 +259,15 @@ class Applier:
     ``emit`` receives every SQL statement sent (for dry runs with --sql and for the log)."""
 
     def __init__(self, conn: pymysql.Connection, tag: str, emit: Callable[[str], None] | None = None,
-                 dry_run: bool = False):
+                 dry_run: bool = False, trust_absent: bool = False):
         self.conn = conn
         self.tag = f"/* auroratrack {tag} */ "
         self.emit = emit
         self.dry_run = dry_run  # writes are only emitted, never sent; checks still run
+        # Not forced: rows the log says are gone are neither looked for nor deleted; if one
+        # exists after all, the INSERT of its target fails on its key (DuplicateRow), and
+        # ``unexpected_rows`` names it. Saves a SELECT and a DELETE per re-inserted row.
+        self.trust_absent = trust_absent
         self._temp_tables = 0
 
     # -- the transaction ---------------------------------------------------------------------------
@@ -329,7 +349,7 @@ class Applier:
                 conflicts.append(Conflict("drift", table.name, "the current row differs from the log's latest image "
                                           "(a write the binlog never saw)", key=_key_text(row)))
             self._run(f"DROP TEMPORARY TABLE {temp}", record=False)
-        for batch in _batches(expected_absent, BATCH_ROWS):
+        for batch in _batches(expected_absent if not self.trust_absent else [], BATCH_ROWS):
             # exact: the row now holding 'E' is not the row the log deleted as 'e' (the first
             # condition is there for the index)
             where = f"{self._key_in(table, batch)} AND {self._key_in(table, batch, exact=True)}"
@@ -358,9 +378,15 @@ class Applier:
             # Delete every affected row first, then insert the targets: no target image can
             # collide with a row that has yet to move out of its way on a unique key. (An
             # upsert was measured 2x slower than delete + insert on InnoDB.)
+            doomed = [key for key, (first, last) in fates.items() if last is not ABSENT or not self.trust_absent]
             self._run_all(f"DELETE FROM {qualified(table.name)} WHERE {self._key_in(table, batch)}"
-                          for batch in _batches(list(fates), BATCH_ROWS))
-            self._insert(table, [first for first, last in fates.values() if first is not ABSENT])
+                          for batch in _batches(doomed, BATCH_ROWS))
+            try:
+                self._insert(table, [first for first, last in fates.values() if first is not ABSENT])
+            except pymysql.IntegrityError as exc:
+                if exc.args and exc.args[0] == ER_DUP_ENTRY and self.trust_absent:
+                    raise DuplicateRow(table.name) from exc
+                raise
         else:
             for image, count in table.deltas.items():
                 if count > 0:
@@ -368,6 +394,21 @@ class Applier:
                               f"LIMIT {count}")
             self._insert(table, [image for image, count in table.deltas.items() if count < 0 for _ in range(-count)])
         return table.counts()
+
+    def unexpected_rows(self, plan: Plan) -> list[Conflict]:
+        """After a DuplicateRow: the rows the log says are gone but exist (outside any write)."""
+        conflicts = []
+        for table in plan.tables.values():
+            if not table.has_key:
+                continue
+            gone = [key for key, (first, last) in table.net_fates().items() if last is ABSENT]
+            key_list = ", ".join(self._col(table, i) for i in table.schema.primary_key)
+            for batch in _batches(gone, BATCH_ROWS):
+                where = f"{self._key_in(table, batch)} AND {self._key_in(table, batch, exact=True)}"
+                for row in self._query(f"SELECT {key_list} FROM {qualified(table.name)} WHERE {where}"):
+                    conflicts.append(Conflict("unexpected", table.name, "a row the log says is gone exists "
+                                              "(a write the binlog never saw)", key=_key_text(row)))
+        return conflicts
 
     def write_marker(self, backtrack_id: str) -> None:
         """A row in auroratrack's own schema: the streamer marks the transaction as a backtrack."""
@@ -512,6 +553,13 @@ class Applier:
         with self.conn.cursor() as cur:
             cur.execute(self.tag + sql)
             return list(cur.fetchall())
+
+
+ER_DUP_ENTRY = 1062
+
+
+class DuplicateRow(Exception):
+    """A target row collided with a row the log says is gone: a write the binlog never saw."""
 
 
 def _batches(items: list, size: int) -> Iterable[list]:

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import multiprocessing
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,9 @@ class Service:
                 log.warning("%s", warning.message)
             ChangeStore(config.store_path).close()  # create the schema before anyone reads it
             self._start_streamer(streamer_config)
+            # Clients get in only once capture has fixed where it starts: a write before that
+            # would never be captured, and nothing before it could be rewound.
+            await asyncio.to_thread(self._wait_capture_started, 60.0)
         max_packet = config.max_allowed_packet
         if max_packet is None:
             max_packet = await asyncio.to_thread(self.admin.max_allowed_packet)
@@ -126,6 +130,20 @@ class Service:
         self.admin_runner, port = await start_admin(self, self.config.admin_host, self.config.admin_port)
         self.admin_address = (self.config.admin_host, port)
         log.info("admin API on %s:%d (token in %s)", *self.admin_address, self.config.data_dir / "admin.token")
+
+    def _wait_capture_started(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            store = ChangeStore(self.config.store_path, readonly=True)
+            try:
+                if store.checkpoint() is not None:
+                    return
+            finally:
+                store.close()
+            if self.streamer_process is not None and not self.streamer_process.is_alive():
+                raise RuntimeError(f"the changelog streamer exited at start (code {self.streamer_process.exitcode})")
+            time.sleep(0.02)
+        raise TimeoutError(f"the changelog streamer did not start within {timeout:.0f} s")
 
     def _start_streamer(self, streamer_config: StreamerConfig) -> None:
         # spawn, not fork: the parent has an event loop and threads that must not be copied.

@@ -285,7 +285,8 @@ def _assignments(table: Table, keys: dict, max_size: int = 4) -> st.SearchStrate
 
 
 @st.composite
-def _insert(draw, table: Table, keys: dict, verbs: tuple[str, ...] = ("INSERT", "INSERT IGNORE", "REPLACE")) -> str:
+def _insert(draw: st.DrawFn, table: Table, keys: dict,
+            verbs: tuple[str, ...] = ("INSERT", "INSERT IGNORE", "REPLACE")) -> str:
     writable = table.writable
     if draw(st.booleans()):
         columns = writable
@@ -313,7 +314,7 @@ def _key_strategies(base: int) -> dict[str, st.SearchStrategy[int]]:
 
 
 @st.composite
-def _wide_op(draw, table: Table, base: int) -> tuple[str, ...]:
+def _wide_op(draw: st.DrawFn, table: Table, base: int) -> tuple[str, ...]:
     keys = _key_strategies(base)
     key = keys["id"]
     everything = f"id BETWEEN {base + 1} AND {base + PARKING - 1}"
@@ -343,7 +344,7 @@ def _wide_op(draw, table: Table, base: int) -> tuple[str, ...]:
 
 
 @st.composite
-def _heap_op(draw, table: Table, base: int) -> tuple[str, ...]:
+def _heap_op(draw: st.DrawFn, table: Table, base: int) -> tuple[str, ...]:
     # Every type in a table without a primary key: rows are found by their whole image.
     keys = _key_strategies(base)
     key = keys["id"]
@@ -362,7 +363,7 @@ def _heap_op(draw, table: Table, base: int) -> tuple[str, ...]:
 
 
 @st.composite
-def _bag_op(draw, table: Table, base: int) -> tuple[str, ...]:
+def _bag_op(draw: st.DrawFn, table: Table, base: int) -> tuple[str, ...]:
     # The bag is shared by every client (no key to own): concurrent clients meet on its rows.
     a = st.sampled_from(table.column("a").pool)
     limit = st.sampled_from(("", " LIMIT 1", " LIMIT 2"))
@@ -381,7 +382,7 @@ def _bag_op(draw, table: Table, base: int) -> tuple[str, ...]:
 
 
 @st.composite
-def _cpk_op(draw, table: Table, base: int) -> tuple[str, ...]:
+def _cpk_op(draw: st.DrawFn, table: Table, base: int) -> tuple[str, ...]:
     keys = _key_strategies(base)
     a = keys["a"]
     b, c = _values(table.column("b")), _values(table.column("c"))
@@ -410,7 +411,7 @@ def _client_letter(base: int) -> str:
 
 
 @st.composite
-def _prefixed_op(draw, table: Table, base: int) -> tuple[str, ...]:
+def _prefixed_op(draw: st.DrawFn, table: Table, base: int) -> tuple[str, ...]:
     letter = _client_letter(base)
     k = _values(table.column("k")).map(lambda v: v.replace("{c}", letter))
     v = _values(table.column("v"))
@@ -427,7 +428,7 @@ def _prefixed_op(draw, table: Table, base: int) -> tuple[str, ...]:
 
 
 @st.composite
-def _family_op(draw, schema: Schema, base: int) -> tuple[str, ...]:
+def _family_op(draw: st.DrawFn, schema: Schema, base: int) -> tuple[str, ...]:
     keys = _key_strategies(base)
     pid = keys["parent_id"]
     kind = draw(st.sampled_from(("parent", "child", "child", "reparent", "rekey", "drop_parent", "drop_child")))
@@ -451,7 +452,7 @@ def _operation(schema: Schema, base: int) -> st.SearchStrategy[tuple[str, ...]]:
 
 
 @st.composite
-def transactions(draw, schema: Schema, base: int = 0, max_ops: int = 4) -> Txn:
+def transactions(draw: st.DrawFn, schema: Schema, base: int = 0, max_ops: int = 4) -> Txn:
     """A random transaction of client ``base // KEY_RANGE``: 1..max_ops operations over any tables."""
     operation = _operation(schema, base)
     ending = draw(st.sampled_from(("commit", "commit", "commit", "autocommit", "rollback")))
@@ -509,6 +510,7 @@ class Tally:
     rows: int = 0  # rows changed by statements that succeeded
     failed: Counter = field(default_factory=Counter)  # error code -> statements refused on purpose
     retries: int = 0
+    undone: Counter = field(default_factory=Counter)  # "table delete|reinsert|restore" -> rows, by backtracks
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, other: Tally) -> None:
@@ -518,6 +520,14 @@ class Tally:
             self.rows += other.rows
             self.failed.update(other.failed)
             self.retries += other.retries
+            self.undone.update(other.undone)
+
+    def backtracked(self, rows: dict[str, dict[str, int]]) -> None:
+        """Count what a backtrack wrote (its record's ``rows``: "db.table" -> counts)."""
+        with self._lock:
+            for name, counts in rows.items():
+                for kind, n in counts.items():
+                    self.undone[f"{name.partition('.')[2]} {kind}"] += n
 
 
 def writer(svc: BackgroundService, server, database: str) -> pymysql.Connection:

@@ -79,8 +79,8 @@ class Budget:
     per_client: tuple[int, int]  # transactions per client per round
 
 
-SEQUENTIAL = Budget(200, (4, 40), (0, 6), 8, (1, 1)) if NIGHTLY else Budget(14, (4, 10), (0, 2), 4, (1, 1))
-CONCURRENT = Budget(60, (2, 12), (0, 4), 6, (1, 4)) if NIGHTLY else Budget(5, (2, 4), (0, 1), 3, (1, 2))
+SEQUENTIAL = Budget(200, (4, 40), (0, 6), 8, (1, 1)) if NIGHTLY else Budget(32, (4, 12), (0, 2), 4, (1, 1))
+CONCURRENT = Budget(60, (2, 12), (0, 4), 6, (1, 4)) if NIGHTLY else Budget(10, (2, 5), (0, 1), 3, (1, 2))
 
 
 def oracle_settings(budget: Budget) -> settings:
@@ -116,7 +116,7 @@ class Scenario:
 
 
 @st.composite
-def scenarios(draw, schema: Schema, clients: tuple[int, int], budget: Budget) -> Scenario:
+def scenarios(draw: st.DrawFn, schema: Schema, clients: tuple[int, int], budget: Budget) -> Scenario:
     n_clients = draw(st.integers(*clients))
     lo, hi = budget.per_client
     round_ = st.tuples(*[
@@ -184,6 +184,7 @@ class OracleRun:
         record = backtrack(self.svc, target.moment)
         note(f"backtrack {how} to point {index} ({target.label}): {record.status}, rows {record.rows}")
         assert record.status == "completed", f"backtrack to point {index} failed: {record.error}"
+        self.tally.backtracked(record.rows)
         actual = snapshot(self.server, self.database)
         assert actual == target.state, (f"after the backtrack {how} to point {index} ({target.label}) the "
                                         f"database differs from its snapshot:\n"
