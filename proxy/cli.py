@@ -110,7 +110,11 @@ def load_config_file(ctx: click.Context, param: click.Parameter, value: Path | N
 def serve(upstream, user, password_file, listen, admin_listen, data_dir, hold_timeout, max_allowed_packet,
           backtrack_window, allow_long_window, max_store_bytes, streamer_server_id, no_capture,
           log_format, log_level) -> None:
-    """Run the proxy in front of the server (and, as they land, the changelog and admin API)."""
+    """Run the proxy, the changelog streamer and the admin API in front of the server.
+
+    Every option can also be set with an environment variable named after it
+    (AURORATRACK_BACKTRACK_WINDOW, AURORATRACK_LISTEN, ...) or in a TOML file given with
+    --config; the command line wins over the variables, which win over the file."""
     configure_logging(log_level, log_format)
     up_host, up_port = parse_host_port(upstream, 3306)
     listen_host, listen_port = parse_host_port(listen, 3307)

@@ -101,6 +101,10 @@ class Service:
             )
             for warning in self.inspection.warnings:
                 log.warning("%s", warning.message)
+            passed = [f.setting for f in self.inspection.findings if f.ok]
+            log.info("server checks passed on %s (%s %s): %s", self.inspection.server, self.inspection.flavor.name,
+                     self.inspection.flavor.version_text, ", ".join(passed),
+                     extra={"checks": passed, "server": self.inspection.server})
             ChangeStore(config.store_path).close()  # create the schema before anyone reads it
             self._start_streamer(streamer_config)
             # Clients get in only once capture has fixed where it starts: a write before that
