@@ -13,7 +13,7 @@ PROXY_LISTEN ?= 127.0.0.1:3307
 ADMIN_LISTEN ?= 127.0.0.1:3308
 UPSTREAM ?=
 
-.PHONY: up down test bench lint deps system-deps clean
+.PHONY: up down test bench capture-bench undo-bench lint deps system-deps clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,9 +46,17 @@ down:
 test: $(VENV)/.test-installed tests/clients/node/node_modules/.installed
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-bench: deps
+bench: deps  ## the proxy hop: sysbench direct / haproxy / auroratrack
 	scripts/ensure-system-packages.sh bench
 	$(BIN)/python bench/proxy_bench.py $(BENCH_ARGS)
+
+capture-bench: deps  ## changelog capture throughput, lag and bytes
+	scripts/ensure-system-packages.sh bench
+	$(BIN)/python bench/capture_bench.py $(BENCH_ARGS)
+
+undo-bench: deps  ## 1M-row DELETE and UPDATE undone: auroratrack against mariadb-binlog --flashback
+	scripts/ensure-system-packages.sh bench
+	$(BIN)/python bench/undo_bench.py $(BENCH_ARGS)
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check proxy tests bench
