@@ -469,6 +469,9 @@ def transactions(draw: st.DrawFn, schema: Schema, base: int = 0, max_ops: int = 
     return Txn(tuple(statements), ending)
 
 
+SEED_KEYS = {"id": 8, "a": 3, "parent_id": 4}  # as many as the key strategies use (4 parents are seeded)
+
+
 def seed_statements(schema: Schema, clients: int) -> tuple[str, ...]:
     """Rows for every client's keys (and the shared bag) holding every edge value of every column
     at least once, column values taken in turn from their pools, so that updates and deletes have
@@ -478,7 +481,7 @@ def seed_statements(schema: Schema, clients: int) -> tuple[str, ...]:
         columns = table.writable
         values = []
         for k in range(count):
-            row = [str(keys[c.name] + k % (4 if c.name == "parent_id" else 6) + 1) if c.pool == KEY
+            row = [str(keys[c.name] + k % SEED_KEYS[c.name] + 1) if c.pool == KEY
                    else c.values()[k % len(c.values())] for c in columns]
             values.append("(" + ", ".join(row) + ")")
         names = ", ".join(f"`{c.name}`" for c in columns)
