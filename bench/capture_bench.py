@@ -93,6 +93,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 import pymysql  # noqa: E402
+from common import stop_process  # noqa: E402  (bench/ is on sys.path when a script runs)
 
 from proxy.changelog.store import ChangeStore  # noqa: E402
 from proxy.changelog.streamer import current_binlog_position  # noqa: E402
@@ -221,19 +222,6 @@ class LoadMeter:
         return LoadWindow(round(used / elapsed, 2), round(os.getloadavg()[0], 2))
 
 
-def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:
-    """SIGTERM one process we started (in a session of its own), SIGKILL it if it lingers, then
-    SIGKILL whatever it left in its process group."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def wait4_cpu(proc: subprocess.Popen) -> tuple[int, float]:

@@ -84,6 +84,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from anywhere, not only from an installed venv
     sys.path.insert(0, str(REPO))
 
+from common import stop_process  # noqa: E402  (bench/ is on sys.path when a script runs)
+
 from proxy.sandbox import ADMIN_PASSWORD, ADMIN_USER, PrivateServer, find_free_port  # noqa: E402
 
 WORKLOADS = ("point_select", "read_write")
@@ -268,19 +270,6 @@ def find_program(name: str) -> str:
     return found
 
 
-def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:
-    """SIGTERM one process we started in a session of its own, SIGKILL it if it has not exited
-    after ``timeout``, then SIGKILL whatever it left behind in its process group."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # the group is the one start_new_session made
 
 
 def wait_for_port(target: Target) -> None:

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import multiprocessing
 import queue
 import threading
-import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +33,7 @@ import pymysql
 import pytest
 
 from proxy.service import BackgroundService
+from tests.integration.waiting import wait_for as _wait_for
 
 T = TypeVar("T")
 N_CLIENTS = 500
@@ -44,16 +45,9 @@ PROCESSLIST_COUNT = "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE C
 pytestmark = pytest.mark.slow
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 60.0, what: str = "condition") -> T:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
+
+# 500 clients on two cores settle slowly: a longer deadline, a gentler poll.
+wait_for = functools.partial(_wait_for, timeout=60.0, interval=0.05)
 
 
 # -- the client process ---------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import sqlalchemy
 from proxy.gate import BACKTRACKING_ERRNO, BACKTRACKING_SQLSTATE, DrainResult
 from proxy.relay import SessionInfo
 from proxy.service import BackgroundService
+from tests.integration.waiting import wait_for
 
 T = TypeVar("T")
 LOST_CONNECTION_ERRNOS = (2006, 2013)  # CR_SERVER_GONE_ERROR, CR_SERVER_LOST
@@ -35,16 +36,6 @@ ER_QUERY_INTERRUPTED = 1317
 
 
 # -- helpers --------------------------------------------------------------------------------------
-def wait_for(predicate: Callable[[], T], timeout: float = 30.0, what: str = "condition") -> T:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def connect(svc: BackgroundService, server, database: str | None = None, **kwargs

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from proxy.tracker import COMMAND, SessionTracker
 from proxy.wire import ProtocolError
+from proxy.wire import length_encoded_integer as lenenc
 
 MAX_CHUNK = 0xFFFFFF
 DEPRECATE_EOF = 1 << 24
@@ -71,14 +72,6 @@ def frame(payload: bytes, seq: int) -> tuple[bytes, int]:
             return bytes(out), seq
 
 
-def lenenc(value: int) -> bytes:
-    if value < 0xFB:
-        return bytes((value,))
-    if value < 1 << 16:
-        return b"\xfc" + value.to_bytes(2, "little")
-    if value < 1 << 24:
-        return b"\xfd" + value.to_bytes(3, "little")
-    return b"\xfe" + value.to_bytes(8, "little")
 
 
 @dataclass
