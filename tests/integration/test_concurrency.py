@@ -206,7 +206,9 @@ def test_500_clients_through_pause_drop_resume(make_proxy, patient_server, datab
         assert errors == []
         first_ids = server_ids(svc)
         assert len(first_ids) == N_CLIENTS and alive(server, first_ids) == first_ids
-        assert processlist_count(server) == base_connections + N_CLIENTS
+        # Waited for, not read once: a connection of an earlier test may still be closing.
+        wait_for(lambda: processlist_count(server) == base_connections + N_CLIENTS,
+                 what="exactly the clients' server connections")
         pause_drain_drop_resume(svc, server, first_ids)
         wait_for(lambda: all_clients(board, lambda i: board.rounds_after_drop[i] > 0, errors),
                  what="every client to run again after resume")
