@@ -90,7 +90,9 @@ from proxy.sandbox import ADMIN_PASSWORD, ADMIN_USER, PrivateServer, find_free_p
 
 WORKLOADS = ("point_select", "read_write")
 AURORATRACK_ARGS = {"auroratrack": (), "auroratrack-nocapture": ("--no-capture",)}
-TARGETS = ("direct", "haproxy", *AURORATRACK_ARGS)
+# A bare uvloop byte relay (no framing, no tracker): the ceiling for a Python relay here.
+BARE_RELAY = "pyrelay"
+TARGETS = ("direct", "haproxy", *AURORATRACK_ARGS, BARE_RELAY)
 DEFAULT_TARGETS = ("direct", "haproxy", "auroratrack")
 TARGET_RATIO = 0.9  # auroratrack/haproxy at 8 and 32 threads
 SERVER_ARGS = ("--innodb-buffer-pool-size=1G", "--max-connections=1000")
@@ -124,7 +126,7 @@ class BenchConfig:
     @property
     def ratio_pairs(self) -> list[tuple[str, str]]:
         """(numerator, denominator) target pairs whose QPS ratios are reported."""
-        ours = [t for t in self.targets if t in AURORATRACK_ARGS]
+        ours = [t for t in self.targets if t in AURORATRACK_ARGS or t == BARE_RELAY]
         pairs = [(a, "haproxy") for a in ours] + [(a, "direct") for a in ours]
         pairs.append(("haproxy", "direct"))
         return [(a, b) for a, b in pairs if a in self.targets and b in self.targets]
@@ -151,7 +153,8 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
     parser.add_argument("--workloads", type=_csv(str, WORKLOADS), default=WORKLOADS,
                         help="[point_select,read_write]")
     parser.add_argument("--targets", type=_csv(str, TARGETS), default=DEFAULT_TARGETS,
-                        help=f"[{','.join(DEFAULT_TARGETS)}], also auroratrack-nocapture")
+                        help=f"[{','.join(DEFAULT_TARGETS)}], also auroratrack-nocapture and "
+                             f"{BARE_RELAY} (a bare uvloop byte relay: the Python ceiling)")
     parser.add_argument("--tables", type=int, default=4, help="sysbench tables [4]")
     parser.add_argument("--table-size", type=int, default=100_000, help="rows per table [100000]")
     parser.add_argument("--warmup", type=int, default=5, help="seconds of direct warm-up [5]")
@@ -199,8 +202,12 @@ class Lab:
         self._starts += 1
         port = find_free_port()
         log_path = self.work / f"{name}-{self._starts}.log"
-        cmd = (self._haproxy_command(port) if name == "haproxy"
-               else self._auroratrack_command(name, port))
+        if name == "haproxy":
+            cmd = self._haproxy_command(port)
+        elif name == BARE_RELAY:
+            cmd = [sys.executable, __file__, BARE_RELAY_FLAG, str(port), str(self.server.port)]
+        else:
+            cmd = self._auroratrack_command(name, port)
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
@@ -309,8 +316,16 @@ def log_warnings(path: Path | None) -> list[str]:
         text = path.read_text(errors="replace")
     except (OSError, AttributeError):
         return []
-    return [line for line in text.splitlines()
-            if " WARNING " in line or " ERROR " in line or "Traceback" in line]
+    found = []
+    lines = text.splitlines()
+    for number, line in enumerate(lines):
+        if " WARNING " in line or " ERROR " in line:
+            found.append(line)
+        elif line.startswith("Traceback"):
+            # The exception is the first unindented line after the frames.
+            rest = (later for later in lines[number + 1 :] if later and not later[0].isspace())
+            found.append(f"{path.name}: Traceback ... {next(rest, '(cut short)')}")
+    return found
 
 
 # -- sysbench -------------------------------------------------------------------------------------
@@ -751,7 +766,8 @@ def report(config: BenchConfig, env: dict, summaries: list[CellSummary]) -> str:
         f"sysbench, 1 connection per thread, server-side prepared statements; "
         f"{config.rounds} rounds × {config.duration} s per cell, rotating order; "
         f"{env['server']}; haproxy {env['haproxy']} (TCP, nbthread 1); "
-        f"auroratrack on Python {env['python']} + uvloop {env['uvloop']}; {env['cpus']} CPUs. "
+        f"auroratrack on Python {env['python']} + uvloop {env['uvloop']}, tracker {env['tracker']}; "
+        f"{env['cpus']} CPUs. "
         "QPS and p95 are medians; ratios are medians of per-round paired ratios [min–max].",
         results_table(config, summaries),
         "CPU µs per query (medians; proxy includes its kernel time and child processes), "
@@ -854,8 +870,11 @@ def environment(server: PrivateServer) -> dict:
         uvloop_version = "not installed"
     git = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
                          capture_output=True, text=True).stdout.strip()
+    from proxy import tracker  # the serve processes load the same build from the same source
+
     return {
         "server": f"{server.binary.flavor} {server.binary.version}",
+        "tracker": tracker.IMPLEMENTATION,
         "haproxy": first_line([find_program("haproxy"), "-v"]).split()[2],
         "sysbench": first_line([find_program("sysbench"), "--version"]),
         "python": platform.python_version(),
@@ -887,6 +906,9 @@ def bench(config: BenchConfig, lab: Lab, stamp: str) -> None:
     progress(f"loading {config.tables} x {config.table_size:,} rows")
     prepare_tables(server, config)
     env = environment(server)
+    if env["tracker"] != "compiled":
+        progress(f"warning: auroratrack runs the {env['tracker']} tracker: slower than the "
+                 "product built with a C compiler (`.venv/bin/pip install -e .` builds it)")
     warm_up(config, lab)
     records = run_rounds(config, lab)
     summaries = summarize(config, records)
@@ -904,7 +926,61 @@ def bench(config: BenchConfig, lab: Lab, stamp: str) -> None:
     progress(f"raw results: {path}")
 
 
+BARE_RELAY_FLAG = "--serve-bare-relay"
+
+
+def serve_bare_relay(listen_port: int, upstream_port: int) -> None:
+    """The ``pyrelay`` target: relay bytes both ways on uvloop, nothing else. Its distance to
+    haproxy is what any Python relay pays (interpreter, event loop); auroratrack's distance to
+    it is what framing and session tracking cost."""
+    import asyncio
+
+    import uvloop
+
+    class Side(asyncio.Protocol):
+        def __init__(self, peer: Side | None = None):
+            self.peer = peer
+            self.transport: asyncio.Transport | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            try:
+                self.peer.transport.write(data)
+            except RuntimeError:  # the peer has gone (at the end of a run): nothing to relay to
+                self.transport.close()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.peer is not None and self.peer.transport is not None:
+                self.peer.transport.close()
+
+    class Client(Side):
+        def connection_made(self, transport: asyncio.Transport) -> None:
+            super().connection_made(transport)
+            transport.pause_reading()
+            asyncio.get_running_loop().create_task(self.connect())
+
+        async def connect(self) -> None:
+            server = Side(self)
+            await asyncio.get_running_loop().create_connection(
+                lambda: server, "127.0.0.1", upstream_port)
+            self.peer = server
+            self.transport.resume_reading()
+
+    async def run() -> None:
+        listener = await asyncio.get_running_loop().create_server(
+            Client, "127.0.0.1", listen_port, backlog=1024)
+        await listener.serve_forever()
+
+    uvloop.run(run())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == [BARE_RELAY_FLAG]:
+        serve_bare_relay(int(args[1]), int(args[2]))
+        return 0
     config = parse_args(argv)
     find_program("sysbench")
     find_program("haproxy")

@@ -20,14 +20,22 @@ Direction rules:
     timeout would be read as the answer to the client's next command.
 
 Hot path: no SQL is parsed. The only look inside a query is a cheap check whether it starts
-with ``USE`` (to keep the current database without asking the server).
+with ``USE`` (to keep the current database without asking the server). This module is also
+compiled with mypyc when the package is built (see ``setup.py`` and ``_load_native`` at the
+end): the same code, run as C, costs a fraction of the interpreter's time per packet. So keep
+it plain and fully annotated: typed attributes and ``Final`` constants are what mypyc makes
+fast; untyped code still compiles but runs as generic object operations.
 """
 
 from __future__ import annotations
 
-import struct
+import hashlib
+import importlib
+import logging
+import os
 from collections import deque
 from collections.abc import Callable
+from typing import Final
 
 from proxy.wire import (
     ER_NET_PACKET_TOO_LARGE,
@@ -48,38 +56,40 @@ from proxy.wire import (
 )
 
 # Session phases.
-HANDSHAKE = "handshake"  # waiting for the server's initial handshake
-AUTH = "auth"  # authentication exchange (also after COM_CHANGE_USER)
-COMMAND = "command"
-CLOSING = "closing"  # the server sent a final ERR; nothing more is expected
+HANDSHAKE: Final = "handshake"  # waiting for the server's initial handshake
+AUTH: Final = "auth"  # authentication exchange (also after COM_CHANGE_USER)
+COMMAND: Final = "command"
+CLOSING: Final = "closing"  # the server sent a final ERR; nothing more is expected
 
 # Response parsing states. A command's response is a small program over these states.
-S_FIRST = 0  # first packet of a result: OK | ERR | LOCAL INFILE | column count
-S_COLDEFS = 1  # `remaining` column definitions to go
-S_COLEOF = 2  # the EOF after column definitions (no CLIENT_DEPRECATE_EOF)
-S_ROWS = 3  # rows until EOF/OK (0xFE) or ERR
-S_PREPARE = 4  # COM_STMT_PREPARE_OK or ERR
-S_SKIP = 5  # `remaining` packets to pass over (param/column definitions of a prepare)
-S_SINGLE = 6  # exactly one packet (OK / ERR / EOF / COM_STATISTICS string)
-S_FIELDS = 7  # COM_FIELD_LIST: column definitions until EOF or ERR
-S_AUTH = 8  # authentication exchange until OK or ERR
+S_FIRST: Final = 0  # first packet of a result: OK | ERR | LOCAL INFILE | column count
+S_COLDEFS: Final = 1  # `remaining` column definitions to go
+S_COLEOF: Final = 2  # the EOF after column definitions (no CLIENT_DEPRECATE_EOF)
+S_ROWS: Final = 3  # rows until EOF/OK (0xFE) or ERR
+S_PREPARE: Final = 4  # COM_STMT_PREPARE_OK or ERR
+S_SKIP: Final = 5  # `remaining` packets to pass over (param/column definitions of a prepare)
+S_SINGLE: Final = 6  # exactly one packet (OK / ERR / EOF / COM_STATISTICS string)
+S_FIELDS: Final = 7  # COM_FIELD_LIST: column definitions until EOF or ERR
+S_AUTH: Final = 8  # authentication exchange until OK or ERR
 
 # Plain ints on the hot path: ``int & IntFlag`` builds a new IntFlag through Flag.__rand__
 # (about 1 us), and reading an enum member is an attribute lookup through the enum class;
-# together that was a third of the tracker's time on point selects.
-_IN_TRANS = int(ServerStatus.SERVER_STATUS_IN_TRANS)
-_MORE_RESULTS = int(ServerStatus.SERVER_MORE_RESULTS_EXISTS)
-_CURSOR_EXISTS = int(ServerStatus.SERVER_STATUS_CURSOR_EXISTS)
-_DEPRECATE_EOF = int(Capability.CLIENT_DEPRECATE_EOF)
-_COM_QUERY = int(Command.COM_QUERY)
-_COM_INIT_DB = int(Command.COM_INIT_DB)
-_COM_CHANGE_USER = int(Command.COM_CHANGE_USER)
-_COM_STMT_FETCH = int(Command.COM_STMT_FETCH)
-_COM_STMT_EXECUTE = int(Command.COM_STMT_EXECUTE)
-_COM_STATISTICS = int(Command.COM_STATISTICS)
+# together that was a third of the tracker's time on point selects. ``Final`` lets the
+# compiled build (see ``_load_native`` below) read them from C variables, not a module dict.
+_IN_TRANS: Final = int(ServerStatus.SERVER_STATUS_IN_TRANS)
+_MORE_RESULTS: Final = int(ServerStatus.SERVER_MORE_RESULTS_EXISTS)
+_CURSOR_EXISTS: Final = int(ServerStatus.SERVER_STATUS_CURSOR_EXISTS)
+_DEPRECATE_EOF: Final = int(Capability.CLIENT_DEPRECATE_EOF)
+_COM_QUERY: Final = int(Command.COM_QUERY)
+_COM_INIT_DB: Final = int(Command.COM_INIT_DB)
+_COM_CHANGE_USER: Final = int(Command.COM_CHANGE_USER)
+_COM_STMT_FETCH: Final = int(Command.COM_STMT_FETCH)
+_COM_STMT_EXECUTE: Final = int(Command.COM_STMT_EXECUTE)
+_COM_STATISTICS: Final = int(Command.COM_STATISTICS)
+_MAX_CHUNK: Final = int(MAX_CHUNK)
 
 # Which state a command's response starts in; None = the command has no response.
-_RESPONSE_START: dict[int, int | None] = {
+_RESPONSE_START: Final[dict[int, int | None]] = {
     int(Command.COM_QUERY): S_FIRST,
     int(Command.COM_STMT_EXECUTE): S_FIRST,
     int(Command.COM_STMT_PREPARE): S_PREPARE,
@@ -93,7 +103,7 @@ _RESPONSE_START: dict[int, int | None] = {
 }
 # Commands that would turn the connection into something else (a replication stream, a
 # clone); the relay cannot follow them, so they end the session with an ERR.
-_REFUSED_COMMANDS = frozenset(int(c) for c in
+_REFUSED_COMMANDS: Final = frozenset(int(c) for c in
     {
         Command.COM_BINLOG_DUMP,
         Command.COM_BINLOG_DUMP_GTID,
@@ -104,10 +114,20 @@ _REFUSED_COMMANDS = frozenset(int(c) for c in
         Command.COM_STMT_BULK_EXECUTE,
     }
 )
-# Packets that the parser must see whole before it can interpret them (small by nature).
-_COUNTED_STATES = frozenset({S_COLDEFS, S_SKIP})  # definitions the fast path counts down
-_HEADER = struct.Struct("<I")  # a packet header read as one int: length = low 24 bits, seq = top 8
-_WHOLE_STATES = frozenset({S_FIRST, S_COLEOF, S_PREPARE, S_SINGLE, S_AUTH})
+# The two tables above as one byte per command byte, read on every command: indexing bytes
+# is one C call where a dict or frozenset lookup hashes a boxed int.
+_NO_RESPONSE: Final = 0xFE
+_REFUSED: Final = 0xFF
+
+
+def _command_entry(command: int) -> int:
+    if command in _REFUSED_COMMANDS:
+        return _REFUSED
+    start = _RESPONSE_START.get(command, S_SINGLE)
+    return _NO_RESPONSE if start is None else start
+
+
+_COMMAND_TABLE: Final = bytes(_command_entry(c) for c in range(256))
 
 
 def _ends_response(entry: PendingResponse, first: int, length: int) -> bool:
@@ -115,8 +135,26 @@ def _ends_response(entry: PendingResponse, first: int, length: int) -> bool:
     or OK (0xFE, shorter than a chunk), an ERR, or the last definition of a prepare. All small."""
     state = entry.state
     if state in (S_ROWS, S_FIELDS):
-        return (first == 0xFE or first == 0xFF) and length < MAX_CHUNK
+        return (first == 0xFE or first == 0xFF) and length < _MAX_CHUNK
     return state == S_SKIP and entry.remaining == 1
+
+
+def _skip_length_encoded_integer(buf: bytes, pos: int) -> int:
+    """Where the ``int<lenenc>`` at ``pos`` ends (the value is not needed). Same checks and
+    errors as ``wire.read_length_encoded_integer``, without building a tuple: it runs twice
+    on every OK packet."""
+    n = len(buf)
+    if pos >= n:
+        raise ProtocolError(f"length-encoded integer missing at offset {pos}")
+    first = buf[pos]
+    if first < 0xFC:  # a 1-byte value, or the NULL marker 0xFB
+        return pos + 1
+    if first == 0xFF:
+        raise ProtocolError(f"invalid length-encoded integer prefix 0xFF at offset {pos}")
+    end = pos + (3 if first == 0xFC else 4 if first == 0xFD else 9)
+    if end > n:
+        raise ProtocolError(f"length-encoded integer at offset {pos} cut short")
+    return end
 
 
 class PendingResponse:
@@ -216,9 +254,13 @@ class SessionTracker:
             buf = data
         pending = self.pending
         while pos < n:
-            if pending and not self._s_cont:
+            cont = self._s_cont
+            if pending and not cont:
                 head = pending[0]
-                if (head.state == S_ROWS and n - pos > 64) or (head.state in _COUNTED_STATES and head.remaining > 1):
+                state = head.state
+                if (state == S_ROWS and n - pos > 64) or (
+                    state in (S_COLDEFS, S_SKIP) and head.remaining > 1
+                ):
                     pos = self._pass_plain_packets(head, buf, pos, n)
                     if pos >= n:
                         break
@@ -228,7 +270,7 @@ class SessionTracker:
             length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
             seq = buf[pos + 3]
             end = pos + 4 + length
-            if self._s_cont:  # continuation chunk of a big packet: framing only
+            if cont:  # continuation chunk of a big packet: framing only
                 entry = pending[0]
                 if seq != entry.next_seq:
                     raise ProtocolError(
@@ -236,7 +278,7 @@ class SessionTracker:
                         ER_NET_PACKETS_OUT_OF_ORDER,
                     )
                 entry.next_seq = (seq + 1) & 0xFF
-                self._s_cont = length == MAX_CHUNK
+                self._s_cont = length == _MAX_CHUNK
             else:
                 if not pending:
                     self._unsolicited_server_packet(buf, pos, length)
@@ -253,20 +295,22 @@ class SessionTracker:
                     )
                 entry.next_seq = (seq + 1) & 0xFF
                 if length:
-                    if end > n and (
-                        entry.state in _WHOLE_STATES
-                        or n - pos == 4
-                        or _ends_response(entry, buf[pos + 4], length)
-                    ):
-                        # Must read it whole (or cannot even see its first byte): keep a copy
-                        # and undo the sequence bookkeeping until the rest arrives. A packet
-                        # that ends the response is read whole too, so that the response is
-                        # complete exactly when its last byte has arrived.
-                        entry.next_seq = seq
-                        self._s_buf = buf[pos:]
-                        break
+                    if end > n:
+                        state = entry.state
+                        if (
+                            state in (S_FIRST, S_COLEOF, S_PREPARE, S_SINGLE, S_AUTH)
+                            or n - pos == 4
+                            or _ends_response(entry, buf[pos + 4], length)
+                        ):
+                            # Must read it whole (or cannot even see its first byte): keep a
+                            # copy and undo the sequence bookkeeping until the rest arrives.
+                            # A packet that ends the response is read whole too, so that the
+                            # response is complete exactly when its last byte has arrived.
+                            entry.next_seq = seq
+                            self._s_buf = buf[pos:]
+                            break
                     self._server_packet(entry, buf, pos + 4, length)
-                self._s_cont = length == MAX_CHUNK
+                self._s_cont = length == _MAX_CHUNK
                 if self._s_cont and (not pending or pending[0] is not entry):
                     # Only rows (and LOCAL INFILE names) are that big, never a last packet.
                     raise ProtocolError("server ended a response with a packet of 16 MiB or more")
@@ -280,16 +324,14 @@ class SessionTracker:
         """Fast path: pass over whole rows, column definitions and prepare definitions that
         neither end nor change the response; returns where the general path takes over (at the
         first packet that is partial, big, out of sequence, terminal, or the last of a count).
-        One header unpack and one byte test per row: rows are most of the packets relayed."""
+        A header and one byte test per row: rows are most of the packets relayed."""
         seq = entry.next_seq
         counting = entry.state != S_ROWS
         remaining = entry.remaining
-        unpack = _HEADER.unpack_from
         while n - pos >= 5:
-            header = unpack(buf, pos)[0]
-            length = header & 0xFFFFFF
+            length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
             end = pos + 4 + length
-            if end > n or length == MAX_CHUNK or not length or header >> 24 != seq:
+            if end > n or length == _MAX_CHUNK or not length or buf[pos + 3] != seq:
                 break
             if counting:
                 if remaining <= 1:
@@ -308,7 +350,7 @@ class SessionTracker:
         state = entry.state
         first = buf[start]
         if state == S_ROWS:
-            if first == 0xFE and length < MAX_CHUNK:
+            if first == 0xFE and length < _MAX_CHUNK:
                 flags = self._terminator_flags(buf, start, length)
                 if flags & _MORE_RESULTS and entry.command != _COM_STMT_FETCH:
                     entry.state = S_FIRST
@@ -317,7 +359,7 @@ class SessionTracker:
             elif first == 0xFF:
                 self._complete(entry)
         elif state == S_FIELDS:
-            if first == 0xFE and length < MAX_CHUNK:
+            if first == 0xFE and length < _MAX_CHUNK:
                 self._terminator_flags(buf, start, length)
                 self._complete(entry)
             elif first == 0xFF:
@@ -366,7 +408,8 @@ class SessionTracker:
                 self._complete(entry)
             # 0x01 auth-more-data and 0xFE auth-switch: the client answers; keep going.
 
-    def _first_result_packet(self, entry, buf, start, length, first) -> None:
+    def _first_result_packet(self, entry: PendingResponse, buf: bytes, start: int, length: int,
+                             first: int) -> None:
         if first == 0x00:
             flags = self._ok(entry, buf, start, length)
             if not flags & _MORE_RESULTS:
@@ -381,7 +424,11 @@ class SessionTracker:
                 self._set_status(buf[start + 3] | buf[start + 4] << 8)
             self._complete(entry)
         else:
-            count, end = read_length_encoded_integer(buf, start)
+            if first < 0xFB:  # a 1-byte column count: nearly always
+                count, end = first, start + 1
+            else:
+                value, end = read_length_encoded_integer(buf, start)
+                count = value or 0
             if end > start + length:
                 raise ProtocolError("column count cut short")
             if not count:
@@ -389,7 +436,8 @@ class SessionTracker:
             entry.remaining = count
             entry.state = S_COLDEFS
 
-    def _prepare_response(self, entry, buf, start, length, first) -> None:
+    def _prepare_response(self, entry: PendingResponse, buf: bytes, start: int, length: int,
+                          first: int) -> None:
         if first == 0xFF:
             self._complete(entry)
             return
@@ -408,8 +456,8 @@ class SessionTracker:
 
     def _terminator_flags(self, buf: bytes, start: int, length: int) -> int:
         if self.deprecate_eof:
-            _, pos = read_length_encoded_integer(buf, start + 1)
-            _, pos = read_length_encoded_integer(buf, pos)
+            pos = _skip_length_encoded_integer(buf, start + 1)
+            pos = _skip_length_encoded_integer(buf, pos)
             if pos + 2 > start + length:
                 raise ProtocolError("OK packet too short")
             return self._set_status(buf[pos] | buf[pos + 1] << 8)
@@ -418,8 +466,8 @@ class SessionTracker:
         return self._set_status(buf[start + 3] | buf[start + 4] << 8)
 
     def _ok(self, entry: PendingResponse, buf: bytes, start: int, length: int) -> int:
-        _, pos = read_length_encoded_integer(buf, start + 1)
-        _, pos = read_length_encoded_integer(buf, pos)
+        pos = _skip_length_encoded_integer(buf, start + 1)  # affected_rows
+        pos = _skip_length_encoded_integer(buf, pos)  # last_insert_id
         if pos + 2 > start + length:  # bounded by this packet, not by what follows it
             raise ProtocolError("OK packet too short")
         if entry.new_database is not None:
@@ -432,8 +480,9 @@ class SessionTracker:
         return flags
 
     def _complete(self, entry: PendingResponse) -> None:
-        if self.pending and self.pending[0] is entry:
-            self.pending.popleft()
+        pending = self.pending
+        if pending and pending[0] is entry:
+            pending.popleft()
         if self._c_infile is entry:
             self._c_infile = None
 
@@ -537,7 +586,7 @@ class SessionTracker:
         if len(held) < 4:
             return False
         length = held[0] | held[1] << 8 | held[2] << 16
-        if length >= MAX_CHUNK or len(held) < 4 + length:
+        if length >= _MAX_CHUNK or len(held) < 4 + length:
             return False
         self._c_buf = b""
         rest = held[4 + length :]
@@ -554,7 +603,8 @@ class SessionTracker:
         if not length:
             raise ProtocolError("empty command packet", ER_UNKNOWN_COM_ERROR)
         command = buf[pos + 4]
-        if command in _REFUSED_COMMANDS:
+        start_state = _COMMAND_TABLE[command]
+        if start_state == _REFUSED:
             raise ProtocolError(
                 f"auroratrack does not relay command 0x{command:02x}", ER_UNKNOWN_COM_ERROR
             )
@@ -569,9 +619,8 @@ class SessionTracker:
         is_use = command == _COM_QUERY and length <= 512 and starts_with_use(
             buf, pos + 5, length - 1
         )
-        start_state = _RESPONSE_START.get(command, S_SINGLE)
-        entry = PendingResponse(command, S_SINGLE if start_state is None else start_state, 1)
-        if start_state is not None:
+        entry = PendingResponse(command, S_SINGLE if start_state == _NO_RESPONSE else start_state, 1)
+        if start_state != _NO_RESPONSE:
             self.pending.append(entry)
         self.commands_started += 1
         if command == _COM_INIT_DB:
@@ -583,7 +632,7 @@ class SessionTracker:
                 bytes(buf[pos + 4 : pos + 4 + length]), self.capabilities
             )
             self.phase = AUTH
-        self._c_cont = entry if length == MAX_CHUNK else None
+        self._c_cont = entry if length == _MAX_CHUNK else None
         return False
 
     def _client_follow_up(self, entry: PendingResponse, length: int, seq: int) -> None:
@@ -594,7 +643,7 @@ class SessionTracker:
         entry.next_seq = (seq + 1) & 0xFF
         if self._c_cont is entry:
             self._check_size(length, first_chunk=False)
-            if length < MAX_CHUNK:
+            if length < _MAX_CHUNK:
                 self._c_cont = None
         elif length == 0:  # the empty packet that ends a LOCAL INFILE upload
             self._c_infile = None
@@ -616,7 +665,8 @@ class SessionTracker:
     def _needs_whole_auth_packet(self, entry: PendingResponse) -> bool:
         return entry.command == -1 and self.capabilities == 0
 
-    def _client_auth_packet(self, entry, buf: bytes, pos: int, length: int, seq: int) -> bytes:
+    def _client_auth_packet(self, entry: PendingResponse, buf: bytes, pos: int, length: int,
+                            seq: int) -> bytes:
         """A client packet during authentication; the first is the handshake response."""
         if seq != entry.next_seq:
             raise ProtocolError(f"client sent sequence id {seq}, expected {entry.next_seq}",
@@ -642,7 +692,7 @@ class SessionTracker:
 
 def expects_response(buf: bytes, pos: int, length: int) -> bool:
     """Whether the server answers the command packet at ``buf[pos]`` (header included)."""
-    return not length or _RESPONSE_START.get(buf[pos + 4], S_SINGLE) is not None
+    return not length or _COMMAND_TABLE[buf[pos + 4]] != _NO_RESPONSE
 
 
 def starts_with_use(buf: bytes, start: int, size: int) -> bool:
@@ -664,3 +714,40 @@ def parse_use_statement(query: bytes) -> str | None:
     if name.startswith("`") and name.endswith("`") and len(name) >= 2:
         return name[1:-1].replace("``", "`")
     return name if name and " " not in name else None
+
+
+# -- the compiled build -------------------------------------------------------------------------
+
+log = logging.getLogger(__name__)
+# What the compiled module replaces: everything the relay and the tests use on the hot path.
+_NATIVE_NAMES: Final = ("PendingResponse", "SessionTracker", "expects_response",
+                        "starts_with_use", "parse_use_statement")
+NATIVE_MODULE: Final = "proxy._tracker_native"
+
+
+def _load_native() -> str:
+    """Swap in the mypyc-compiled build of this module (``setup.py`` makes it from a stamped
+    copy of this file) when it exists and was built from exactly this source; returns which
+    implementation runs. A build from another version of the file is ignored with a warning,
+    so an edited tracker is never shadowed by a stale extension."""
+    if __name__ != "proxy.tracker":
+        return "compiled"  # this is the compiled copy itself
+    if os.environ.get("AURORATRACK_PURE_PYTHON"):
+        return "pure Python (AURORATRACK_PURE_PYTHON is set)"
+    try:
+        native = importlib.import_module(NATIVE_MODULE)
+    except ImportError:
+        return "pure Python (no compiled build)"
+    with open(__file__, "rb") as source:
+        digest = hashlib.sha256(source.read()).hexdigest()
+    if getattr(native, "_SOURCE_DIGEST", None) != digest:
+        log.warning("the compiled tracker (%s) was built from another version of %s and is "
+                    "ignored; `pip install -e .` rebuilds it", getattr(native, "__file__", NATIVE_MODULE), __file__)
+        return "pure Python (the compiled build is stale)"
+    namespace = globals()
+    for name in _NATIVE_NAMES:
+        namespace[name] = getattr(native, name)
+    return "compiled"
+
+
+IMPLEMENTATION: Final = _load_native()

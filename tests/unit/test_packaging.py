@@ -31,4 +31,5 @@ def test_docker_compose_file_is_valid():
 def test_dockerfile_installs_the_package_like_the_readme():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "pip install" in dockerfile and "python -m venv" in dockerfile
+    assert "COPY pyproject.toml setup.py" in dockerfile  # the compiled tracker is built in
     assert 'ENTRYPOINT ["auroratrack"]' in dockerfile
