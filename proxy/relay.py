@@ -200,7 +200,8 @@ class ClientSession(asyncio.Protocol):
         self.gate.unhold(self)
         if "gate" in self._reading_paused_for:
             self._reading_paused_for.discard("gate")
-            self.transport.resume_reading()
+            if not self._reading_paused_for:  # not while the server still pushes back ("flow")
+                self.transport.resume_reading()
 
     def _hold_expired(self) -> None:
         """Held too long: answer the held command with an ERR instead of running it."""
