@@ -51,8 +51,10 @@ How to read the numbers:
 * The streamer stores raw rows-event bodies and decodes nothing, so its cost is per event and
   per transaction, not per row or column: in (a) an event is ~8 KB (~35 row changes), so
   about 25 us per event is cheap per row; an oltp_write_only transaction in (b) is 14 events
-  (GTID, then ANNOTATE + TABLE_MAP + rows for each of 4 statements, XID) and one SQLite commit
-  for 4 row changes, so (b) reports "streamer CPU per txn" as well.
+  (GTID, then ANNOTATE + TABLE_MAP + rows for each of 4 statements, XID) for 4 row changes, so
+  (b) reports "streamer CPU per txn" as well. That cost depends on the lag itself: the store
+  commits once per group of transactions already received (group commit, store.py), so a
+  streamer that falls behind stores more transactions per SQLite commit and catches up.
 * Lag is a queue: the streamer keeps up when it gets "streamer CPU (cores)" of CPU whenever it
   needs it. On a 2-core machine that sysbench, the server and the relay already saturate (and
   anything else running), it waits for a core, and the lag grows while it waits. The raw

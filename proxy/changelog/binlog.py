@@ -1,44 +1,45 @@
 """The one place that talks to mysql-replication: a binlog event source over the replication protocol.
 
 Reads the server's binlog from a file:pos and yields ``RawEvent``s: the event header fields plus
-the raw event body (no common header, no checksum), and the library's parsed event object for
-the control events it understands (GTID, QUERY, XID, ROTATE, ...). Row images are never decoded
-here: the store keeps the raw bodies (DESIGN.md decision 4).
+the raw event body (no common header, no checksum). Nothing is decoded here: the store keeps the
+raw bodies (DESIGN.md decision 4), and the streamer parses the few control events it needs
+(events.py).
 
-mysql-replication 1.0.17 is used for what it does well (connecting, checksum negotiation,
-registering, the dump command, reading and framing events). It is wrapped because of measured
-defects (shared/research/capture-feasibility.md):
+mysql-replication 1.0.17 is used for what it does right: connecting, checksum negotiation, the
+heartbeat period, MariaDB's slave capability, registering and sending the dump command. It is
+wrapped because of measured defects (shared/research/capture-feasibility.md):
   * B1/B2: ``is_mariadb=True`` ignores file:pos and sends a malformed dump packet, so file:pos
     mode is used for every flavour; but in that mode the library never asks MariaDB for
     Annotate_rows events (the statement text). ``_DumpConnection`` adds the
     BINLOG_SEND_ANNOTATE_ROWS_EVENT flag to the dump packet it writes.
   * B2: on a lost connection the library silently reconnects from the last *event*, in the
-    middle of a transaction, and may replay. ``_DumpConnection`` turns a lost connection into
-    ``StreamLost``, which the library does not catch; the streamer resumes from its own last
-    complete transaction instead.
+    middle of a transaction, and may replay. Here a lost connection raises ``StreamLost``; the
+    streamer resumes from its own last complete transaction instead.
   * B3/B6: events it cannot handle (compressed events, rows events whose table map it did not
-    see) are dropped silently. Every event type is requested and positions are checked to be
+    see) are dropped silently. Here every event is passed on and positions are checked to be
     contiguous, so a dropped event raises ``EventsMissing`` instead of vanishing.
-  * Speed: its rows-event classes parse column metadata for every event (about 30 us each,
-    a quarter of capture's CPU) although we keep the raw bytes; ``RawRowsEvent`` replaces them.
-    Its ``TableMapEvent`` parses every column's type, metadata and (with FULL row metadata)
-    names and charsets, for every table map, i.e. once per statement: about 80 us, more than
-    half of capture's CPU in small transactions; ``RawTableMapEvent`` replaces it (the streamer
-    reads the names itself). PyMySQL reads the socket through an 8 KiB buffer; the dump connection
-    uses 1 MiB.
+  * Speed: once the dump command is sent, the events are framed here, straight off the dump
+    connection's socket, and the library's ``fetchone`` is never called. Measured under sysbench
+    oltp_write_only (14 events per transaction): its per-event path (PyMySQL packet object,
+    packet wrapper, event object, filters) cost about 10 us per event, 140 us per transaction,
+    the largest part of capture's CPU; framing here (one ``recv`` per chunk, one ``struct``
+    unpack per event, one slice for the body) costs about 2 us.
 """
 
 from __future__ import annotations
 
+import contextlib
+import select
+import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pymysql
 from pymysql.constants.COMMAND import COM_BINLOG_DUMP
 from pymysqlreplication import BinLogStreamReader
-from pymysqlreplication.event import BinLogEvent, NotImplementedEvent
-from pymysqlreplication.packet import BinLogPacketWrapper
+
+from proxy.changelog.events import parse_rotate
 
 # Binlog event type codes (MySQL's and MariaDB's Log_event_type).
 QUERY_EVENT = 2
@@ -51,6 +52,7 @@ WRITE_ROWS_V1 = 23
 UPDATE_ROWS_V1 = 24
 DELETE_ROWS_V1 = 25
 HEARTBEAT_EVENT = 27
+HEARTBEAT_EVENT_V2 = 41  # MySQL 8.0.26+
 ROWS_QUERY_EVENT = 29
 WRITE_ROWS_V2 = 30
 UPDATE_ROWS_V2 = 31
@@ -97,6 +99,14 @@ BINLOG_DUMP_NON_BLOCK = 0x01
 BINLOG_SEND_ANNOTATE_ROWS_EVENT = 0x02
 _LOST_CONNECTION_ERRORS = (2006, 2013, 2055)
 
+# A replication packet: the 4-byte packet header (3-byte length, sequence id), then the payload:
+# the status byte (0x00 before an event) and the event's 19-byte common header: timestamp, type,
+# server_id, event size, log_pos (end of the event), flags.
+_EVENT_HEADER = struct.Struct("<BIBIIIH")
+_MAX_PACKET = 0xFFFFFF  # a payload this long continues in the next packet
+_RECV_BYTES = 1 << 20
+_HEARTBEATS = frozenset({HEARTBEAT_EVENT, HEARTBEAT_EVENT_V2})
+
 
 class StreamLost(ConnectionError):
     """The replication connection broke; resume from the last complete transaction."""
@@ -117,69 +127,31 @@ class BinlogPosition:
         return f"{self.file}:{self.pos}"
 
 
-@dataclass(frozen=True, slots=True)
 class RawEvent:
-    """One binlog event as it was on the server."""
+    """One binlog event as it was on the server. A plain class with slots: one is made per event,
+    and a frozen dataclass costs several times more to construct."""
 
-    type: int
-    timestamp: int  # seconds, from the common header
-    server_id: int
-    log_file: str
-    end_pos: int  # position right after this event (``log_pos`` in the header)
-    body: bytes  # after the 19-byte common header, without the CRC32 checksum
-    parsed: object | None  # the library's event object for control events, else None
-    flags: int = 0
+    __slots__ = ("type", "timestamp", "server_id", "log_file", "end_pos", "body", "flags")
 
+    def __init__(self, type: int, timestamp: int, server_id: int, log_file: str, end_pos: int,  # noqa: A002
+                 body: bytes, flags: int = 0):
+        self.type = type
+        self.timestamp = timestamp  # seconds, from the common header
+        self.server_id = server_id
+        self.log_file = log_file
+        self.end_pos = end_pos  # position right after this event (``log_pos`` in the header)
+        self.body = body  # after the 19-byte common header, without the CRC32 checksum
+        self.flags = flags
 
-class RawRowsEvent(BinLogEvent):
-    """A rows event left undecoded: the streamer takes its raw body from the packet."""
-
-    def __init__(self, from_packet, event_size, table_map, ctl_connection, **kwargs):
-        super().__init__(from_packet, event_size, table_map, ctl_connection, **kwargs)
-
-
-class RawTableMapEvent(BinLogEvent):
-    """A table map left unparsed: the streamer takes its raw body from the packet. Only the table
-    id is read, because the library files every table map under it (``get_table``); nothing
-    reads that entry, since no rows event is decoded by the library."""
-
-    def __init__(self, from_packet, event_size, table_map, ctl_connection, **kwargs):
-        super().__init__(from_packet, event_size, table_map, ctl_connection, **kwargs)
-        self.table_id = self._read_table_id()
-
-    def get_table(self) -> None:
-        return None
-
-
-_RAW_ROWS_TYPES = (WRITE_ROWS_V1, UPDATE_ROWS_V1, DELETE_ROWS_V1, WRITE_ROWS_V2, UPDATE_ROWS_V2,
-                   DELETE_ROWS_V2, PARTIAL_UPDATE_ROWS_EVENT)
-
-
-def _install_raw_rows_events() -> None:
-    """Map rows event and table map types to our raw classes in the library's event table
-    (idempotent)."""
-    attribute = "_BinLogPacketWrapper__event_map"
-    event_map = dict(getattr(BinLogPacketWrapper, attribute))
-    for event_type in _RAW_ROWS_TYPES:
-        event_map[event_type] = RawRowsEvent
-    event_map[TABLE_MAP_EVENT] = RawTableMapEvent
-    setattr(BinLogPacketWrapper, attribute, event_map)
-
-
-def _allowed_events() -> set:
-    """Every event class the library knows, plus ours: nothing may be filtered out silently."""
-    known = set(BinLogPacketWrapper._BinLogPacketWrapper__event_map.values())
-    return known | {RawRowsEvent, RawTableMapEvent, NotImplementedEvent}
+    def __repr__(self) -> str:
+        return (f"RawEvent(type={self.type}, {self.log_file}:{self.end_pos}, "
+                f"{len(self.body)} bytes)")
 
 
 class _DumpConnection(pymysql.connections.Connection):
     """PyMySQL connection used for the replication stream (see the module docstring)."""
 
     send_annotate_rows = True
-
-    def connect(self, sock=None) -> None:
-        super().connect(sock)
-        self._rfile = self._sock.makefile("rb", buffering=1 << 20)
 
     def _write_bytes(self, data: bytes) -> None:
         if (
@@ -202,7 +174,11 @@ class _DumpConnection(pymysql.connections.Connection):
 
 
 class BinlogSource:
-    """Iterate the server's binlog from ``start``; one instance per connection attempt."""
+    """Iterate the server's binlog from ``start``; one instance per connection attempt.
+
+    ``on_idle`` is called whenever every byte received so far has been handed out and none
+    arrives within ``idle_linger_s``, i.e. right before the reader would block for the server:
+    the streamer commits its group of transactions there (group commit, see ``ChangeStore``)."""
 
     def __init__(
         self,
@@ -213,6 +189,8 @@ class BinlogSource:
         heartbeat_s: float = 1.0,
         read_timeout_s: float = 30.0,
         send_annotate_rows: bool = True,
+        on_idle: Callable[[], None] | None = None,
+        idle_linger_s: float = 0.0,
     ):
         settings = dict(connection_settings)
         settings.setdefault("read_timeout", read_timeout_s)
@@ -223,7 +201,10 @@ class BinlogSource:
             return conn_class(**kwargs)
 
         self.start = start
-        _install_raw_rows_events()
+        self.read_timeout_s = float(settings["read_timeout"])
+        self.on_idle = on_idle
+        self.idle_linger_s = idle_linger_s
+        self._sock: socket.socket | None = None
         self._reader = BinLogStreamReader(
             connection_settings=settings,
             server_id=server_id,
@@ -233,56 +214,126 @@ class BinlogSource:
             blocking=blocking,
             is_mariadb=False,
             slave_heartbeat=heartbeat_s if blocking else None,
-            filter_non_implemented_events=False,
             pymysql_wrapper=connect,
             enable_logging=False,
-            only_events=_allowed_events(),
         )
+
+    def _connect(self) -> tuple[socket.socket, int]:
+        """Connect, register and send the dump command (the library's job); the socket to read
+        the events from, and the checksum length after each event."""
+        # The library has no public way to start the stream without reading from it: its
+        # ``fetchone`` connects on first use, then reads through its own (slow) event path.
+        reader = self._reader
+        reader._BinLogStreamReader__connect_to_stream()
+        checksum = 4 if reader._BinLogStreamReader__use_checksum else 0
+        sock = reader._stream_connection._sock
+        # PyMySQL sets its read timeout around each of its own reads; ours come after its last.
+        sock.settimeout(self.read_timeout_s)
+        return sock, checksum
 
     def events(self) -> Iterator[RawEvent]:
         """Yield every event from the start position, in order; raise on any gap."""
+        sock, checksum = self._connect()
+        self._sock = sock
+        unpack_event_header = _EVENT_HEADER.unpack_from
         log_file = self.start.file
         expected_start = self.start.pos
-        for event in iter(self._reader.fetchone, None):
-            wrapper = event.packet
-            raw = wrapper.packet._data  # 0x00 OK byte, 19-byte header, body, [CRC32]
-            size = wrapper.event_size
-            event_type = wrapper.event_type
+        buf, pos = b"", 0
+        while True:
+            avail = len(buf) - pos
+            data = None
+            if avail >= 4:
+                length = buf[pos] | (buf[pos + 1] << 8) | (buf[pos + 2] << 16)
+                if length < _MAX_PACKET and avail >= 4 + length:
+                    data, start = buf, pos + 4
+                    pos = end = start + length
+                elif length == _MAX_PACKET:  # an event of 16 MiB or more spans several packets
+                    data, buf, pos = self._long_payload(buf, pos)
+                    start, end = 0, len(data)
+            if data is None:
+                buf, pos = buf[pos:] + self._recv(sock), 0
+                continue
+            if end - start < 20 or data[start] != 0:
+                if self._control_packet(data[start:end]):
+                    return  # end of a non-blocking dump
+                continue
+            _, timestamp, event_type, server_id, size, end_pos, flags = unpack_event_header(data, start)
+            body = data[start + 20 : start + 1 + size - checksum]
             if event_type == ROTATE_EVENT:
                 # Artificial rotates (timestamp 0) announce the file we are reading; real ones
                 # close the current file. Either way what follows starts in the named file.
-                yield self._raw(event, log_file, raw, size)
-                log_file = event.next_binlog
-                expected_start = event.position
+                yield RawEvent(event_type, timestamp, server_id, log_file, end_pos, body, flags)
+                expected_start, log_file = parse_rotate(body)
                 continue
-            end_pos = wrapper.log_pos
-            if event_type == HEARTBEAT_EVENT or end_pos == 0:
+            if event_type in _HEARTBEATS or end_pos == 0:
                 continue  # heartbeats and artificial events occupy no position
-            start_pos = end_pos - size
-            if expected_start is not None and start_pos != expected_start and event_type != FORMAT_DESCRIPTION_EVENT:
+            if end_pos - size != expected_start and event_type != FORMAT_DESCRIPTION_EVENT:
                 raise EventsMissing(
                     f"binlog {log_file}: expected an event at {expected_start}, the next one "
-                    f"we received starts at {start_pos} (type {event_type})"
+                    f"we received starts at {end_pos - size} (type {event_type})"
                 )
             expected_start = end_pos
-            yield self._raw(event, log_file, raw, size)
+            yield RawEvent(event_type, timestamp, server_id, log_file, end_pos, body, flags)
 
-    def _raw(self, event, log_file: str, raw: bytes, size: int) -> RawEvent:
-        wrapper = event.packet
-        body = bytes(raw[20 : 1 + size - (4 if len(raw) >= 1 + size and self._has_checksum(raw, size) else 0)])
-        return RawEvent(
-            type=wrapper.event_type,
-            timestamp=wrapper.timestamp,
-            server_id=wrapper.server_id,
-            log_file=log_file,
-            end_pos=wrapper.log_pos,
-            body=body,
-            parsed=event,
-            flags=wrapper.flags,
-        )
+    def _recv(self, sock: socket.socket) -> bytes:
+        """The next bytes from the server; ``on_idle`` first when none are waiting."""
+        try:
+            if self.on_idle is not None and not select.select([sock], [], [], self.idle_linger_s)[0]:
+                self.on_idle()
+            chunk = sock.recv(_RECV_BYTES)
+        except TimeoutError as exc:
+            raise StreamLost(f"no binlog event or heartbeat for {self.read_timeout_s:.0f} s") from exc
+        except (OSError, ValueError) as exc:  # ValueError: select on a socket closed under us
+            raise StreamLost(f"replication connection lost: {exc}") from exc
+        if not chunk:
+            raise StreamLost("the server closed the replication connection")
+        return chunk
 
-    def _has_checksum(self, raw: bytes, size: int) -> bool:
-        return bool(self._reader._BinLogStreamReader__use_checksum)
+    def _take(self, buf: bytes, pos: int, n: int) -> tuple[bytes, bytes, int]:
+        """Exactly ``n`` bytes from ``buf[pos:]`` and the socket; (them, new buf, new pos)."""
+        pieces = [buf[pos : pos + n]]
+        have = len(pieces[0])
+        pos += have
+        while have < n:
+            buf = self._sock_recv_blocking()
+            pos = min(len(buf), n - have)
+            pieces.append(buf[:pos])
+            have += pos
+        return b"".join(pieces), buf, pos
+
+    def _sock_recv_blocking(self) -> bytes:
+        on_idle, self.on_idle = self.on_idle, None  # never inside a packet
+        try:
+            return self._recv(self._sock)
+        finally:
+            self.on_idle = on_idle
+
+    def _long_payload(self, buf: bytes, pos: int) -> tuple[bytes, bytes, int]:
+        """A payload split over packets of 16 MiB - 1 (the protocol's limit per packet)."""
+        parts = []
+        while True:
+            header, buf, pos = self._take(buf, pos, 4)
+            length = int.from_bytes(header[:3], "little")
+            part, buf, pos = self._take(buf, pos, length)
+            parts.append(part)
+            if length < _MAX_PACKET:
+                return b"".join(parts), buf, pos
+
+    @staticmethod
+    def _control_packet(payload: bytes) -> bool:
+        """A packet that carries no event: raise the server's error, or True at the end of a
+        non-blocking dump (EOF packet); anything else is skipped, as the library does."""
+        if payload[:1] == b"\xff":
+            pymysql.err.raise_mysql_exception(payload)
+        if payload[:1] == b"\xfe" and len(payload) < 9:
+            return True
+        if payload[:1] == b"\x00":
+            raise StreamLost(f"a truncated binlog event packet ({len(payload)} bytes)")
+        return False
 
     def close(self) -> None:
+        """Close the stream; safe from another thread: a reader blocked in ``recv`` wakes up."""
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
         self._reader.close()

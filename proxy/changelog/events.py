@@ -1,8 +1,10 @@
 """Pure parsers for the few binlog event bodies the streamer reads itself.
 
-The library parses these too, but lossily for our purposes: it decodes query texts as UTF-8 with
-replacement, and it does not parse MySQL's microsecond commit timestamps in GTID events. Each
-function takes an event body (after the 19-byte common header, without the checksum).
+The streamer frames events itself (binlog.py) and never builds the library's event objects: they
+cost more than the rest of capture, and the library parses some of these lossily for our
+purposes (query texts decoded as UTF-8 with replacement; no microsecond commit timestamps from
+MySQL's GTID events). Each function takes an event body (after the 19-byte common header,
+without the checksum).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass
 
 QUERY_POST_HEADER = 13  # thread_id(4) exec_time(4) db_len(1) error_code(2) status_vars_len(2)
 TABLE_MAP_POST_HEADER = 8  # table_id(6) flags(2)
+_U64 = struct.Struct("<Q")
+_MARIADB_GTID = struct.Struct("<QIB")
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,24 @@ def table_map_names(body: bytes) -> tuple[int, str, str]:
     table_len = body[pos]
     table = body[pos + 1 : pos + 1 + table_len].decode("utf-8", "replace")
     return table_id, schema, table
+
+
+def parse_rotate(body: bytes) -> tuple[int, str]:
+    """ROTATE_EVENT: (position, file name) of what follows."""
+    return _U64.unpack_from(body)[0], bytes(body[8:]).decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class MariadbGtid:
+    gtid: str  # domain-server_id-sequence, as MariaDB spells it
+    flags: int  # FL_STANDALONE, FL_PREPARED_XA, FL_COMPLETED_XA, ...
+
+
+def parse_mariadb_gtid(body: bytes, server_id: int) -> MariadbGtid:
+    """MariaDB's GTID_EVENT: sequence number(8), domain id(4), flags(1); the server id is the
+    event header's."""
+    seq_no, domain_id, flags = _MARIADB_GTID.unpack_from(body)
+    return MariadbGtid(f"{domain_id}-{server_id}-{seq_no}", flags)
 
 
 def rows_table_id(body: bytes) -> int:

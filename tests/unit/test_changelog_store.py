@@ -1,0 +1,133 @@
+"""The change store's write side without a server: group commit, batches, aborts, restarts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from proxy.changelog import store as store_module
+from proxy.changelog.store import ChangeStore, TransactionHeader
+
+WRITE_ROWS = 30
+
+
+def header(n: int) -> TransactionHeader:
+    return TransactionHeader(gtid=f"0-1-{n}", start_file="binlog.000001", start_pos=100 * n,
+                             end_file="binlog.000001", end_pos=100 * n + 100, commit_time_us=n,
+                             time_precision="s", server_time=n, tables=["db.t"], statements=[f"stmt {n}"])
+
+
+def write(store: ChangeStore, n: int, records: int = 2, defer: bool = True) -> None:
+    for i in range(records):
+        store.append_change("rows", WRITE_ROWS, f"txn {n} record {i}".encode(), 1)
+    store.commit_transaction(header(n), defer=defer)
+
+
+def committed(path: Path) -> tuple[tuple[str, int] | None, list[str | None], list[bytes]]:
+    """What another process sees: checkpoint, GTIDs, record bodies."""
+    reader = ChangeStore(path, readonly=True)
+    try:
+        ck = reader.checkpoint()
+        txns = reader.transactions()
+        bodies = [c.body for t in txns if t.n_changes for c in reader.changes(t.first_lsn, t.last_lsn)]
+        return ((ck.log_file, ck.log_pos) if ck else None), [t.gtid for t in txns], bodies
+    finally:
+        reader.close()
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    seed = ChangeStore(tmp_path / "changes.db")
+    seed.start_capture("binlog.000001", 4, 0)
+    seed.close()
+    return tmp_path / "changes.db"
+
+
+def test_deferred_transactions_are_invisible_until_the_group_commits(path):
+    store = ChangeStore(path)
+    write(store, 1)
+    write(store, 2)
+    assert committed(path)[:2] == (("binlog.000001", 4), [])
+    store.commit_pending()
+    position, gtids, bodies = committed(path)
+    assert position == ("binlog.000001", 300) and gtids == ["0-1-1", "0-1-2"]
+    assert bodies == [b"txn 1 record 0", b"txn 1 record 1", b"txn 2 record 0", b"txn 2 record 1"]
+    store.close()
+
+
+def test_abort_keeps_complete_transactions_and_drops_the_open_one(path):
+    store = ChangeStore(path)
+    write(store, 1)
+    store.append_change("rows", WRITE_ROWS, b"half of txn 2", 1)
+    store.abort_transaction()  # the stream broke in the middle of txn 2
+    write(store, 2, defer=False)  # read again from the checkpoint
+    position, gtids, bodies = committed(path)
+    assert position == ("binlog.000001", 300) and gtids == ["0-1-1", "0-1-2"]
+    assert b"half of txn 2" not in bodies and len(bodies) == 4
+    lsns = [t.first_lsn for t in ChangeStore(path, readonly=True).transactions()]
+    assert lsns == [1, 3], "LSNs go on without a hole"
+    store.close()
+
+
+def test_a_big_transaction_streams_in_batches_after_the_group_before_it(path, monkeypatch):
+    monkeypatch.setattr(store_module, "ROW_BATCH", 3)
+    store = ChangeStore(path)
+    write(store, 1)  # deferred
+    for i in range(7):  # more than two batches: the group before is committed first
+        store.append_change("rows", WRITE_ROWS, f"big {i}".encode(), 1)
+    assert committed(path)[1] == ["0-1-1"]
+    store.commit_pending()  # no-op while the big one streams in: nothing of it may commit alone
+    assert committed(path)[1] == ["0-1-1"]
+    store.abort_transaction()  # and an abort rolls it back
+    position, gtids, bodies = committed(path)
+    assert position == ("binlog.000001", 200) and gtids == ["0-1-1"] and len(bodies) == 2
+    write(store, 2, records=7, defer=False)
+    assert committed(path)[1] == ["0-1-1", "0-1-2"] and len(committed(path)[2]) == 9
+    store.close()
+
+
+def test_group_bounds_commit_without_being_asked(path, monkeypatch):
+    monkeypatch.setattr(store_module, "GROUP_MAX_TRANSACTIONS", 3)
+    store = ChangeStore(path)
+    for n in range(1, 8):
+        write(store, n)
+    assert committed(path)[1] == [f"0-1-{n}" for n in range(1, 7)]
+    store.close()  # closing commits the rest
+    assert committed(path)[1] == [f"0-1-{n}" for n in range(1, 8)]
+
+
+def test_a_killed_writer_leaves_the_last_group_to_be_read_again(path):
+    store = ChangeStore(path)
+    write(store, 1, defer=False)
+    write(store, 2)  # deferred, never committed: as if the process died here
+    store.segments.flush()
+    store.db.close()  # no COMMIT
+    reopened = ChangeStore(path)
+    assert reopened.checkpoint().log_pos == 200
+    write(reopened, 2, defer=False)
+    position, gtids, bodies = committed(path)
+    assert position == ("binlog.000001", 300) and gtids == ["0-1-1", "0-1-2"]
+    assert bodies == [b"txn 1 record 0", b"txn 1 record 1", b"txn 2 record 0", b"txn 2 record 1"]
+    assert int(reopened.get_meta("stored_bytes")) == sum(len(b) for b in bodies)
+    reopened.close()
+
+
+def test_compact_rows_read_back_whole_from_any_lsn(path):
+    store = ChangeStore(path)
+    written = [("rows", 30, 1, None), ("rows", 30, 1, None), ("rows", 31, 2, None), ("ddl", 2, None, "db"),
+               ("rows", 31, 2, None), ("rows", 32, 1, None)]
+    for n in (1, 2):
+        for i, (kind, event_type, map_id, schema) in enumerate(written):
+            store.append_change(kind, event_type, f"{n}.{i}".encode(), map_id, schema)
+        store.commit_transaction(header(n), defer=n == 1)
+    raw = store.db.execute("SELECT txn_id, kind, event_type, table_map_id FROM changes WHERE lsn <= 6").fetchall()
+    assert raw == [(1, "", 30, 1), (0, "", 0, 0), (0, "", 31, 2), (0, "ddl", 2, None), (0, "", 31, 0),
+                   (0, "", 32, 1)], "0 stands for the value before, within a transaction"
+    store.close()
+    reader = ChangeStore(path, readonly=True)
+    expected = [(lsn, 1 + (lsn - 1) // 6, *written[(lsn - 1) % 6][:3]) for lsn in range(1, 13)]
+    for first in range(1, 13):
+        got = [(c.lsn, c.txn_id, c.kind, c.event_type, c.table_map_id) for c in reader.changes(first, 12)]
+        assert got == expected[first - 1 :], f"read from LSN {first}"
+    reader.close()
