@@ -131,10 +131,10 @@ class RawEvent:
     """One binlog event as it was on the server. A plain class with slots: one is made per event,
     and a frozen dataclass costs several times more to construct."""
 
-    __slots__ = ("type", "timestamp", "server_id", "log_file", "end_pos", "body", "flags")
+    __slots__ = ("type", "timestamp", "server_id", "log_file", "end_pos", "body", "flags", "size")
 
     def __init__(self, type: int, timestamp: int, server_id: int, log_file: str, end_pos: int,  # noqa: A002
-                 body: bytes, flags: int = 0):
+                 body: bytes, flags: int = 0, size: int | None = None):
         self.type = type
         self.timestamp = timestamp  # seconds, from the common header
         self.server_id = server_id
@@ -142,6 +142,13 @@ class RawEvent:
         self.end_pos = end_pos  # position right after this event (``log_pos`` in the header)
         self.body = body  # after the 19-byte common header, without the CRC32 checksum
         self.flags = flags
+        # The whole event on the server (header, body and checksum, if the server writes one).
+        self.size = 19 + len(body) + 4 if size is None else size
+
+    @property
+    def start_pos(self) -> int:
+        """Position of this event's first byte in its binlog file."""
+        return self.end_pos - self.size
 
     def __repr__(self) -> str:
         return (f"RawEvent(type={self.type}, {self.log_file}:{self.end_pos}, "
@@ -262,7 +269,7 @@ class BinlogSource:
             if event_type == ROTATE_EVENT:
                 # Artificial rotates (timestamp 0) announce the file we are reading; real ones
                 # close the current file. Either way what follows starts in the named file.
-                yield RawEvent(event_type, timestamp, server_id, log_file, end_pos, body, flags)
+                yield RawEvent(event_type, timestamp, server_id, log_file, end_pos, body, flags, size)
                 expected_start, log_file = parse_rotate(body)
                 continue
             if event_type in _HEARTBEATS or end_pos == 0:
@@ -273,7 +280,7 @@ class BinlogSource:
                     f"we received starts at {end_pos - size} (type {event_type})"
                 )
             expected_start = end_pos
-            yield RawEvent(event_type, timestamp, server_id, log_file, end_pos, body, flags)
+            yield RawEvent(event_type, timestamp, server_id, log_file, end_pos, body, flags, size)
 
     def _recv(self, sock: socket.socket) -> bytes:
         """The next bytes from the server; ``on_idle`` first when none are waiting."""

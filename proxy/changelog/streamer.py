@@ -192,8 +192,8 @@ class TransactionAssembler:
             raise CaptureRefused(f"transaction {self.txn.gtid} never ended before {gtid}")
         if self.txn is not None:
             self._abort_open()
-        start_pos = event.end_pos - (len(event.body) + 19 + 4)
-        self.txn = _OpenTransaction(event.log_file, max(start_pos, 4), gtid=gtid,
+        # The event's own size, not one assumed: with binlog_checksum=NONE there is no CRC32.
+        self.txn = _OpenTransaction(event.log_file, max(event.start_pos, 4), gtid=gtid,
                                     mysql_commit_us=mysql_commit_us)
         if mariadb_flags & MARIADB_FL_STANDALONE:
             self.txn.standalone = True

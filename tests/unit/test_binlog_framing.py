@@ -15,10 +15,11 @@ from proxy.changelog import binlog as bl
 MAX = 0xFFFFFF
 
 
-def event_payload(event_type: int, end_pos: int, body: bytes, timestamp: int = 1700000000) -> bytes:
-    size = 19 + len(body) + 4
+def event_payload(event_type: int, end_pos: int, body: bytes, timestamp: int = 1700000000,
+                  checksum: bytes = b"\xde\xad\xbe\xef") -> bytes:
+    size = 19 + len(body) + len(checksum)
     header = struct.pack("<IBIIIH", timestamp, event_type, 7, size, end_pos, 0)
-    return b"\x00" + header + body + b"\xde\xad\xbe\xef"  # the checksum is not checked here
+    return b"\x00" + header + body + checksum  # the checksum is not checked here
 
 
 def packets(payload: bytes, seq: int = 1) -> bytes:
@@ -34,11 +35,11 @@ def packets(payload: bytes, seq: int = 1) -> bytes:
 
 
 def source_over(data: bytes, chunk: int = 1 << 20, start: bl.BinlogPosition | None = None,
-                on_idle=None) -> tuple[bl.BinlogSource, threading.Thread]:
+                on_idle=None, checksum_len: int = 4) -> tuple[bl.BinlogSource, threading.Thread]:
     ours, theirs = socket.socketpair()
     source = bl.BinlogSource({"host": "unused", "port": 0, "user": "u", "passwd": ""}, 1,
                              start or bl.BinlogPosition("binlog.000001", 4), on_idle=on_idle)
-    source._connect = lambda: (ours, 4)  # the dump command is the library's part; not tested here
+    source._connect = lambda: (ours, checksum_len)  # the dump command is the library's part; not tested here
 
     def send() -> None:
         for i in range(0, len(data), chunk):
@@ -135,3 +136,17 @@ def test_on_idle_runs_only_when_no_received_event_is_left():
         for event in source.events():
             events.append(event)
     assert len(events) == 3 and idle_at == [3]  # all three were received at once: one group
+
+
+@pytest.mark.parametrize("checksum", [b"\xde\xad\xbe\xef", b""], ids=["crc32", "none"])
+def test_event_start_positions_follow_the_servers_checksum_setting(checksum):
+    bodies = [b"gtid-body-12", b"xid-body"]
+    data, pos, starts = b"", 4, []
+    for event_type, body in zip((bl.MARIADB_GTID_EVENT, bl.XID_EVENT), bodies, strict=True):
+        starts.append(pos)
+        pos += 19 + len(body) + len(checksum)
+        data += packets(event_payload(event_type, pos, body, checksum=checksum))
+    source, _ = source_over(data, checksum_len=len(checksum))
+    events = collect(source)
+    assert [e.body for e in events] == bodies
+    assert [e.start_pos for e in events] == starts
