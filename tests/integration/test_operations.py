@@ -85,6 +85,19 @@ def schema(value):
     return type(value).__name__ if value is not None else "null"
 
 
+def same_shape(current, expected) -> bool:
+    """Shapes match; a value that was null on one side may hold a value on the other (whether
+    an optional field such as the streamer's last event time is set yet depends on timing)."""
+    if "null" in (current, expected):
+        return True
+    if isinstance(current, dict) and isinstance(expected, dict):
+        return current.keys() == expected.keys() and all(
+            same_shape(current[key], expected[key]) for key in current)
+    if isinstance(current, list) and isinstance(expected, list):
+        return len(current) == len(expected) and all(map(same_shape, current, expected))
+    return current == expected
+
+
 def run_json(data_dir: Path, *args: str):
     result = CliRunner().invoke(main, [*args, "--data-dir", str(data_dir), "--output", "json"])
     assert result.exit_code == 0, result.output
@@ -115,4 +128,7 @@ def test_cli_json_output_has_a_stable_schema(svc, mysql_server, database):
     current = {name: schema(document) for name, document in shapes.items()}
     if os.environ.get("UPDATE_SNAPSHOTS") or not SNAPSHOT.exists():
         SNAPSHOT.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n")
-    assert current == json.loads(SNAPSHOT.read_text())
+    expected = json.loads(SNAPSHOT.read_text())
+    assert same_shape(current, expected), (
+        "the CLI's JSON shape changed; if on purpose, rerun with UPDATE_SNAPSHOTS=1 and commit "
+        f"tests/snapshots/cli_json_schema.json\ncurrent: {json.dumps(current, sort_keys=True)}")
