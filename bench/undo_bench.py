@@ -406,7 +406,9 @@ def undo_auroratrack(rig: Rig, mistake: Mistake, case: Case) -> dict:
     planned = record.rows.get(TABLE, {})
     return {
         "total_s": total_s, "paused_s": record.durations.get("paused_s"), "status": record.status,
-        "error": record.error, "steps": {s["name"]: s["duration_s"] for s in record.steps},
+        "error": record.error, "steps": {**{s["name"]: s["duration_s"] for s in record.steps},
+                                         **{f"  {name}": sec for name, sec in record.durations.items()
+                                            if name not in ("total_s", "paused_s", "applying_s")}},
         "durations": record.durations, "planned": record.rows, "point": record.point,
         "plan_ok": planned == case.expected_plan and set(record.rows) == {TABLE},
         "ok": record.status == "completed",
@@ -434,10 +436,22 @@ def undo_flashback(rig: Rig, mistake: Mistake) -> dict:
         generate.wait()
     total_s = time.perf_counter() - began
     ok = generate.returncode == 0 and apply.returncode == 0
+    generate_s = time_generation(generate_cmd) if ok else None
     error = None if ok else f"mariadb-binlog rc {generate.returncode}: {generate_err.strip()[-500:]}; " \
                             f"mariadb rc {apply.returncode}: {apply.stderr.strip()[-500:]}"
     return {"total_s": total_s, "paused_s": None, "status": "completed" if ok else "failed", "error": error,
-            "ok": ok, "commands": [" ".join(generate_cmd), " ".join(apply_cmd)]}
+            "ok": ok, "commands": [" ".join(generate_cmd), " ".join(apply_cmd)],
+            "steps": {"generate (mariadb-binlog alone, after the trial)": generate_s,
+                      "apply (total minus generate)": None if generate_s is None else total_s - generate_s}}
+
+
+def time_generation(generate_cmd: list[str]) -> float:
+    """mariadb-binlog alone, its output thrown away: flashback's own share of the undo. The tool
+    reverses each transaction's events, so it holds a transaction's rows until its end before
+    the client sees any: generation and apply run one after the other, not overlapped."""
+    began = time.perf_counter()
+    subprocess.run(generate_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - began
 
 
 def verify(rig: Rig) -> bool:
@@ -476,10 +490,16 @@ def run_trial(rig: Rig, case: Case, tool: str, round_no: int) -> dict:
 
 PLAN_PHASE = "build_plan (read the store, decode, fold)"
 ALL_PHASE = "_plan_and_apply (all)"
-APPLIER_PHASES = (  # Applier method -> label, in the order the apply runs them
+APPLIER_PHASES = (  # Applier method -> label, in the order the backtrack runs them
+    ("prepare", "prepare (before the pause: temporary tables loaded)"),
+    ("_restore_table", "  of which _restore_table (latest images and targets)"),
     ("ensure_marker_table", "ensure_marker_table"), ("begin", "begin"),
-    ("server_conflicts", "server_conflicts (drift checks)"),
+    ("conflicts_before_writing", "conflicts_before_writing (cascades, triggers, keyless drift)"),
+    ("server_conflicts", "server_conflicts (detailed drift checks)"),
     ("_temp_table", "  of which _temp_table (load expected images)"),
+    ("apply_table_checked", "apply_table_checked (checked delete, update, insert)"),
+    ("_delete_exact", "  of which DELETE ... JOIN"),
+    ("_restore", "  of which UPDATE ... JOIN"),
     ("apply_table", "apply_table (delete + insert)"),
     ("_insert", "  of which _insert (target images)"),
     ("write_marker", "write_marker"), ("commit", "commit"),
@@ -494,6 +514,7 @@ class ApplyProfile:
     phases: dict[str, float] = field(default_factory=dict)
     statements: dict[str, list] = field(default_factory=dict)  # kind -> [count, seconds]
     profile: cProfile.Profile = field(default_factory=cProfile.Profile)
+    plan_profile: cProfile.Profile = field(default_factory=cProfile.Profile)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add_phase(self, name: str, seconds: float) -> None:
@@ -508,14 +529,21 @@ class ApplyProfile:
             entry[1] += seconds
 
     def to_json(self, top: int = 30) -> dict:
-        text = io.StringIO()
-        stats = pstats.Stats(self.profile, stream=text)
-        stats.sort_stats("cumulative").print_stats(top)
-        stats.sort_stats("tottime").print_stats(top)
         phases = {name: self.phases[name] for name in PHASE_ORDER if name in self.phases}
         return {"phases_s": phases, "statements": {k: {"count": n, "seconds": s}
                                                         for k, (n, s) in self.statements.items()},
-                "cprofile": text.getvalue()}
+                "cprofile": _listing(self.profile, top), "cprofile_plan": _listing(self.plan_profile, top)}
+
+
+def _listing(profile: cProfile.Profile, top: int) -> str:
+    text = io.StringIO()
+    try:
+        stats = pstats.Stats(profile, stream=text)
+    except TypeError:  # never enabled
+        return ""
+    stats.sort_stats("cumulative").print_stats(top)
+    stats.sort_stats("tottime").print_stats(top)
+    return text.getvalue()
 
 
 def statement_kind(sql: str) -> str:
@@ -531,6 +559,8 @@ def statement_kind(sql: str) -> str:
         return "SELECT information_schema / other"
     if head.startswith("INSERT INTO `auroratrack`.`expected"):
         return "INSERT INTO temp expected images"
+    if head.startswith("INSERT INTO `auroratrack`.`restore"):
+        return "INSERT INTO temp restore images (latest and targets)"
     if head.startswith(("INSERT", "DELETE")):
         return " ".join(head.split()[:3])
     return " ".join(head.split()[:2])
@@ -589,6 +619,20 @@ def profiled_plan_and_apply(profile: ApplyProfile) -> Callable[[Callable], Calla
     return make
 
 
+def profiled_plan(profile: ApplyProfile) -> Callable[[Callable], Callable]:
+    def make(original: Callable) -> Callable:
+        def wrapper(*args, **kwargs):
+            began = time.perf_counter()
+            profile.plan_profile.enable()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                profile.plan_profile.disable()
+                profile.add_phase(PLAN_PHASE, time.perf_counter() - began)
+        return wrapper
+    return make
+
+
 @contextlib.contextmanager
 def profiling_apply() -> Iterator[ApplyProfile]:
     """Instrument the backtrack's apply (class attributes, restored on exit; proxy/ is untouched)."""
@@ -596,7 +640,7 @@ def profiling_apply() -> Iterator[ApplyProfile]:
     applier = rewind.Applier
     with contextlib.ExitStack() as stack:
         stack.enter_context(patched(backtrack_module.Backtracker, "_plan_and_apply", profiled_plan_and_apply(profile)))
-        stack.enter_context(patched(backtrack_module, "build_plan", timed_phase(profile, PLAN_PHASE)))
+        stack.enter_context(patched(backtrack_module, "build_plan", profiled_plan(profile)))
         for name, label in APPLIER_PHASES:
             stack.enter_context(patched(applier, name, timed_phase(profile, label)))
         stack.enter_context(patched(applier, "_run", timed_statement(profile)))
@@ -690,6 +734,8 @@ def summarize(trials: list[dict]) -> dict:
             "plan_ok": all(a.get("plan_ok") for a in at),
             "steps_s": {step: median([a["steps"].get(step) for a in at])
                         for step in dict.fromkeys(s for a in at for s in a["steps"])},
+            "flashback_steps_s": {step: median([f.get("steps", {}).get(step) for f in fb])
+                                  for step in dict.fromkeys(s for f in fb for s in f.get("steps", {}))},
         }
         entry["targets"] = targets(name, entry, len(ok) == len(at))
         summary[name] = entry
@@ -723,13 +769,14 @@ def results_table(summary: dict) -> list[str]:
     return lines
 
 
-def steps_table(summary: dict) -> list[str]:
-    steps = list(dict.fromkeys(step for s in summary.values() for step in s["steps_s"]))
+def steps_table(summary: dict, key: str = "steps_s", total: str = "auroratrack_s") -> list[str]:
+    steps = list(dict.fromkeys(step for s in summary.values() for step in s.get(key, {})))
     lines = ["| case | " + " | ".join(f"{step} s" for step in steps) + " | paused s | total s |",
              "|---|" + "---|" * (len(steps) + 2)]
     for name, s in summary.items():
-        cells = " | ".join(_fmt(s["steps_s"].get(step), 3) for step in steps)
-        lines.append(f"| {name} | {cells} | {_fmt(s['paused_s'], 3)} | {_fmt(s['auroratrack_s'], 3)} |")
+        cells = " | ".join(_fmt(s.get(key, {}).get(step), 3) for step in steps)
+        paused = _fmt(s["paused_s"], 3) if total == "auroratrack_s" else "–"
+        lines.append(f"| {name} | {cells} | {paused} | {_fmt(s[total], 3)} |")
     return lines
 
 
@@ -762,6 +809,8 @@ def profile_lines(profiles: list[dict]) -> list[str]:
         for kind, st in sorted(prof["statements"].items(), key=lambda kv: -kv[1]["seconds"]):
             lines.append(f"| {kind} | {st['count']:,} | {st['seconds']:.3f} |")
         lines += ["", "```", _trim_cprofile(prof["cprofile"]), "```", ""]
+        if prof.get("cprofile_plan"):
+            lines += ["Planning (before the pause):", "", "```", _trim_cprofile(prof["cprofile_plan"], 15), "```", ""]
     return lines
 
 
@@ -796,6 +845,8 @@ def report(results: dict) -> str:
     lines = ["## Undo: auroratrack backtrack vs mariadb-binlog --flashback | mariadb", ""]
     lines += results_table(results["summary"]) + ["", LEGEND, "", "Targets:"] + verdict_lines(results["summary"])
     lines += ["", "auroratrack steps (medians):", ""] + steps_table(results["summary"])
+    lines += ["", "flashback steps (medians):", ""] + steps_table(results["summary"], "flashback_steps_s",
+                                                                      "flashback_s")
     lines += ["", "Every trial:", ""] + trials_table(results["trials"]) + [""]
     lines += profile_lines(results["profiles"])
     lines += [f"Machine: {machine['cpus']} CPUs; load average at start {machine['uptime_start']!r}, "

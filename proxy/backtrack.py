@@ -4,9 +4,10 @@
 (a bad ``--to`` is refused with the earliest and latest possible times), then runs the flow as a
 task on the service's event loop:
 
-  choose the point -> close the gate -> drain -> drop every client connection -> fence writers
-  that bypass the proxy (read_only) -> let the streamer catch up with the server -> plan ->
-  check conflicts -> apply -> commit -> lift the fence -> reopen the gate.
+  choose the point -> plan and prepare the apply (clients still run) -> close the gate ->
+  drain -> drop every client connection -> fence writers that bypass the proxy (read_only) ->
+  let the streamer catch up with the server -> fold in what arrived since the plan -> check
+  conflicts -> apply -> commit -> lift the fence -> reopen the gate.
 
 Whatever happens, the fence is lifted and the gate reopens. The undo is one server transaction
 (rewind.Applier): a failure rolls it back and the data stays as it was. Every backtrack has a
@@ -25,21 +26,35 @@ import logging
 import sqlite3
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pymysql
+from pymysql.constants import CLIENT
 
 from proxy.changelog.store import ChangeStore, now_us
 from proxy.changelog.streamer import current_binlog_position
 from proxy.gate import Gate
-from proxy.rewind import MAX_PLAN_SQL, Applier, Conflict, DuplicateRow, Plan, build_plan, extend_plan
+from proxy.rewind import (
+    ER_DUP_ENTRY,
+    MAX_PLAN_SQL,
+    Applier,
+    Conflict,
+    Drifted,
+    DuplicateRow,
+    Plan,
+    build_plan,
+    extend_plan,
+)
 from proxy.serveradmin import UpstreamCredentials
 from proxy.timeparse import Target, format_time_us, parse_target
 
 log = logging.getLogger(__name__)
 
 TERMINAL = ("completed", "failed")
+T = TypeVar("T")
 
 
 class BacktrackRefused(Exception):
@@ -241,31 +256,34 @@ class Backtracker:
         # Plan while clients still run: decoding is the slow part, and after the pause only
         # what arrived since has to be folded in.
         plan = await self._step(record, "plan", lambda: asyncio.to_thread(self._build_plan, point))
-        paused_at = time.monotonic()
-        conn = None
+        conn = await asyncio.to_thread(self._apply_connection)
+        applier = Applier(conn, f"backtrack {record.id}", trust_absent=not req.force)
+        paused_at = None
         fenced = False
         outcome = "failed"
         try:
+            if not req.force:  # forced, every row is checked in the pause anyway
+                await self._step(record, "prepare", lambda: asyncio.to_thread(applier.prepare, plan))
+            paused_at = time.monotonic()
             await self._step(record, "pause", self._pause)
             drain = await self._step(record, "drain", lambda: self.gate.drain(req.drain_timeout))
             if drain.killed:
                 record.forced.append({"kind": "killed_queries", "connections": drain.killed})
             await self._step(record, "drop", self.gate.drop_all)
-            conn = await asyncio.to_thread(self._apply_connection)
             fenced = await self._step(record, "fence", lambda: asyncio.to_thread(self._fence, record))
             await self._step(record, "catch_up", lambda: asyncio.to_thread(self._catch_up))
             applied_at = time.monotonic()
             outcome = await self._step(record, "apply",
-                                       lambda: asyncio.to_thread(self._plan_and_apply, conn, record, req, plan))
+                                       lambda: asyncio.to_thread(self._plan_and_apply, applier, record, req, plan))
             record.durations["applying_s"] = round(time.monotonic() - applied_at, 6)
         finally:
-            if conn is not None:
-                with contextlib.suppress(Exception):
-                    conn.close()
+            with contextlib.suppress(Exception):
+                conn.close()  # the server rolls back whatever is still open
             if fenced:
                 await self._step(record, "unfence", lambda: asyncio.to_thread(self._unfence))
-            self.gate.resume()
-            record.durations["paused_s"] = round(time.monotonic() - paused_at, 6)
+            if paused_at is not None:
+                self.gate.resume()
+                record.durations["paused_s"] = round(time.monotonic() - paused_at, 6)
         # Terminal only now: the fence is lifted and the gate open again.
         record.status = outcome
 
@@ -289,29 +307,24 @@ class Backtracker:
         finally:
             store.close()
 
-    def _plan_and_apply(self, conn: pymysql.Connection, record: BacktrackRecord, req: BacktrackRequest,
+    def _plan_and_apply(self, applier: Applier, record: BacktrackRecord, req: BacktrackRequest,
                         plan: Plan) -> str:
         """Check and apply in one transaction; returns the outcome ("completed" or "failed")."""
         store = ChangeStore(self.store_path, readonly=True)
         try:
-            extend_plan(plan, store)  # what committed between planning and the pause
+            timed(record, "extend_plan_s", lambda: extend_plan(plan, store))  # committed since planning
         finally:
             store.close()
-        applier = Applier(conn, f"backtrack {record.id}", trust_absent=not req.force)
+        applier.discard_stale(plan)
+        applier.configure_session()  # the checks load images too
         applier.ensure_marker_table()
-        applier.begin()
         try:
-            conflicts = plan.conflicts + applier.server_conflicts(plan)
-            if conflicts and not req.force:
-                conflicts += applier.unexpected_rows(plan)  # a refusal lists every conflict
-                record.conflicts = [c.to_json() for c in conflicts]
-                raise BacktrackConflicts(conflicts)
-            record.conflicts = [c.to_json() for c in conflicts]
-            record.forced.extend(c.to_json() for c in conflicts)
-            for name, table in sorted(plan.tables.items()):
-                record.rows[name] = applier.apply_table(table)
-            applier.write_marker(record.id)
-            applier.commit()
+            if req.force:
+                self._apply_forced(applier, record, plan)
+            else:
+                self._apply_checked(applier, record, plan)
+            timed(record, "write_marker_s", lambda: applier.write_marker(record.id))
+            timed(record, "commit_s", applier.commit)
             return "completed"
         except BacktrackConflicts as exc:
             applier.rollback()
@@ -326,6 +339,53 @@ class Backtracker:
         except Exception:
             applier.rollback()
             raise
+        finally:
+            record.durations.update({f"apply_{name}": round(sec, 6) for name, sec in applier.timings.items()})
+
+    def _apply_checked(self, applier: Applier, record: BacktrackRecord, plan: Plan) -> None:
+        """Not forced: the drift check rides on the writes themselves (rewind.apply_table_checked).
+        Only when a write matches fewer rows than planned (or an in-place update collides on a
+        unique key) is the transaction rolled back and the detailed check run: it either names
+        the conflicts, or finds none and the rows are rewritten by delete + insert.
+
+        Temporary tables are never created or dropped inside a transaction that writes: MariaDB
+        then treats it as non-transactional and logs its rolled-back row events (with a
+        ROLLBACK), which capture would take for real changes."""
+        timed(record, "prepare_missing_s", lambda: applier.prepare(plan, only_missing=True))
+        conflicts = plan.conflicts + timed(record, "check_s", lambda: applier.conflicts_before_writing(plan))
+        if conflicts:
+            self._refuse(applier, record, plan, plan.conflicts + applier.server_conflicts(plan))
+        applier.begin()
+        try:
+            for name, table in sorted(plan.tables.items()):
+                record.rows[name] = timed(record, "write_s", lambda t=table: applier.apply_table_checked(t))
+        except (Drifted, pymysql.IntegrityError) as exc:
+            if isinstance(exc, pymysql.IntegrityError) and exc.args[0] != ER_DUP_ENTRY:
+                raise
+            log.info("backtrack %s: checked apply stopped (%s); running the detailed check", record.id, exc)
+            applier.rollback()
+            conflicts = timed(record, "detailed_check_s", lambda: applier.server_conflicts(plan))
+            if conflicts:
+                self._refuse(applier, record, plan, conflicts)
+            applier.begin()
+            for name, table in sorted(plan.tables.items()):
+                record.rows[name] = timed(record, "write_s", lambda t=table: applier.apply_table(t))
+
+    def _apply_forced(self, applier: Applier, record: BacktrackRecord, plan: Plan) -> None:
+        """--force: every conflict is recorded, drifted rows are set to their targets."""
+        conflicts = plan.conflicts + timed(record, "check_s", lambda: applier.server_conflicts(plan))
+        record.conflicts = [c.to_json() for c in conflicts]
+        record.forced.extend(c.to_json() for c in conflicts)
+        applier.begin()
+        for name, table in sorted(plan.tables.items()):
+            record.rows[name] = timed(record, "write_s", lambda t=table: applier.apply_table(t))
+
+    def _refuse(self, applier: Applier, record: BacktrackRecord, plan: Plan, conflicts: list[Conflict]) -> None:
+        """A refusal lists every conflict: ``conflicts`` and the rows the log says are gone
+        that exist (the checked apply finds those only when an insert collides)."""
+        conflicts = conflicts + applier.unexpected_rows(plan)
+        record.conflicts = [c.to_json() for c in conflicts]
+        raise BacktrackConflicts(conflicts)
 
     async def _dry_run(self, record: BacktrackRecord, req: BacktrackRequest, point: Point) -> None:
         record.status = "applying"
@@ -365,7 +425,10 @@ class Backtracker:
 
     # -- the server -------------------------------------------------------------------------------------------------
     def _apply_connection(self) -> pymysql.Connection:
-        return self.upstream.connect(autocommit=False, max_allowed_packet=64 * 1024 * 1024, read_timeout=3600)
+        # FOUND_ROWS: an UPDATE reports the rows it matched, which the checked apply compares
+        # with the plan (rows it changed would miss a row already equal to its target).
+        return self.upstream.connect(autocommit=False, max_allowed_packet=64 * 1024 * 1024, read_timeout=3600,
+                                     client_flag=CLIENT.FOUND_ROWS)
 
     def _fence(self, record: BacktrackRecord) -> bool:
         """read_only on the server, so writers that bypass the proxy cannot interfere."""
@@ -407,6 +470,16 @@ class Backtracker:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the changelog did not catch up with the server ({checkpoint} < {target})")
             time.sleep(0.01)
+
+
+def timed(record: BacktrackRecord, name: str, action: Callable[[], T]) -> T:
+    """Run ``action``, adding its wall time to ``record.durations[name]`` (the finer split of
+    the apply step)."""
+    began = time.monotonic()
+    try:
+        return action()
+    finally:
+        record.durations[name] = round(record.durations.get(name, 0.0) + time.monotonic() - began, 6)
 
 
 class BacktrackConflicts(Exception):

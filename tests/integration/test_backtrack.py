@@ -46,7 +46,7 @@ def test_delete_without_where_is_undone(svc, mysql_server, database):
     assert record.status == "completed", record.error
     assert fingerprint(mysql_server, database) == before
     assert record.rows[f"{database}.orders"]["reinsert"] == 1000
-    assert [s["name"] for s in record.steps][:4] == ["plan", "pause", "drain", "drop"]
+    assert [s["name"] for s in record.steps][:5] == ["plan", "prepare", "pause", "drain", "drop"]
     with pytest.raises(pymysql.err.OperationalError):  # the session was dropped
         client.cursor().execute("SELECT 1")
     client = connect_via(svc, mysql_server, database)  # what a driver's reconnect does

@@ -1,0 +1,98 @@
+"""The checked apply (rewind.Applier.apply_table_checked): the drift check rides on the
+DELETE ... JOIN and UPDATE ... JOIN themselves, and every way it can stop falls back to the
+detailed check, which names the rows, or to delete + insert when nothing is wrong."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy import rewind
+from tests.integration.backtrack_support import (
+    backtrack,
+    capturing_service,
+    connect_via,
+    fingerprint,
+    now_iso,
+    wait_captured,
+)
+
+
+@pytest.fixture
+def svc(make_proxy, tmp_path, mysql_server):
+    service = capturing_service(make_proxy, tmp_path / "data")
+    wait_captured(service, mysql_server)
+    return service
+
+
+def execute(conn, *statements: str) -> None:
+    with conn.cursor() as cur:
+        for statement in statements:
+            cur.execute(statement)
+
+
+def test_rows_added_after_the_point_that_drifted_or_vanished_are_named(svc, mysql_server, database):
+    client = connect_via(svc, mysql_server, database)
+    execute(client, "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))", "INSERT INTO t VALUES (1, 'a')")
+    wait_captured(svc, mysql_server)
+    target_state = fingerprint(mysql_server, database)
+    moment = now_iso()
+    execute(client, "INSERT INTO t VALUES (2, 'b'), (3, 'c'), (4, 'd')",
+            "SET SESSION sql_log_bin = 0", "UPDATE t SET v = 'B' WHERE id = 2", "DELETE FROM t WHERE id = 3",
+            "SET SESSION sql_log_bin = 1")
+    drifted = fingerprint(mysql_server, database)
+
+    refused = backtrack(svc, moment)
+    assert refused.status == "failed" and "conflict" in refused.error
+    assert {(c["kind"], c["key"]) for c in refused.conflicts} == {("drift", "2"), ("missing", "3")}
+    assert fingerprint(mysql_server, database) == drifted  # the checked DELETE was rolled back
+
+    forced = backtrack(svc, moment, force=True)
+    assert forced.status == "completed", forced.error
+    assert fingerprint(mysql_server, database) == target_state
+
+
+def test_in_place_update_that_collides_on_a_unique_key_falls_back(svc, mysql_server, database):
+    client = connect_via(svc, mysql_server, database)
+    execute(client, "CREATE TABLE t (id INT PRIMARY KEY, u INT NOT NULL, UNIQUE KEY (u))",
+            "INSERT INTO t VALUES (1, 10), (2, 20), (3, 30)")
+    wait_captured(svc, mysql_server)
+    target_state = fingerprint(mysql_server, database)
+    moment = now_iso()
+    # Rows 1 and 2 swap their unique values: updated back one by one, the first collides.
+    execute(client, "UPDATE t SET u = 99 WHERE id = 1", "UPDATE t SET u = 10 WHERE id = 2",
+            "UPDATE t SET u = 20 WHERE id = 1")
+    wait_captured(svc, mysql_server)
+
+    record = backtrack(svc, moment)
+    assert record.status == "completed", record.error
+    assert fingerprint(mysql_server, database) == target_state
+    assert record.rows[f"{database}.t"] == {"delete": 0, "reinsert": 0, "restore": 2}
+
+
+def test_writes_while_the_apply_is_prepared_are_undone_too(svc, mysql_server, database, monkeypatch):
+    client = connect_via(svc, mysql_server, database)
+    execute(client, "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))",
+            "INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+    wait_captured(svc, mysql_server)
+    target_state = fingerprint(mysql_server, database)
+    moment = now_iso()
+    execute(client, "UPDATE t SET v = CONCAT(v, '1')", "INSERT INTO t VALUES (4, 'd')")
+    wait_captured(svc, mysql_server)
+    prepare = rewind.Applier.prepare
+
+    def prepare_then_write(self, plan, only_missing=False):
+        prepare(self, plan, only_missing=only_missing)
+        if only_missing:
+            return  # in the pause: clients are held
+        # A client writes after the temporary tables were loaded, before the pause: those
+        # tables are stale, and the changes must be folded in and undone as well.
+        with mysql_server.connect(database) as late, late.cursor() as cur:
+            cur.execute("UPDATE t SET v = CONCAT(v, '2') WHERE id IN (1, 4)")
+            cur.execute("DELETE FROM t WHERE id = 2")
+            cur.execute("INSERT INTO t VALUES (5, 'e')")
+
+    monkeypatch.setattr(rewind.Applier, "prepare", prepare_then_write)
+    record = backtrack(svc, moment)
+    assert record.status == "completed", record.error
+    assert fingerprint(mysql_server, database) == target_state
+    assert record.rows[f"{database}.t"] == {"delete": 2, "reinsert": 1, "restore": 2}
