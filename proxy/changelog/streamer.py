@@ -207,7 +207,7 @@ class TransactionAssembler:
         kind = classify_query(query.query)
         if kind == "begin":
             if self.txn is None:
-                self.txn = _OpenTransaction(event.log_file, event.end_pos - len(event.body) - 23)
+                self.txn = _OpenTransaction(event.log_file, event.start_pos)
             return
         if kind in ("commit", "rollback"):
             # Non-transactional engines end their group with COMMIT (or ROLLBACK, when a mixed
@@ -223,7 +223,7 @@ class TransactionAssembler:
         if kind == "savepoint":
             return
         if self.txn is None:
-            self.txn = _OpenTransaction(event.log_file, event.end_pos - len(event.body) - 23, standalone=True)
+            self.txn = _OpenTransaction(event.log_file, event.start_pos, standalone=True)
         self.txn.flags.add(kind)
         self.txn.tables.update(ddl_tables(query.query, query.default_schema))
         self._statement_text(query.query)
