@@ -29,13 +29,19 @@ from __future__ import annotations
 import base64
 import datetime
 import functools
+import hashlib
+import importlib
+import logging
+import os
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from enum import IntEnum
 from typing import Any
+
+from proxy.changelog import _scan
 
 
 class DecodeError(ValueError):
@@ -372,7 +378,7 @@ class TableSchema:
     generated: frozenset[str] = frozenset()
     flags: int = 0
     _readers: tuple[Callable, ...] = field(init=False, repr=False, compare=False)
-    _full_image: Callable | None = field(init=False, repr=False, compare=False, default=None)
+    _full_images: Callable | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_readers", tuple(_make_reader(c) for c in self.columns))
@@ -1074,6 +1080,22 @@ def decode_rows(event_type: int, body: bytes, table: TableSchema) -> list[RowCha
     """Decode a WRITE/UPDATE/DELETE rows event body (v1 or v2) with its table map.
 
     Returns one ``RowChange`` per row, in event order."""
+    kind, images = decode_images(event_type, body, table)
+    if kind == "insert":
+        return [RowChange("insert", None, image) for image in images]
+    if kind == "delete":
+        return [RowChange("delete", image, None) for image in images]
+    return [RowChange("update", before, after)
+            for before, after in zip(images[0::2], images[1::2], strict=True)]
+
+
+def decode_images(event_type: int, body: bytes, table: TableSchema) -> tuple[str, list[tuple]]:
+    """The row images of a WRITE/UPDATE/DELETE rows event (v1 or v2), without ``RowChange``s.
+
+    Returns the kind ('insert', 'update' or 'delete') and the images in event order; an update
+    contributes its before- and after-image, in that order (before images at even positions).
+    Same values and errors as ``decode_rows``, which is built on it; bulk readers (the backtrack
+    planner folds millions of rows) use it to skip an object per row."""
     if event_type not in _ROWS_EVENTS:
         why = _UNSUPPORTED_ROWS_EVENTS.get(event_type, "not a rows event")
         raise DecodeError(f"event type {event_type}: {why}")
@@ -1084,37 +1106,44 @@ def decode_rows(event_type: int, body: bytes, table: TableSchema) -> list[RowCha
         raise DecodeError(f"rows event for table id {table_id} decoded with the table map of "
                           f"id {table.table_id} ({table.schema}.{table.table})")
     try:
-        return _decode_rows(kind, has_extra, body, table)
+        return kind, _decode_images(kind, has_extra, body, table)
     except (IndexError, struct.error, zlib.error) as exc:
         raise DecodeError(f"truncated or corrupt rows event for {table.schema}.{table.table} "
                           f"({exc})") from exc
 
 
-def _decode_rows(kind: str, has_extra: bool, body: bytes, table: TableSchema) -> list[RowChange]:
+def _decode_images(kind: str, has_extra: bool, body: bytes, table: TableSchema) -> list[tuple]:
     pos, first, second = _rows_header(kind, has_extra, body, table)
+    width = len(table.columns)
     if not first and not second:
         # MINIMAL images can name no column at all (INSERT ... VALUES () with defaults): one
         # row, nothing to read.
-        return [RowChange(kind, None if kind == "insert" else (MISSING,) * len(table.columns),
-                          None if kind == "delete" else (MISSING,) * len(table.columns))]
-    read_first = _image_reader(table, first)
-    read_second = _image_reader(table, second)
+        return [(MISSING,) * width] * (2 if kind == "update" else 1)
     end = len(body)
-    changes: list[RowChange] = []
-    append = changes.append
-    while pos < end:
-        image, pos = read_first(body, pos)
-        if kind == "insert":
-            append(RowChange("insert", None, image))
-        elif kind == "delete":
-            append(RowChange("delete", image, None))
-        else:
-            after, pos = read_second(body, pos)
-            append(RowChange("update", image, after))
+    full = (1 << width) - 1
+    if first == full and second == full:
+        # FULL images, the common case: one loop reads every image of the event (compiled
+        # when the native build is there, else generated for this table).
+        if table._full_images is None:
+            object.__setattr__(table, "_full_images", _full_images_reader(table))
+        images, pos = table._full_images(body, pos, end)
+    else:
+        read_first = _image_reader(table, first)
+        read_second = _image_reader(table, second) if kind == "update" else read_first
+        images = []
+        append = images.append
+        while pos < end:
+            image, pos = read_first(body, pos)
+            append(image)
+            if kind == "update":
+                image, pos = read_second(body, pos)
+                append(image)
     if pos != end:
         raise DecodeError(f"rows event for {table.schema}.{table.table} overran its body "
                           f"({pos} > {end}): the table map does not match the image")
-    return changes
+    if kind == "update" and len(images) % 2:
+        raise DecodeError(f"rows event for {table.schema}.{table.table} ends inside an update")
+    return images
 
 
 def _rows_header(kind: str, has_extra: bool, body: bytes,
@@ -1141,13 +1170,14 @@ def _rows_header(kind: str, has_extra: bool, body: bytes,
 def _image_reader(table: TableSchema, present: int) -> Callable[[bytes, int], tuple[tuple, int]]:
     """A function reading one row image whose columns are those set in ``present``."""
     width = len(table.columns)
-    if present == (1 << width) - 1:
-        if table._full_image is None:
-            object.__setattr__(table, "_full_image", _compile_full_image_reader(table))
-        return table._full_image
     indexes = [i for i in range(width) if present >> i & 1]
     readers = tuple(table._readers[i] for i in indexes)
     null_len = (len(indexes) + 7) >> 3
+    if len(indexes) == width:
+        def read_full(buf: bytes, pos: int) -> tuple[tuple, int]:
+            return _read_image(buf, pos, readers, null_len)
+
+        return read_full
 
     def read_partial(buf: bytes, pos: int) -> tuple[tuple, int]:
         values, pos = _read_image(buf, pos, readers, null_len)
@@ -1159,29 +1189,98 @@ def _image_reader(table: TableSchema, present: int) -> Callable[[bytes, int], tu
     return read_partial
 
 
-def _compile_full_image_reader(table: TableSchema) -> Callable[[bytes, int], tuple[tuple, int]]:
-    """A straight-line function reading one complete row image of this table.
+def _full_images_reader(table: TableSchema) -> Callable[[bytes, int, int], tuple[list[tuple], int]]:
+    """The loop reading every FULL image of a rows event of this table: the mypyc-compiled
+    ``_scan`` loop when it is built and current, else the generated pure-Python one."""
+    if _NATIVE_SCAN is None:
+        return _compile_full_images_reader(table)
+    read = _NATIVE_SCAN.read_full_images
+    kinds = [_scan_kind(column) for column in table.columns]
+    readers = list(table._readers)
+    null_len = (len(table.columns) + 7) >> 3
+
+    def read_full_images(buf: bytes, pos: int, stop: int) -> tuple[list[tuple], int]:
+        return read(buf, pos, stop, kinds, readers, null_len)
+
+    return read_full_images
+
+
+def _scan_kind(column: ColumnDef) -> int:
+    """How ``_scan.read_full_images`` reads this column: the same inline plans as the
+    generated reader (fixed-size integers, length-prefixed strings); the reader otherwise."""
+    plan = _inline_plan(column)
+    if plan is None:
+        return _scan.OTHER
+    kind, arg = plan
+    if kind == "prefixed":
+        return _scan.STR1 if arg == 1 else _scan.STR2
+    if arg[1] in "bBhHiIqQ":
+        size = struct.calcsize(arg)
+        return (_scan.INT | _scan.INT_SIZES.index(size) << 2
+                | (_scan.SIGNED if arg[1].islower() else 0))
+    return _scan.OTHER  # FLOAT/DOUBLE: struct, through the column's reader
+
+
+def _compile_full_images_reader(
+        table: TableSchema) -> Callable[[bytes, int, int], tuple[list[tuple], int]]:
+    """A generated function reading every complete row image from ``pos`` up to ``stop``.
 
     FULL images (every column present) are the common case, and a loop calling one reader per
-    value costs about twice as much as inline code. The source is generated from the column
-    types only (no names or other data from the event), compiled once per TableSchema."""
+    value costs about twice as much as inline code; the loop over rows is inside too, so a
+    million-row event costs no call per row. Rows without any NULL (the null bitmap is all
+    zero) take a branch-free path that reads runs of adjacent fixed-size columns with one
+    ``struct`` call. The source is generated from the column types only (no names or other
+    data from the event), compiled once per TableSchema."""
     namespace: dict[str, Any] = {}
     width = len(table.columns)
     null_len = (width + 7) >> 3
-    lines = ["def read_full_image(buf, pos):"]
+    lines = ["def read_full_images(buf, pos, stop):",
+             "    images = []",
+             "    append = images.append",
+             "    while pos < stop:"]
     if null_len == 1:
-        lines.append("    nulls = buf[pos]")
+        lines.append("        nulls = buf[pos]")
     else:
-        lines.append(f"    nulls = int.from_bytes(buf[pos:pos + {null_len}], 'little')")
-    lines.append(f"    pos += {null_len}")
+        lines.append(f"        nulls = int.from_bytes(buf[pos:pos + {null_len}], 'little')")
+    lines += [f"        pos += {null_len}", "        if not nulls:"]
+    lines += [f"            {line}" for line in _inline_reads_without_nulls(table, namespace)]
+    lines.append("        else:")
     for i, column in enumerate(table.columns):
-        lines += [f"    if nulls & {1 << i}:", f"        v{i} = None", "    else:"]
-        lines += [f"        {line}" for line in _inline_read(i, column, table._readers[i],
-                                                          namespace)]
+        lines += [f"            if nulls & {1 << i}:", f"                v{i} = None",
+                  "            else:"]
+        lines += [f"                {line}" for line in _inline_read(i, column, table._readers[i],
+                                                                  namespace)]
     values = "".join(f"v{i}, " for i in range(width))
-    lines.append(f"    return ({values}), pos")
+    lines += [f"        append(({values}))", "    return images, pos"]
     exec("\n".join(lines), namespace)  # noqa: S102 - source built from type codes only
-    return namespace["read_full_image"]
+    return namespace["read_full_images"]
+
+
+def _inline_reads_without_nulls(table: TableSchema, namespace: dict) -> list[str]:
+    """Source lines reading every column of a row that has no NULL: adjacent fixed-size
+    columns are read together with one struct format."""
+    lines: list[str] = []
+    run: list[tuple[int, str]] = []  # (column, struct code) of the pending fixed-size run
+
+    def flush() -> None:
+        if not run:
+            return
+        fmt = "<" + "".join(code for _, code in run)
+        name = f"_unpack_run{run[0][0]}"
+        namespace[name] = struct.Struct(fmt).unpack_from
+        targets = "".join(f"v{i}, " for i, _ in run)
+        lines.extend([f"{targets}= {name}(buf, pos)", f"pos += {struct.calcsize(fmt)}"])
+        run.clear()
+
+    for i, column in enumerate(table.columns):
+        plan = _inline_plan(column)
+        if plan is not None and plan[0] == "struct":
+            run.append((i, plan[1].lstrip("<")))
+            continue
+        flush()
+        lines.extend(_inline_read(i, column, table._readers[i], namespace))
+    flush()
+    return lines
 
 
 def _inline_read(i: int, column: ColumnDef, reader: Reader, namespace: dict) -> list[str]:
@@ -1343,6 +1442,65 @@ def literal_writer(column: ColumnDef) -> Callable[[Any], str]:
     return write
 
 
+# Column types whose decoded values are always ``int`` / always ``bytes`` (or None): the bulk
+# row writer below writes those inline; every other type goes through ``literal_writer``.
+_INT_VALUE_TYPES = frozenset({FieldType.TINY, FieldType.SHORT, FieldType.INT24, FieldType.LONG,
+                              FieldType.LONGLONG, FieldType.YEAR, FieldType.BIT})
+_BYTES_VALUE_TYPES = frozenset({FieldType.VARCHAR, FieldType.VAR_STRING, FieldType.BLOB,
+                                FieldType.GEOMETRY, FieldType.VARCHAR_COMPRESSED,
+                                FieldType.BLOB_COMPRESSED})
+
+RowField = tuple[int | tuple[int, int], ColumnDef]
+
+
+@functools.lru_cache(maxsize=256)
+def rows_literal_writer(fields: tuple[RowField, ...]) -> Callable[[Iterable[Any]], list[str]]:
+    """A function writing rows as SQL row literals ``(v1, v2, ...)``, one string per row.
+
+    Each field is (where, column): the value at ``row[where]`` (or ``row[i][j]`` when
+    ``where`` is a pair ``(i, j)``, for rows that are tuples of images) written as
+    ``literal_writer(column)`` would write it. Bulk statements write millions of rows, and a
+    call per value was most of their cost: this function is generated once per field list,
+    with integers and strings written inline in one f-string per row, and their charset
+    introducers in its constant text when the row has no NULL among them (the source is made
+    from type codes, charset names and positions only, never from column names or values)."""
+    namespace: dict[str, Any] = {"_q": "'"}
+    lines = ["def write_rows(rows):", "    out = []", "    append = out.append",
+             "    for row in rows:"]
+    checked, fast, slow = [], [], []  # values tested for NULL; the row without, and with NULLs
+    for n, (where, column) in enumerate(fields):
+        at = f"[{int(where[0])}][{int(where[1])}]" if isinstance(where, tuple) else f"[{int(where)}]"
+        lines.append(f"        v{n} = row{at}")
+        if column.type in _INT_VALUE_TYPES:
+            checked.append(f"v{n} is None")
+            fast.append(f"{{v{n}}}")
+            slow.append(f"{{'NULL' if v{n} is None else v{n}}}")
+        elif column.type in _BYTES_VALUE_TYPES or (column.type == FieldType.STRING
+                                                   and column.real_type == FieldType.STRING):
+            name = charset_name(column.charset)
+            prefix = "X'" if name is None or name == "binary" else f"_{name} X'"
+            if not prefix.replace("_", "").replace(" ", "").replace("'", "").isalnum():
+                raise ValueError(f"unexpected charset name {name!r}")  # never: names are ours
+            namespace[f"_p{n}"] = prefix
+            checked.append(f"v{n} is None")
+            fast.append(f"{prefix}{{v{n}.hex()}}'")
+            slow.append(f"{{'NULL' if v{n} is None else _p{n} + v{n}.hex() + _q}}")
+        else:
+            namespace[f"_w{n}"] = literal_writer(column)
+            fast.append(f"{{_w{n}(v{n})}}")
+            slow.append(fast[-1])
+    if checked:
+        lines += [f"        if {' or '.join(checked)}:",
+                  '            append(f"(' + ", ".join(slow) + ')")',
+                  "        else:",
+                  '            append(f"(' + ", ".join(fast) + ')")']
+    else:
+        lines.append('        append(f"(' + ", ".join(fast) + ')")')
+    lines.append("    return out")
+    exec("\n".join(lines), namespace)  # noqa: S102 - source built from type codes only
+    return namespace["write_rows"]
+
+
 # -- MySQL binary JSON ------------------------------------------------------------------------
 # Layout from MySQL's json_binary.h: a type byte, then the value. Objects and arrays come in a
 # small (16-bit offsets) and a large (32-bit) form; small scalars are inlined in value entries.
@@ -1481,3 +1639,33 @@ def _packed_temporal_text(field_type: int, packed: int) -> str:
     hms = whole & 0x1FFFF
     return str(DateTimeValue(year, month, ymd & 31, hms >> 12, (hms >> 6) & 0x3F, hms & 0x3F,
                              fraction))
+
+
+# -- the compiled row loop ----------------------------------------------------------------------
+
+NATIVE_SCAN_MODULE = "proxy.changelog._scan_native"
+
+
+def _load_native_scan() -> tuple[Any, str]:
+    """The mypyc-compiled build of ``_scan`` (``setup.py`` makes it from a stamped copy) when
+    it exists and was built from exactly the current ``_scan.py``, and which loop runs. A build
+    from another version of the source is ignored, so an edit is never shadowed by a stale
+    extension; ``AURORATRACK_PURE_PYTHON`` forces the pure-Python loop."""
+    if os.environ.get("AURORATRACK_PURE_PYTHON"):
+        return None, "pure Python (AURORATRACK_PURE_PYTHON is set)"
+    try:
+        native = importlib.import_module(NATIVE_SCAN_MODULE)
+    except ImportError:
+        return None, "pure Python (no compiled build)"
+    with open(_scan.__file__, "rb") as source:
+        digest = hashlib.sha256(source.read()).hexdigest()
+    if getattr(native, "_SOURCE_DIGEST", None) != digest:
+        logging.getLogger(__name__).warning(
+            "the compiled row loop (%s) was built from another version of %s and is ignored; "
+            "`pip install -e .` rebuilds it", getattr(native, "__file__", NATIVE_SCAN_MODULE),
+            _scan.__file__)
+        return None, "pure Python (the compiled build is stale)"
+    return native, "compiled"
+
+
+_NATIVE_SCAN, SCAN_IMPLEMENTATION = _load_native_scan()
