@@ -71,7 +71,7 @@ JOIN_BUFFER_BYTES = 1024 * 1024 * 1024  # in-memory limit of the server's intern
 class Conflict:
     """Something that means the log cannot faithfully invert history for ``table``."""
 
-    kind: str  # gap | ddl | statement | drift | missing | unexpected | cascade | trigger | partial_image
+    kind: str  # gap | ddl | statement | rollback | drift | missing | unexpected | cascade | trigger | partial_image
     table: str | None
     reason: str
     key: str | None = None
@@ -309,6 +309,12 @@ def _log_conflicts(txn: StoredTransaction) -> list[Conflict]:
         for table in tables:
             conflicts.append(Conflict("statement", table, f"statement-format DML after the point cannot be "
                                       f"inverted (txn {txn.txn_id}): {statement}"))
+    if "rollback_unresolved" in txn.flags:  # set by the streamer (streamer.FLAG_ROLLBACK_UNRESOLVED)
+        for table in tables:
+            conflicts.append(Conflict("rollback", table, f"the server rolled back part of txn {txn.txn_id} "
+                                      f"(GTID {txn.gtid}) and capture could not tell which row changes "
+                                      "(a table's engine is unknown, e.g. dropped since): they may never "
+                                      "have happened"))
     return conflicts
 
 

@@ -158,10 +158,13 @@ _TXN_KEYWORDS = frozenset({"BEGIN", "COMMIT", "ROLLBACK", "XA", "SAVEPOINT"})
 
 
 def classify_query(query: bytes) -> str:
-    """'begin' | 'commit' | 'rollback' | 'xa' | 'savepoint' | 'statement' (row-changing SQL
-    logged as a statement) | 'ddl' (anything else changes schema or is unknown: fail closed)."""
+    """'begin' | 'commit' | 'rollback' | 'rollback_to' (ROLLBACK TO a savepoint, inside a group)
+    | 'xa' | 'savepoint' | 'statement' (row-changing SQL logged as a statement) | 'ddl' (anything
+    else changes schema or is unknown: fail closed)."""
     word = _first_keyword(query)
     if word in _TXN_KEYWORDS:
+        if word == "ROLLBACK" and savepoint_name(query) is not None:
+            return "rollback_to"
         return word.lower()
     if word in _DML_KEYWORDS:
         return "statement"
@@ -177,3 +180,33 @@ def _first_keyword(query: bytes) -> str:
         text = text[end + 2 :].lstrip()
     word = text.split(None, 1)[0] if text.split() else b""
     return word.rstrip(b";").decode("ascii", "replace").upper()
+
+
+def savepoint_name(query: bytes) -> str | None:
+    """The savepoint a ``SAVEPOINT x`` or ``ROLLBACK [WORK] TO [SAVEPOINT] x`` names, folded to
+    lower case (savepoint names are case-insensitive; the server logs ``ROLLBACK TO `x```
+    spelled as the client wrote it); None for any other statement. Only on the rare path."""
+    text = query.decode("utf-8", "replace").strip().rstrip(";").strip()
+    while text.startswith("/*") and "*/" in text:
+        text = text[text.index("*/") + 2 :].lstrip()
+    words = text.split(None, 1)
+    if not words:
+        return None
+    keyword, rest = words[0].upper(), words[1] if len(words) > 1 else ""
+    if keyword == "ROLLBACK":
+        head = rest.split(None, 1)
+        if head and head[0].upper() == "WORK":
+            rest = head[1] if len(head) > 1 else ""
+            head = rest.split(None, 1)
+        if not head or head[0].upper() != "TO":
+            return None
+        rest = head[1] if len(head) > 1 else ""
+        head = rest.split(None, 1)
+        if head and head[0].upper() == "SAVEPOINT" and len(head) > 1:
+            rest = head[1]
+    elif keyword != "SAVEPOINT":
+        return None
+    rest = rest.strip()
+    if rest.startswith("`") and rest.endswith("`") and len(rest) >= 2:
+        rest = rest[1:-1].replace("``", "`")
+    return rest.lower() or None

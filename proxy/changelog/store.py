@@ -30,6 +30,10 @@ checksum it drops), so within a transaction a ``changes`` row stores 0 for a txn
 table map id equal to the record's before, and kind '' for rows. The first record of every
 transaction has them all, so a transaction (the unit of retention and of reading) decodes alone.
 ``changes`` gives the full values back; stores written before read the same.
+Rolled-back changes: a binlog group may carry row changes the server rolled back (ROLLBACK, or
+ROLLBACK TO a savepoint, after touching something non-transactional); the streamer removes them
+from the open transaction (``drop_open_changes``) before it commits, so the store holds only
+committed changes, and a transaction's LSN range may then have holes (``n_changes`` counts records).
 Retention evicts whole transactions, oldest first, by age (the target window) or total size.
 The earliest backtrack time is the commit time of the newest transaction evicted (or the start
 of capture, or the last gap), whichever is latest.
@@ -248,6 +252,7 @@ class ChangeStore:
         self._spilled = False
         self._txn_bytes = 0
         self._txn_first_lsn: int | None = None
+        self._txn_dropped = 0  # records of the open transaction removed (rolled back) after its first
         # Complete transactions written in the open SQLite transaction, not committed yet.
         self._group_txns = 0
         self._group_bytes = 0
@@ -346,6 +351,91 @@ class ChangeStore:
             self._spill()
         return lsn
 
+    # -- rolled-back changes (rare: a group that ends in ROLLBACK or holds ROLLBACK TO SAVEPOINT) --
+    def open_lsn_mark(self) -> int:
+        """The LSN the open transaction's next record will get (a savepoint's place in it)."""
+        return self._next_lsn if self._next_lsn is not None else self._allocate_lsn_peek()
+
+    def open_rows_table_maps(self, from_lsn: int | None = None) -> dict[int, tuple[str, str]]:
+        """Table map id -> (schema, table) of the open transaction's rows records (at or after
+        ``from_lsn``). Writes the records held in memory to SQLite first (as a big transaction
+        does), so that every record of the open transaction is in one place."""
+        ids = {map_id for lsn, _, _, map_id, kind, _ in self._open_records()
+               if not kind and map_id and (from_lsn is None or lsn >= from_lsn)}
+        names = {}
+        for map_id in ids:
+            schema, table, _, _ = self.table_map(map_id)
+            names[map_id] = (schema, table)
+        return names
+
+    def drop_open_changes(self, table_map_ids: set[int], from_lsn: int | None = None) -> int:
+        """Remove the open transaction's rows records of ``table_map_ids`` (at or after
+        ``from_lsn``): changes the server rolled back, which a binlog group still carries when
+        the transaction also touched something non-transactional. Returns how many went.
+
+        Removed rather than marked void: then every reader (``changes``, the planner, ``auroratrack
+        changes``) sees only what was committed without knowing about this at all. The records
+        are in the open SQLite transaction (``_spill``), so they leave in the same SQLite
+        transaction as the checkpoint past the group. The kept records after the first removed
+        one are rewritten with their full txn id, event type and table map id: a compact 0 means
+        "as the record before", and the record before may be gone. Their bodies stay in the
+        segment file as unreferenced bytes (not counted in ``n_bytes``), removed with it."""
+        if not table_map_ids or self._txn_first_lsn is None:
+            return 0
+        dropped: list[tuple[int]] = []
+        rewritten: list[tuple[int, int, int | None, int]] = []
+        dropped_bytes = 0
+        running_map: int | None = None  # the table map of the last kept rows record
+        last_kept: tuple[int, int | None] | None = None
+        first_kept: int | None = None
+        kept = 0
+        for lsn, txn_id, event_type, map_id, kind, length in self._open_records():
+            if not kind and map_id in table_map_ids and (from_lsn is None or lsn >= from_lsn):
+                dropped.append((lsn,))
+                dropped_bytes += length
+                continue
+            if first_kept is None:
+                first_kept = lsn
+            kept += 1
+            if dropped:
+                rewritten.append((txn_id, event_type, map_id, lsn))
+            if map_id is not None:
+                running_map = map_id
+            last_kept = (event_type, running_map)
+        if not dropped:
+            return 0
+        self.db.executemany("DELETE FROM changes WHERE lsn = ?", dropped)
+        self.db.executemany("UPDATE changes SET txn_id = ?, event_type = ?, table_map_id = ? WHERE lsn = ?",
+                            rewritten)
+        self._txn_bytes -= dropped_bytes
+        # The next record is written compact against the last one kept (or in full if none is).
+        self._previous = last_kept
+        self._txn_first_lsn = first_kept
+        # The holes between the first record kept and the next LSN (n_changes leaves them out).
+        self._txn_dropped = (self._next_lsn - first_kept) - kept if first_kept is not None else 0
+        return len(dropped)
+
+    def _open_records(self) -> Iterator[tuple[int, int, int, int | None, str, int]]:
+        """The open transaction's records, in LSN order, with their txn id, event type and table
+        map id resolved (compact rows): (lsn, txn_id, event_type, table_map_id, kind, length).
+        Materialised: this runs only for a rolled-back group, and its caller rewrites rows."""
+        if self._txn_first_lsn is None:
+            return iter(())
+        self._spill()
+        rows = self.db.execute(
+            "SELECT lsn, txn_id, event_type, table_map_id, kind, length FROM changes WHERE lsn >= ? "
+            "ORDER BY lsn", (self._txn_first_lsn,)).fetchall()
+        resolved = []
+        txn_id = event_type = table_map = None
+        for lsn, stored_txn, stored_type, stored_map, kind, length in rows:
+            txn_id = stored_txn or txn_id
+            event_type = stored_type or event_type
+            if stored_map:
+                table_map = stored_map
+            map_id = table_map if stored_map == 0 else stored_map
+            resolved.append((lsn, txn_id, event_type, map_id, kind, length))
+        return iter(resolved)
+
     def commit_transaction(self, header: TransactionHeader, defer: bool = False) -> int:
         """Close the open transaction: its header, and the checkpoint after it, atomically; returns
         its txn_id. ``defer``: more transactions are coming right away (the caller is behind), so
@@ -361,7 +451,7 @@ class ChangeStore:
             last_lsn, n_changes = first_lsn - 1, 0
         else:
             last_lsn = self._next_lsn - 1
-            n_changes = last_lsn - first_lsn + 1
+            n_changes = last_lsn - first_lsn + 1 - self._txn_dropped  # holes: rolled back records
         txn_id = self._next_txn_id or self._allocate_txn_id()
         flags, statements = header.flags, header.statements
         self.db.execute(_INSERT_TRANSACTION, (
@@ -713,6 +803,7 @@ class ChangeStore:
         self._previous = None
         self._txn_bytes = 0
         self._txn_first_lsn = None
+        self._txn_dropped = 0
         self._spilled = False
 
     @staticmethod

@@ -12,7 +12,10 @@ Robustness:
     oldest binlog the server still has;
   * a transaction of any size streams into the store (no rows are held in memory), except a
     prepared XA transaction, which is kept until its outcome is known;
-  * events it cannot capture faithfully (compressed, partial JSON) stop it with the fix.
+  * events it cannot capture faithfully (compressed, partial JSON) stop it with the fix;
+  * a group that ends in ROLLBACK, or holds ROLLBACK TO a savepoint (logged when a transaction
+    touched something non-transactional), keeps only the non-transactional tables' rows: the
+    rest never happened (``TransactionAssembler._rolled_back``).
 
 Commit times: MySQL's GTID events carry microseconds ('us'). MariaDB's carry whole seconds;
 while the streamer is live it refines them with its own receive time, clamped to that second
@@ -47,6 +50,7 @@ from proxy.changelog.events import (
     parse_xa_prepare_xid,
     parse_xa_statement,
     rows_table_id,
+    savepoint_name,
     table_map_names,
 )
 from proxy.changelog.positionclock import PositionClock
@@ -62,6 +66,12 @@ MARIADB_FL_PREPARED_XA = 0x40
 MARIADB_FL_COMPLETED_XA = 0x80
 MAX_STATEMENT_TEXT = 4096
 MAX_STATEMENTS_PER_TXN = 32
+# Flags of a transaction whose group carried changes the server rolled back (see
+# ``TransactionAssembler._drop_rolled_back``). UNRESOLVED: some of them could not be told apart
+# from committed ones; they are kept, and the planner reports the transaction as a conflict.
+FLAG_ROLLED_BACK = "rolled_back"
+FLAG_SAVEPOINT_ROLLBACK = "savepoint_rollback"
+FLAG_ROLLBACK_UNRESOLVED = "rollback_unresolved"
 # Group commit waits this long for the next transaction before it commits the ones received:
 # under a steady load (sysbench, 8 writers) commits then cover several transactions each, and
 # capture spends less CPU per transaction, for at most this much more lag.
@@ -96,21 +106,31 @@ class _OpenTransaction:
     statements: list[str] = field(default_factory=list)
     xa_records: list[ChangeRecord] = field(default_factory=list)
     n_records: int = 0
+    # savepoint name -> where it was set: the store's next LSN (the index in ``xa_records`` for a
+    # prepared XA transaction). Only logged savepoints: the server logs them (and ROLLBACK TO)
+    # when the transaction touched something non-transactional.
+    savepoints: dict[str, int] = field(default_factory=dict)
 
 
 class TransactionAssembler:
     """Feeds on ``RawEvent``s in binlog order and writes committed transactions to the store.
 
     ``generated_columns(schema, table)`` tells which columns are generated (the binlog does not
-    say); it is asked once per distinct table map. ``group_commit``: the caller calls
+    say); it is asked once per distinct table map. ``transactional(schema, table)`` tells whether
+    a table's engine is transactional (None: cannot tell, e.g. the table is gone); it is asked
+    only for a group that carries rolled-back changes, and cached until DDL touches the table.
+    ``group_commit``: the caller calls
     ``store.commit_pending()`` whenever it would wait for the server, so each transaction's
     SQLite commit may be deferred while more are already received (see store.py)."""
 
     def __init__(self, store: ChangeStore, generated_columns: Callable[[str, str], list[str]],
                  clock_us: Callable[[], int] = now_us, position_clock: PositionClock | None = None,
-                 group_commit: bool = False):
+                 group_commit: bool = False,
+                 transactional: Callable[[str, str], bool | None] | None = None):
         self.store = store
         self.generated_columns = generated_columns
+        self.transactional = transactional or (lambda schema, table: None)
+        self._engine_cache: dict[str, bool | None] = {}  # "db.table" folded -> transactional?
         self.clock_us = clock_us
         self.group_commit = group_commit
         self.txn: _OpenTransaction | None = None
@@ -209,27 +229,137 @@ class TransactionAssembler:
             if self.txn is None:
                 self.txn = _OpenTransaction(event.log_file, event.start_pos)
             return
-        if kind in ("commit", "rollback"):
-            # Non-transactional engines end their group with COMMIT (or ROLLBACK, when a mixed
-            # transaction rolled back: its non-transactional rows stayed written).
+        if kind == "commit":
+            # Non-transactional engines end their group with COMMIT.
             if self.txn is not None:
-                if kind == "rollback":
-                    self.txn.flags.add("non_transactional")
                 self._commit(event)
+            return
+        if kind == "rollback":
+            if self.txn is not None:
+                self._rolled_back(event)
             return
         if kind == "xa":
             self._xa_query(event, query.query)
             return
         if kind == "savepoint":
+            self._savepoint(query.query)
+            return
+        if kind == "rollback_to":
+            self._rollback_to_savepoint(query.query)
             return
         if self.txn is None:
             self.txn = _OpenTransaction(event.log_file, event.start_pos, standalone=True)
         self.txn.flags.add(kind)
-        self.txn.tables.update(ddl_tables(query.query, query.default_schema))
+        named = ddl_tables(query.query, query.default_schema)
+        self.txn.tables.update(named)
+        if kind == "ddl":
+            self._forget_engines(named)
         self._statement_text(query.query)
         self._record(ChangeRecord(kind, event.type, query.query, None, query.default_schema or None))
         if self.txn.standalone or kind == "ddl":
             self._commit(event)
+
+    # -- changes the server rolled back (rare) -------------------------------------------------------------
+    # MariaDB logs a transaction that rolled back when it touched something non-transactional
+    # (a temporary table, a MyISAM/Aria table): BEGIN, its rows events (the transactional
+    # tables' too), ROLLBACK; and it logs SAVEPOINT / ROLLBACK TO inside a group for the same
+    # reason. The transactional tables' rows never happened (a replica rolls them back too);
+    # the non-transactional ones stayed written. The binlog does not say which table is which,
+    # so the server is asked, here only: the hot path never pays for it.
+    def _rolled_back(self, event: bl.RawEvent) -> None:
+        txn = self.txn
+        if txn.xa_prepared:
+            self._commit(event)  # refuses, as before: a prepared XA transaction ends otherwise
+            return
+        txn.flags.update(("non_transactional", FLAG_ROLLED_BACK))
+        if txn.n_records:
+            self._drop_rolled_back(txn, None)
+        if txn.n_records:
+            self._commit(event)
+            return
+        # Nothing the server kept: store nothing (as for a rolled-back transaction the server
+        # never logs), just move the checkpoint past the group.
+        self.store.advance_checkpoint(event.log_file, event.end_pos)
+        self.txn = None
+        self.position = (event.log_file, event.end_pos)
+
+    def _savepoint(self, query: bytes) -> None:
+        txn, name = self.txn, savepoint_name(query)
+        if txn is not None and name is not None:
+            txn.savepoints[name] = len(txn.xa_records) if txn.xa_prepared else self.store.open_lsn_mark()
+
+    def _rollback_to_savepoint(self, query: bytes) -> None:
+        txn = self.txn
+        if txn is None:
+            return
+        name = savepoint_name(query)
+        mark = txn.savepoints.get(name) if name is not None else None
+        if mark is None:
+            # A savepoint we never saw: which changes went back is unknown. Keep them all and
+            # let the planner refuse to rewind over this transaction without --force.
+            txn.flags.add(FLAG_ROLLBACK_UNRESOLVED)
+            return
+        txn.flags.add(FLAG_SAVEPOINT_ROLLBACK)
+        self._drop_rolled_back(txn, mark)
+
+    def _drop_rolled_back(self, txn: _OpenTransaction, mark: int | None) -> None:
+        """Remove the open transaction's rows of transactional tables (after ``mark``, a
+        savepoint's place): the server rolled them back. Rows of tables whose engine cannot be
+        told any more are kept, and the transaction is flagged for the planner to refuse."""
+        start = mark or 0
+        if txn.xa_prepared:
+            names = {r.table_map_id: self.store.table_map(r.table_map_id)[:2]
+                     for r in txn.xa_records[start:] if r.kind == "rows" and r.table_map_id}
+        else:
+            names = self.store.open_rows_table_maps(mark)
+        drop: set[int] = set()
+        for map_id, (schema, table) in names.items():
+            transactional = self._is_transactional(schema, table)
+            if transactional is None:
+                txn.flags.add(FLAG_ROLLBACK_UNRESOLVED)
+            elif transactional:
+                drop.add(map_id)
+        if not drop:
+            return
+        if txn.xa_prepared:
+            kept = txn.xa_records[:start] + [r for r in txn.xa_records[start:] if r.table_map_id not in drop]
+            dropped = len(txn.xa_records) - len(kept)
+            txn.xa_records = kept
+            remaining = {self.store.table_map(r.table_map_id)[:2] for r in kept if r.kind == "rows"
+                         and r.table_map_id}
+        else:
+            dropped = self.store.drop_open_changes(drop, mark)
+            remaining = set(self.store.open_rows_table_maps().values())
+        txn.n_records -= dropped
+        # A table whose rows all went back was not changed by this transaction.
+        gone = {f"{names[map_id][0]}.{names[map_id][1]}" for map_id in drop}
+        gone -= {f"{schema}.{table}" for schema, table in remaining}
+        txn.tables -= gone
+
+    def _is_transactional(self, schema: str, table: str) -> bool | None:
+        # The engine as the server has it now: a table altered to another engine between the
+        # rolled-back transaction and this question (capture lagging) is misjudged; the cache
+        # entry is dropped when capture reaches such DDL.
+        key = f"{schema}.{table}".casefold()
+        if key not in self._engine_cache:
+            self._engine_cache[key] = self.transactional(schema, table)
+        return self._engine_cache[key]
+
+    def _forget_engines(self, names: set[str]) -> None:
+        """DDL touched these tables ("db.t", "db.*"); their engine may have changed. When the
+        statement names none we could parse, forget all (DDL is rare, the cache cheap to refill)."""
+        if not self._engine_cache:
+            return
+        if not names:
+            self._engine_cache.clear()
+            return
+        for name in names:
+            folded = name.casefold()
+            if folded.endswith(".*"):
+                for key in [k for k in self._engine_cache if k.startswith(folded[:-1])]:
+                    del self._engine_cache[key]
+            else:
+                self._engine_cache.pop(folded, None)
 
     def _commit(self, event: bl.RawEvent) -> None:
         txn = self.txn
@@ -420,7 +550,8 @@ class Streamer:
         self._sampler_conn: pymysql.Connection | None = None
         self.position_clock = PositionClock(self._sample_position, now_us)
         self.assembler = TransactionAssembler(self.store, self._generated_columns,
-                                              position_clock=self.position_clock, group_commit=True)
+                                              position_clock=self.position_clock, group_commit=True,
+                                              transactional=self._transactional)
         self.connected = False
         self.last_error: str | None = None
         self._last_retention = 0.0
@@ -591,6 +722,25 @@ class Streamer:
             log.warning("cannot read generated columns of %s.%s: %s", schema, table, exc)
             self._control = None
             return []
+
+    def _transactional(self, schema: str, table: str) -> bool | None:
+        """Whether the table's engine is transactional (ENGINES.TRANSACTIONS), None if the
+        server does not know the table (dropped since) or its engine. Asked only for a group
+        that carries rolled-back changes (``TransactionAssembler._drop_rolled_back``)."""
+        try:
+            with self._control_conn().cursor() as cur:
+                cur.execute(
+                    "/* auroratrack streamer */ SELECT e.TRANSACTIONS FROM information_schema.TABLES t "
+                    "JOIN information_schema.ENGINES e ON e.ENGINE = t.ENGINE "
+                    "WHERE t.TABLE_SCHEMA = %s AND t.TABLE_NAME = %s", (schema, table))
+                row = cur.fetchone()
+        except pymysql.MySQLError as exc:
+            # Not a guess either way: the stream resumes from the checkpoint and asks again.
+            self._control = None
+            raise bl.StreamLost(f"cannot read the engine of {schema}.{table}: {exc}") from exc
+        if row is None or row[0] not in ("YES", "NO"):
+            return None
+        return row[0] == "YES"
 
     def _checkpoint_wal(self, store: ChangeStore) -> None:
         """WAL checkpoints (and their fsyncs) off the capture path, on a connection of their own."""
