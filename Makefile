@@ -15,9 +15,9 @@ UPSTREAM ?=
 
 .PHONY: up down test bench capture-bench undo-bench lint deps system-deps clean
 
-# setup.py compiles proxy/tracker.py (mypyc): an edited tracker needs a rebuild, or the stale
-# build is ignored and the slower pure-Python tracker runs.
-$(VENV)/.installed: pyproject.toml setup.py proxy/tracker.py
+# setup.py compiles proxy/tracker.py and proxy/changelog/_scan.py (mypyc): an edited tracker needs a rebuild, or the stale
+# build is ignored and the slower pure-Python code runs.
+$(VENV)/.installed: pyproject.toml setup.py proxy/tracker.py proxy/changelog/_scan.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
 	$(BIN)/pip install -q --disable-pip-version-check -e .
