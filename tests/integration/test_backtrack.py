@@ -12,19 +12,11 @@ import pytest
 from proxy.backtrack import BacktrackRefused, BacktrackRequest
 from tests.integration.backtrack_support import (
     backtrack,
-    capturing_service,
     connect_via,
     fingerprint,
     now_iso,
     wait_captured,
 )
-
-
-@pytest.fixture
-def svc(make_proxy, tmp_path, mysql_server):
-    service = capturing_service(make_proxy, tmp_path / "data")
-    wait_captured(service, mysql_server)  # the streamer has taken its start position
-    return service
 
 
 def test_delete_without_where_is_undone(svc, mysql_server, database):

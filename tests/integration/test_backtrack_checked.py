@@ -4,24 +4,14 @@ detailed check, which names the rows, or to delete + insert when nothing is wron
 
 from __future__ import annotations
 
-import pytest
-
 from proxy import rewind
 from tests.integration.backtrack_support import (
     backtrack,
-    capturing_service,
     connect_via,
     fingerprint,
     now_iso,
     wait_captured,
 )
-
-
-@pytest.fixture
-def svc(make_proxy, tmp_path, mysql_server):
-    service = capturing_service(make_proxy, tmp_path / "data")
-    wait_captured(service, mysql_server)
-    return service
 
 
 def execute(conn, *statements: str) -> None:

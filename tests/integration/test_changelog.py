@@ -16,25 +16,13 @@ from pathlib import Path
 import pytest
 
 from proxy.changelog.store import ChangeStore
-from proxy.sandbox import PrivateServer, find_server_binary
+from proxy.sandbox import PrivateServer
 from tests.integration.streamer_support import (
     StreamerProcess,
     gtid_seqs,
     server_gtid_seq,
     wait_caught_up,
 )
-
-
-@pytest.fixture(scope="module")
-def own_server(tmp_path_factory) -> PrivateServer:
-    try:
-        find_server_binary()
-    except RuntimeError as exc:
-        pytest.skip(f"needs a server binary to restart and purge: {exc}")
-    server = PrivateServer(tmp_path_factory.mktemp("changelog-server"))
-    server.start()
-    yield server
-    server.destroy()
 
 
 @pytest.fixture

@@ -22,20 +22,8 @@ from proxy.changelog.streamer import (
     current_binlog_position,
 )
 from proxy.rewind import build_plan
-from proxy.sandbox import ADMIN_PASSWORD, ADMIN_USER, PrivateServer, find_server_binary
+from proxy.sandbox import ADMIN_PASSWORD, ADMIN_USER, PrivateServer
 from tests.integration.streamer_support import StreamerProcess, wait_caught_up
-
-
-@pytest.fixture(scope="module")
-def own_server(tmp_path_factory) -> PrivateServer:
-    try:
-        find_server_binary()
-    except RuntimeError as exc:
-        pytest.skip(f"needs a server binary: {exc}")
-    server = PrivateServer(tmp_path_factory.mktemp("rollback-server"))
-    server.start()
-    yield server
-    server.destroy()
 
 
 @pytest.fixture

@@ -9,21 +9,14 @@ import os
 import re
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from proxy.adminclient import AdminClient
 from proxy.cli import main
-from tests.integration.backtrack_support import backtrack, capturing_service, connect_via, now_iso, wait_captured
+from tests.integration.backtrack_support import backtrack, connect_via, now_iso, wait_captured
 
 SNAPSHOT = Path(__file__).resolve().parents[1] / "snapshots" / "cli_json_schema.json"
 
-
-@pytest.fixture
-def svc(make_proxy, tmp_path, mysql_server):
-    service = capturing_service(make_proxy, tmp_path / "data")
-    wait_captured(service, mysql_server)
-    return service
 
 
 def metric(text: str, name: str, labels: str = "") -> float:

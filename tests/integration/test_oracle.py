@@ -48,7 +48,6 @@ from hypothesis import strategies as st
 from proxy.service import BackgroundService
 from tests.integration.backtrack_support import (
     backtrack,
-    capturing_service,
     now_iso,
     wait_captured,
 )
@@ -213,13 +212,6 @@ def run_scenario(svc: BackgroundService, server, schema: Schema, scenario: Scena
 
 # -- the tests ----------------------------------------------------------------------------------------
 
-
-@pytest.fixture
-def svc(make_proxy, tmp_path, mysql_server):
-    """One capturing service for all examples of a test; each example has a database of its own."""
-    service = capturing_service(make_proxy, tmp_path / "data")
-    wait_captured(service, mysql_server)
-    return service
 
 
 def check_oracle(svc: BackgroundService, server, budget: Budget, clients: tuple[int, int]) -> Tally:

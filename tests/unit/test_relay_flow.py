@@ -36,13 +36,17 @@ class RecordingTransport:
         pass
 
 
+def relayed_session() -> tuple[ClientSession, RecordingTransport, UpstreamConnection]:
+    """A session of a real proxy and gate, wired to recording transports (call in a loop)."""
+    session = ClientSession(ProxyServer("127.0.0.1", 1, Gate(hold_timeout=60)), 1)
+    client = RecordingTransport()
+    session.transport, session.upstream = client, RecordingTransport()
+    return session, client, UpstreamConnection(session)
+
+
 def test_reopened_gate_does_not_resume_reading_while_the_server_pushes_back():
     async def scenario() -> None:
-        gate = Gate(hold_timeout=60)
-        session = ClientSession(ProxyServer("127.0.0.1", 1, gate), 1)
-        client, server = RecordingTransport(), RecordingTransport()
-        session.transport, session.upstream = client, server
-        upstream = UpstreamConnection(session)
+        session, client, upstream = relayed_session()
 
         upstream.pause_writing()  # the server's socket buffer is full
         session._start_holding()  # and the gate holds the client
@@ -58,11 +62,7 @@ def test_reopened_gate_does_not_resume_reading_while_the_server_pushes_back():
 
 def test_server_drained_while_held_keeps_the_client_held():
     async def scenario() -> None:
-        gate = Gate(hold_timeout=60)
-        session = ClientSession(ProxyServer("127.0.0.1", 1, gate), 1)
-        client, server = RecordingTransport(), RecordingTransport()
-        session.transport, session.upstream = client, server
-        upstream = UpstreamConnection(session)
+        session, client, upstream = relayed_session()
 
         session._start_holding()
         upstream.pause_writing()

@@ -1,0 +1,31 @@
+"""Fixtures shared by the integration tests (the server and the proxy come from tests/conftest.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.sandbox import PrivateServer, find_server_binary
+from tests.integration.backtrack_support import capturing_service, wait_captured
+
+
+@pytest.fixture
+def svc(make_proxy, tmp_path, mysql_server):
+    """A service with capture on; the streamer has taken its start position. Each test (and each
+    hypothesis example of a test) keeps to a database of its own."""
+    service = capturing_service(make_proxy, tmp_path / "data")
+    wait_captured(service, mysql_server)
+    return service
+
+
+@pytest.fixture(scope="module")
+def own_server(tmp_path_factory, request) -> PrivateServer:
+    """A private server for one module's tests that restart it, purge its binlogs or need it to
+    themselves (the session's server is shared)."""
+    try:
+        find_server_binary()
+    except RuntimeError as exc:
+        pytest.skip(f"needs a server binary of its own: {exc}")
+    server = PrivateServer(tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]))
+    server.start()
+    yield server
+    server.destroy()
