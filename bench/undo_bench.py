@@ -102,7 +102,7 @@ import pymysql  # noqa: E402
 from proxy import backtrack as backtrack_module  # noqa: E402
 from proxy import rewind  # noqa: E402
 from proxy.backtrack import BacktrackRecord, BacktrackRequest  # noqa: E402
-from proxy.changelog.store import ChangeStore  # noqa: E402
+from proxy.changelog.store import wait_for_checkpoint  # noqa: E402
 from proxy.changelog.streamer import current_binlog_position  # noqa: E402
 from proxy.sandbox import ADMIN_PASSWORD, ADMIN_USER, PrivateServer  # noqa: E402
 from proxy.serveradmin import UpstreamCredentials  # noqa: E402
@@ -241,17 +241,8 @@ def wait_captured(server: PrivateServer, store_path: Path, timeout: float = CAPT
     started = time.perf_counter()
     with root_connect(server) as conn:
         target = current_binlog_position(conn)
-    while True:
-        store = ChangeStore(store_path, readonly=True)
-        try:
-            checkpoint = store.checkpoint()
-        finally:
-            store.close()
-        if checkpoint is not None and (checkpoint.log_file, checkpoint.log_pos) >= target:
-            return time.perf_counter() - started
-        if time.perf_counter() - started > timeout:
-            raise TimeoutError(f"capture did not reach {target} in {timeout:.0f} s (at {checkpoint})")
-        time.sleep(0.02)
+    wait_for_checkpoint(store_path, target, timeout, poll_s=0.02)
+    return time.perf_counter() - started
 
 
 # -- a client of the proxy ----------------------------------------------------------------------------------

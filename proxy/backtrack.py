@@ -34,7 +34,7 @@ from typing import TypeVar
 import pymysql
 from pymysql.constants import CLIENT
 
-from proxy.changelog.store import ChangeStore, now_us
+from proxy.changelog.store import ChangeStore, now_us, wait_for_checkpoint
 from proxy.changelog.streamer import current_binlog_position
 from proxy.gate import Gate
 from proxy.rewind import (
@@ -458,18 +458,7 @@ class Backtracker:
         """Wait until the streamer has stored everything the server has logged."""
         with self.upstream.connect() as conn:
             target = current_binlog_position(conn)
-        deadline = time.monotonic() + self.catch_up_timeout
-        while True:
-            store = ChangeStore(self.store_path, readonly=True)
-            try:
-                checkpoint = store.checkpoint()
-            finally:
-                store.close()
-            if checkpoint is not None and (checkpoint.log_file, checkpoint.log_pos) >= target:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the changelog did not catch up with the server ({checkpoint} < {target})")
-            time.sleep(0.01)
+        wait_for_checkpoint(self.store_path, target, self.catch_up_timeout)
 
 
 def timed(record: BacktrackRecord, name: str, action: Callable[[], T]) -> T:

@@ -812,3 +812,22 @@ class ChangeStore:
         for i in (12, 13, 14):  # flags, tables, statements
             values[i] = tuple(json.loads(values[i]))
         return StoredTransaction(*values)
+
+
+def wait_for_checkpoint(store_path: Path, target: tuple[str, int], timeout: float,
+                        poll_s: float = 0.01) -> None:
+    """Block until the store at ``store_path`` holds everything up to the binlog position
+    ``target`` (its checkpoint is at or past it); ``TimeoutError`` after ``timeout`` seconds.
+    Opens the store read-only on each look, so the writer's progress is seen at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        store = ChangeStore(store_path, readonly=True)
+        try:
+            checkpoint = store.checkpoint()
+        finally:
+            store.close()
+        if checkpoint is not None and (checkpoint.log_file, checkpoint.log_pos) >= target:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the changelog did not catch up with the server ({checkpoint} < {target})")
+        time.sleep(poll_s)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 from pathlib import Path
 
 import pymysql
 
 from proxy.backtrack import BacktrackRecord, BacktrackRequest
-from proxy.changelog.store import ChangeStore
+from proxy.changelog.store import wait_for_checkpoint
 from proxy.changelog.streamer import current_binlog_position
 from proxy.service import BackgroundService
 
@@ -41,18 +40,10 @@ def wait_captured(svc: BackgroundService, server, timeout: float = 60.0) -> None
     """Until the service's change store has everything the server has logged."""
     with server.connect() as conn:
         target = current_binlog_position(conn)
-    store_path = svc.service.config.store_path
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        store = ChangeStore(store_path, readonly=True)
-        try:
-            checkpoint = store.checkpoint()
-        finally:
-            store.close()
-        if checkpoint is not None and (checkpoint.log_file, checkpoint.log_pos) >= target:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"capture did not reach {target}")
+    try:
+        wait_for_checkpoint(svc.service.config.store_path, target, timeout, poll_s=0.02)
+    except TimeoutError:
+        raise AssertionError(f"capture did not reach {target}") from None
 
 
 def now_iso() -> str:
