@@ -32,6 +32,7 @@ import contextlib
 import select
 import socket
 import struct
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -105,6 +106,7 @@ _LOST_CONNECTION_ERRORS = (2006, 2013, 2055)
 _EVENT_HEADER = struct.Struct("<BIBIIIH")
 _MAX_PACKET = 0xFFFFFF  # a payload this long continues in the next packet
 _RECV_BYTES = 1 << 20
+_PACED_READ_BYTES = 64 * 1024  # a read this short means capture is keeping up: pace the next one
 _HEARTBEATS = frozenset({HEARTBEAT_EVENT, HEARTBEAT_EVENT_V2})
 
 
@@ -185,7 +187,12 @@ class BinlogSource:
 
     ``on_idle`` is called whenever every byte received so far has been handed out and none
     arrives within ``idle_linger_s``, i.e. right before the reader would block for the server:
-    the streamer commits its group of transactions there (group commit, see ``ChangeStore``)."""
+    the streamer commits its group of transactions there (group commit, see ``ChangeStore``).
+
+    ``read_pace_s`` is the least time between two reads from the socket while capture keeps up
+    (the last read was small): events that arrive meanwhile wait in the kernel's buffer and are
+    taken in one read (see the streamer's ``READ_PACE_S`` for why). A backlog is read at full
+    speed."""
 
     def __init__(
         self,
@@ -198,6 +205,7 @@ class BinlogSource:
         send_annotate_rows: bool = True,
         on_idle: Callable[[], None] | None = None,
         idle_linger_s: float = 0.0,
+        read_pace_s: float = 0.0,
     ):
         settings = dict(connection_settings)
         settings.setdefault("read_timeout", read_timeout_s)
@@ -211,6 +219,9 @@ class BinlogSource:
         self.read_timeout_s = float(settings["read_timeout"])
         self.on_idle = on_idle
         self.idle_linger_s = idle_linger_s
+        self.read_pace_s = read_pace_s
+        self._last_read = 0.0
+        self._last_read_small = False
         self._sock: socket.socket | None = None
         self._reader = BinLogStreamReader(
             connection_settings=settings,
@@ -285,9 +296,15 @@ class BinlogSource:
     def _recv(self, sock: socket.socket) -> bytes:
         """The next bytes from the server; ``on_idle`` first when none are waiting."""
         try:
+            if self._last_read_small:
+                early = self._last_read + self.read_pace_s - time.monotonic()
+                if early > 0:
+                    time.sleep(early)
             if self.on_idle is not None and not select.select([sock], [], [], self.idle_linger_s)[0]:
                 self.on_idle()
             chunk = sock.recv(_RECV_BYTES)
+            self._last_read = time.monotonic()
+            self._last_read_small = len(chunk) < _PACED_READ_BYTES
         except TimeoutError as exc:
             raise StreamLost(f"no binlog event or heartbeat for {self.read_timeout_s:.0f} s") from exc
         except (OSError, ValueError) as exc:  # ValueError: select on a socket closed under us

@@ -76,6 +76,13 @@ FLAG_ROLLBACK_UNRESOLVED = "rollback_unresolved"
 # under a steady load (sysbench, 8 writers) commits then cover several transactions each, and
 # capture spends less CPU per transaction, for at most this much more lag.
 GROUP_LINGER_S = 0.002
+# Capture reads the replication socket at most this often. Woken for every event (as a
+# blocking read is), the streamer paid a wake-up, a read and a pass through the loop per event
+# on the same two cores as the proxy, the server and its clients; reading what gathered in the
+# kernel's buffer every 10 ms takes the same events in tens of times fewer reads. Measured
+# under sysbench oltp_read_write through the proxy, 8 threads: streamer 18.9 -> 10.4 CPU us per
+# query, product / haproxy 0.87 -> 0.89-0.92; at most 10 ms more capture lag.
+READ_PACE_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -594,7 +601,7 @@ class Streamer:
         source = bl.BinlogSource(self._connection_settings(), self.server_id,
                                  bl.BinlogPosition(checkpoint.log_file, checkpoint.log_pos),
                                  heartbeat_s=self.config.heartbeat_s, on_idle=self.store.commit_pending,
-                                 idle_linger_s=GROUP_LINGER_S)
+                                 idle_linger_s=GROUP_LINGER_S, read_pace_s=READ_PACE_S)
         done = threading.Event()
         stop_watch = threading.Thread(target=self._close_on_stop, args=(source, done), daemon=True)
         stop_watch.start()
