@@ -48,6 +48,7 @@ import pymysql
 from proxy.changelog import binlog as bl
 from proxy.changelog.decoder import (
     MISSING,
+    RowField,
     TableSchema,
     decode_images,
     parse_table_map,
@@ -55,6 +56,7 @@ from proxy.changelog.decoder import (
     sql_literal,
 )
 from proxy.changelog.store import ChangeStore, StoredTransaction
+from proxy.loaddata import LoadIncomplete, load_available, load_rows, load_spec
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,7 @@ MARKER_TABLE = f"`{ORIGIN_SCHEMA}`.`backtrack_marker`"
 BATCH_ROWS = 1000
 BATCH_BYTES = 4 * 1024 * 1024
 MAX_PLAN_SQL = 200  # statements shown by a dry run with --sql
+LOAD_DATA_MIN_ROWS = 1000  # fewer rows go as INSERTs: a LOAD's FIFO and thread cost more than it saves
 JOIN_BUFFER_BYTES = 1024 * 1024 * 1024  # in-memory limit of the server's internal temporary tables
 
 
@@ -356,6 +359,7 @@ class Applier:
         # ``unexpected_rows`` names it. Saves a SELECT and a DELETE per re-inserted row.
         self.trust_absent = trust_absent
         self._temp_tables = 0
+        self._can_load_data: bool | None = None  # LOAD DATA LOCAL allowed (asked once)
         self.timings: dict[str, float] = {}  # seconds per kind of work, for the backtrack record
         self._prepared: dict[str, _Prepared] = {}  # table name -> temporary tables loaded by prepare
 
@@ -630,14 +634,12 @@ class Applier:
                            + [f"{self._col(table, i)} AS `t{i}`" for i in changed])
         self._run(f"CREATE TEMPORARY TABLE {temp} AS SELECT {select} FROM {qualified(table.name)} LIMIT 0",
                   record=False)
-        names = ", ".join([f"`e{i}`" for i in columns] + [f"`t{i}`" for i in changed])
+        names = [f"`e{i}`" for i in columns] + [f"`t{i}`" for i in changed]
         defs = table.schema.columns
         # Each row is the latest image followed by the changed columns' targets, written
         # straight from the (first, last) pairs.
-        write_rows = rows_literal_writer(tuple([((1, i), defs[i]) for i in columns]
-                                               + [((0, i), defs[i]) for i in changed]))
-        self._run_all(self._rows_statements(f"INSERT INTO {temp} ({names}) VALUES ", write_rows, restores),
-                      record=False)
+        fields = tuple([((1, i), defs[i]) for i in columns] + [((0, i), defs[i]) for i in changed])
+        self._bulk_insert(temp, names, fields, restores, record=False)
         return temp
 
     def unexpected_rows(self, plan: Plan) -> list[Conflict]:
@@ -677,8 +679,38 @@ class Applier:
             return
         columns = self._write_columns(table)
         names = [self._col(table, i) for i in columns]
-        head = f"INSERT INTO {qualified(table.name)} ({', '.join(names)}) VALUES "
-        self._run_all(self._values_statements(head, table, columns, images))
+        self._bulk_insert(qualified(table.name), names, self._fields(table, columns), images)
+
+    def _bulk_insert(self, target: str, names: list[str], fields: tuple[RowField, ...], rows: list,
+                     record: bool = True) -> None:
+        """Insert ``rows`` (``fields`` says where each value is, as ``rows_literal_writer``
+        takes them) into ``target``: one LOAD DATA LOCAL where it writes every value exactly
+        (proxy.loaddata: 30-40% less server time), else multi-row INSERTs. A duplicate key
+        raises ``IntegrityError`` ER_DUP_ENTRY either way."""
+        spec = load_spec(fields, tuple(names)) if self._load_data_allowed(len(rows)) else None
+        if spec is None:
+            head = f"INSERT INTO {target} ({', '.join(names)}) VALUES "
+            self._run_all(self._rows_statements(head, rows_literal_writer(fields), rows), record=record)
+            return
+        try:
+            load_rows(self.conn, target, spec, rows, self.tag)
+        except LoadIncomplete as exc:
+            if exc.duplicate:
+                raise pymysql.IntegrityError(ER_DUP_ENTRY, str(exc)) from exc
+            raise
+
+    def _load_data_allowed(self, n_rows: int) -> bool:
+        """Writes are really sent, none is shown (a dry run's SQL stays readable INSERTs), the
+        rows are many, and the connection and the server allow LOAD DATA LOCAL."""
+        if self.dry_run or self.emit is not None or n_rows < LOAD_DATA_MIN_ROWS:
+            return False
+        if self._can_load_data is None:
+            self._can_load_data = load_available(self.conn)
+        return self._can_load_data
+
+    def _fields(self, table: TableChanges, columns: list[int]) -> tuple[RowField, ...]:
+        defs = table.schema.columns
+        return tuple([(i, defs[i]) for i in columns])
 
     def _run_all(self, statements: Iterable[str], record: bool = True) -> None:
         """Run statements in order while the next ones are being built: the server executes
@@ -706,10 +738,6 @@ class Applier:
             worker.join()
         if failure:
             raise failure[0]
-
-    def _values_statements(self, head: str, table: TableChanges, columns: list[int], images: list) -> Iterable[str]:
-        defs = table.schema.columns
-        return self._rows_statements(head, rows_literal_writer(tuple([(i, defs[i]) for i in columns])), images)
 
     def _rows_statements(self, head: str, write_rows: Callable[[Iterable], list[str]],
                          rows: list) -> Iterator[str]:
@@ -802,8 +830,8 @@ class Applier:
                 self._run(f"ALTER TABLE {temp} ADD INDEX (  {key_list})", record=False)
         except pymysql.MySQLError:
             pass  # e.g. a TEXT key: the join is slower, not wrong
-        head = f"INSERT INTO {temp} ({column_list}) VALUES "
-        self._run_all(self._values_statements(head, table, columns, images), record=False)
+        names = [self._col(table, i) for i in columns]
+        self._bulk_insert(temp, names, self._fields(table, columns), images, record=False)
         return temp
 
     def _run(self, sql: str, record: bool = True) -> int:

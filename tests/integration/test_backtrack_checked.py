@@ -4,6 +4,8 @@ detailed check, which names the rows, or to delete + insert when nothing is wron
 
 from __future__ import annotations
 
+import pytest
+
 from proxy import rewind
 from tests.integration.backtrack_support import (
     backtrack,
@@ -86,3 +88,29 @@ def test_writes_while_the_apply_is_prepared_are_undone_too(svc, mysql_server, da
     assert record.status == "completed", record.error
     assert fingerprint(mysql_server, database) == target_state
     assert record.rows[f"{database}.t"] == {"delete": 2, "reinsert": 1, "restore": 2}
+
+
+@pytest.mark.parametrize("bulk_writes", ["insert", "load_data"])
+def test_a_row_the_log_says_is_gone_but_exists_is_named(svc, mysql_server, database, monkeypatch, bulk_writes):
+    """The checked apply re-inserts deleted rows without looking for them first: a row written
+    back outside the binlog collides on its key, with INSERT (an error) and with LOAD DATA LOCAL
+    (a skipped row and a warning) alike."""
+    monkeypatch.setattr(rewind, "LOAD_DATA_MIN_ROWS", 1 if bulk_writes == "load_data" else 1 << 62)
+    client = connect_via(svc, mysql_server, database)
+    execute(client, "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))",
+            "INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+    wait_captured(svc, mysql_server)
+    target_state = fingerprint(mysql_server, database)
+    moment = now_iso()
+    execute(client, "DELETE FROM t WHERE id IN (2, 3)",
+            "SET SESSION sql_log_bin = 0", "INSERT INTO t VALUES (3, 'unlogged')", "SET SESSION sql_log_bin = 1")
+    drifted = fingerprint(mysql_server, database)
+
+    refused = backtrack(svc, moment)
+    assert refused.status == "failed" and "conflict" in refused.error
+    assert {(c["kind"], c["key"]) for c in refused.conflicts} == {("unexpected", "3")}
+    assert fingerprint(mysql_server, database) == drifted  # row 2's re-insert was rolled back
+
+    forced = backtrack(svc, moment, force=True)
+    assert forced.status == "completed", forced.error
+    assert fingerprint(mysql_server, database) == target_state

@@ -26,6 +26,8 @@ import pytest
 
 from proxy.changelog.decoder import (
     MISSING,
+    ColumnDef,
+    FieldType,
     TableSchema,
     charset_name,
     decode_rows,
@@ -33,6 +35,7 @@ from proxy.changelog.decoder import (
     rows_event_table_id,
     sql_literal,
 )
+from proxy.loaddata import load_rows, load_spec
 
 BINLOG_MAGIC = b"\xfebin"
 FORMAT_DESCRIPTION_EVENT = 15
@@ -482,6 +485,24 @@ def write_images(conn, case: TableCase, table: TableSchema, images: list[tuple])
         return {row[-1]: row[:-1] for row in cur.fetchall()}
 
 
+def load_images(conn, case: TableCase, table: TableSchema, images: list[tuple]) -> dict:
+    """Write every decoded image into the scratch table with one LOAD DATA LOCAL (the backtrack's
+    bulk path); return image number -> fingerprint, or None when the table has a column type
+    that path leaves to INSERTs."""
+    fields = tuple([(i, column) for i, column in enumerate(table.columns)]
+                   + [(len(table.columns), ColumnDef("_img", FieldType.LONG))])
+    names = tuple(f"`{c.name}`" for c in table.columns) + ("`_img`",)
+    spec = load_spec(fields, names)
+    if spec is None:
+        return None
+    rows = [image + (number,) for number, image in enumerate(images)]
+    with conn.cursor() as cur:
+        cur.execute(f"DELETE FROM `scratch_{case.name}`")
+        assert load_rows(conn, f"`scratch_{case.name}`", spec, rows) == len(rows)
+        cur.execute(fingerprint_sql(case, f"scratch_{case.name}").replace(" FROM ", ", `_img` FROM ", 1))
+        return {row[-1]: row[:-1] for row in cur.fetchall()}
+
+
 def describe_mismatch(case: TableCase, missing: Counter, extra: Counter) -> str:
     """Which fingerprint columns differ between each missing row and its closest decoded one."""
     labels = []
@@ -516,8 +537,15 @@ def check_case(conn, case: TableCase, decoded: list[tuple], starts: dict,
     assert mine, f"no row events decoded for {case.name}"
     images = [image for _, _, change in mine for image in (change.before, change.after)
               if image is not None]
-    fingerprints = iter(write_images(conn, case, mine[-1][1], images)[n]
-                        for n in range(len(images)))
+    written = write_images(conn, case, mine[-1][1], images)
+    loaded = load_images(conn, case, mine[-1][1], images)
+    if loaded is not None:  # the bulk path writes exactly what the literals write
+        assert loaded == written, f"{case.name}: LOAD DATA wrote other bytes than the SQL literals: " + \
+            describe_mismatch(case, Counter(written.values()) - Counter(loaded.values()),
+                              Counter(loaded.values()) - Counter(written.values()))
+    elif conn.get_server_info() and "MariaDB" in conn.get_server_info():
+        pytest.fail(f"{case.name}: a column type LOAD DATA cannot write on MariaDB")
+    fingerprints = iter(written[n] for n in range(len(images)))
     for phase_index, phase in enumerate(PHASES):
         state = Counter(snapshots[phase_index])
         for _, _, change in (m for m in mine if m[0] == phase_index):
@@ -540,7 +568,7 @@ def test_decoded_images_rewrite_the_servers_bytes(mysql_server, database, tmp_pa
     cases = [types_case(flavor), NOPK, COMPOSITE, PREFIX_KEY, OLD_TEMPORAL]
     if flavor == "mariadb":
         cases.append(COMPRESSED)
-    with mysql_server.connect(database, charset="utf8mb4") as conn:
+    with mysql_server.connect(database, charset="utf8mb4", local_infile=True) as conn:
         create_tables(conn, cases, flavor)
         permissive_session(conn, "+00:00")  # fingerprints are always taken in UTC
         starts, snapshots = run_workload(conn, cases)

@@ -39,12 +39,15 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections import Counter
 from dataclasses import dataclass
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 
+from proxy import rewind
 from proxy.service import BackgroundService
 from tests.integration.backtrack_support import (
     backtrack,
@@ -217,15 +220,21 @@ def run_scenario(svc: BackgroundService, server, schema: Schema, scenario: Scena
 def check_oracle(svc: BackgroundService, server, budget: Budget, clients: tuple[int, int]) -> Tally:
     schema = oracle_schema(server.flavor)
     tally = Tally()
+    write_paths: Counter = Counter()
 
     @oracle_settings(budget)
     @given(data=st.data())
     def example(data: st.DataObject) -> None:
         scenario = data.draw(scenarios(schema, clients, budget), label="scenario")
-        run_scenario(svc, server, schema, scenario, tally)
+        # The applier's bulk writes: LOAD DATA for every one of them, or INSERTs for every one.
+        path = data.draw(st.sampled_from(["load_data", "insert"]), label="bulk writes")
+        write_paths[path] += 1
+        with mock.patch.object(rewind, "LOAD_DATA_MIN_ROWS", 1 if path == "load_data" else 1 << 62):
+            run_scenario(svc, server, schema, scenario, tally)
 
     example()
-    print(f"oracle workload: {tally}")  # shown with -s, or with a failure
+    print(f"oracle workload: {tally}, bulk writes {dict(write_paths)}")  # shown with -s, or with a failure
+    assert len(write_paths) == 2, f"both write paths must be exercised: {dict(write_paths)}"
     # The workload must really write, and the backtracks really undo: a generator whose statements
     # all fail, or whose backtracks never have anything to do, would prove nothing.
     assert tally.committed > budget.examples and tally.rows > 10 * budget.examples, tally
