@@ -634,6 +634,13 @@ class Applier:
                            + [f"{self._col(table, i)} AS `t{i}`" for i in changed])
         self._run(f"CREATE TEMPORARY TABLE {temp} AS SELECT {select} FROM {qualified(table.name)} LIMIT 0",
                   record=False)
+        # Keyed like the table (its rows' keys are unique there now, in the same collations):
+        # the optimizer may then scan the table in key order and look each row up here, which
+        # updates in place; driven from this table, MariaDB first collects every new row in an
+        # internal temporary table. Measured, 1M of 1M sysbench rows: 14.7 s against 19.2 s.
+        with contextlib.suppress(pymysql.MySQLError):  # e.g. a TEXT key: the join is slower, not wrong
+            key_list = ", ".join(f"`e{i}`" for i in table.schema.primary_key)
+            self._run(f"ALTER TABLE {temp} ADD PRIMARY KEY ({key_list})", record=False)
         names = [f"`e{i}`" for i in columns] + [f"`t{i}`" for i in changed]
         defs = table.schema.columns
         # Each row is the latest image followed by the changed columns' targets, written
