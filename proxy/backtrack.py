@@ -37,6 +37,7 @@ from pymysql.constants import CLIENT
 from proxy.changelog.store import ChangeStore, now_us, wait_for_checkpoint
 from proxy.changelog.streamer import current_binlog_position
 from proxy.gate import Gate
+from proxy.loaddata import refuse_uploads
 from proxy.rewind import (
     ER_DUP_ENTRY,
     MAX_PLAN_SQL,
@@ -427,11 +428,11 @@ class Backtracker:
     def _apply_connection(self) -> pymysql.Connection:
         # FOUND_ROWS: an UPDATE reports the rows it matched, which the checked apply compares
         # with the plan (rows it changed would miss a row already equal to its target).
-        # local_infile: bulk writes stream rows with LOAD DATA LOCAL (proxy.loaddata). It lets the
-        # server ask this connection for a local file; the server is the one auroratrack
-        # already writes to with full DML rights, and only the applier's own files are named.
-        return self.upstream.connect(autocommit=False, max_allowed_packet=64 * 1024 * 1024, read_timeout=3600,
+        # local_infile: bulk writes stream rows with LOAD DATA LOCAL (proxy.loaddata), which
+        # answers the server's request for a local file only during its own statements.
+        conn = self.upstream.connect(autocommit=False, max_allowed_packet=64 * 1024 * 1024, read_timeout=3600,
                                      client_flag=CLIENT.FOUND_ROWS, local_infile=True)
+        return refuse_uploads(conn)
 
     def _fence(self, record: BacktrackRecord) -> bool:
         """read_only on the server, so writers that bypass the proxy cannot interfere."""

@@ -31,21 +31,25 @@ that both paths leave the same bytes for every column type.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pymysql
+from pymysql.constants import CLIENT
 
 from proxy.changelog.decoder import ColumnDef, FieldType, RowField, sql_literal
 
-CHUNK_ROWS = 5000  # rows written to the FIFO per call of the row writer
+CHUNK_ROWS = 5000  # rows written to the FIFO per call of the row writer, at most
+CHUNK_BYTES = 4 * 1024 * 1024  # ... and about this many bytes (the INSERTs' batch size)
+FIRST_CHUNK_ROWS = 100  # the first call measures the rows' width
 ER_DUP_ENTRY = 1062
 
 _INT_TYPES = frozenset({FieldType.TINY, FieldType.SHORT, FieldType.INT24, FieldType.LONG, FieldType.LONGLONG})
@@ -164,10 +168,21 @@ def _rows_writer(fields: tuple[RowField, ...], kinds: tuple[str, ...]) -> Callab
     return namespace["write_rows"]
 
 
+def refuse_uploads(conn: pymysql.Connection) -> pymysql.Connection:
+    """For a connection opened with ``local_infile=True``: keep the capability it negotiated,
+    but refuse the server's requests for local files until ``load_rows`` runs a statement of its
+    own. PyMySQL answers such a request on any statement with whatever file the server names:
+    a server (or a man in the middle of an unencrypted connection) could otherwise ask for any
+    file auroratrack can read in answer to any query. It still can during our LOAD, which
+    PyMySQL gives no way to check. The switch is PyMySQL's own flag: it has no public one."""
+    conn._local_infile = False
+    return conn
+
+
 def load_available(conn: pymysql.Connection) -> bool:
     """True when ``conn`` may run LOAD DATA LOCAL: opened with ``local_infile`` and the server's
     ``local_infile`` is ON (MySQL 8 ships it OFF)."""
-    if not getattr(conn, "_local_infile", False):
+    if not conn.client_flag & CLIENT.LOCAL_FILES:
         return False
     try:
         with conn.cursor() as cur:
@@ -187,7 +202,7 @@ def load_rows(conn: pymysql.Connection, table_sql: str, spec: LoadSpec, rows: Se
         writer = _FifoWriter(fifo, spec.write_rows, rows)
         writer.start()
         try:
-            with conn.cursor() as cur:
+            with _uploads_allowed(conn), conn.cursor() as cur:
                 written = cur.execute(f"{tag}LOAD DATA LOCAL INFILE {_quoted(fifo)} INTO TABLE {table_sql} {_FORMAT} "
                                       f"{spec.columns_clause}")
         finally:
@@ -200,16 +215,32 @@ def load_rows(conn: pymysql.Connection, table_sql: str, spec: LoadSpec, rows: Se
         return written
 
 
+@contextlib.contextmanager
+def _uploads_allowed(conn: pymysql.Connection) -> Iterator[None]:
+    """Answer the server's request for a local file during one statement of ours only."""
+    conn._local_infile = True
+    try:
+        yield
+    finally:
+        conn._local_infile = False
+
+
 def _quoted(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def _incomplete(conn: pymysql.Connection, table_sql: str, expected: int, written: int) -> LoadIncomplete:
+    """Why rows were skipped. A duplicate key is the one reason the caller can name (its rows);
+    the server keeps at most ``max_error_count`` warnings, so a full list that does not show
+    one (other warnings came first, e.g. an ENUM's invalid value on every row) counts as one."""
     with conn.cursor() as cur:
-        cur.execute("SHOW WARNINGS LIMIT 5")
+        cur.execute("SHOW WARNINGS")
         warnings = cur.fetchall()
-    duplicate = any(code == ER_DUP_ENTRY for _, code, _ in warnings)
-    detail = "; ".join(f"{code}: {message}" for _, code, message in warnings)
+        cur.execute("SELECT @@SESSION.max_error_count")
+        kept = int(cur.fetchone()[0])
+    duplicates = [warning for warning in warnings if warning[1] == ER_DUP_ENTRY]
+    duplicate = bool(duplicates) or len(warnings) >= kept
+    detail = "; ".join(f"{code}: {message}" for _, code, message in (duplicates or warnings)[:3])
     return LoadIncomplete(f"{table_sql}: LOAD DATA wrote {written} of {expected} rows ({detail})", duplicate)
 
 
@@ -254,9 +285,14 @@ class _FifoWriter:
             if fd is None:
                 return
             with open(fd, "wb", buffering=1 << 20) as out:
-                for start in range(0, len(self.rows), CHUNK_ROWS):
+                start, size = 0, FIRST_CHUNK_ROWS
+                while start < len(self.rows):
                     if self._stop.is_set():
                         raise RuntimeError("the upload ended before every row was written")
-                    out.write(self.write_rows(self.rows[start:start + CHUNK_ROWS]))
+                    data = self.write_rows(self.rows[start:start + size])
+                    out.write(data)
+                    start += size
+                    # About CHUNK_BYTES a call, however wide the rows (BLOBs of megabytes).
+                    size = max(1, min(CHUNK_ROWS, size * CHUNK_BYTES // max(len(data), 1)))
         except BaseException as exc:  # handed to load_rows, which raises it
             self.failure = exc

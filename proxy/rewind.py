@@ -638,15 +638,26 @@ class Applier:
         # the optimizer may then scan the table in key order and look each row up here, which
         # updates in place; driven from this table, MariaDB first collects every new row in an
         # internal temporary table. Measured, 1M of 1M sysbench rows: 14.7 s against 19.2 s.
+        keyed = False
         with contextlib.suppress(pymysql.MySQLError):  # e.g. a TEXT key: the join is slower, not wrong
             key_list = ", ".join(f"`e{i}`" for i in table.schema.primary_key)
             self._run(f"ALTER TABLE {temp} ADD PRIMARY KEY ({key_list})", record=False)
+            keyed = True
         names = [f"`e{i}`" for i in columns] + [f"`t{i}`" for i in changed]
         defs = table.schema.columns
         # Each row is the latest image followed by the changed columns' targets, written
         # straight from the (first, last) pairs.
         fields = tuple([((1, i), defs[i]) for i in columns] + [((0, i), defs[i]) for i in changed])
-        self._bulk_insert(temp, names, fields, restores, record=False)
+        try:
+            self._bulk_insert(temp, names, fields, restores, record=False)
+        except pymysql.IntegrityError as exc:
+            if not keyed or exc.args[0] != ER_DUP_ENTRY:
+                raise
+            # Two rows the log keeps apart ('a', 'A') share a key in the table's collation: only
+            # writes the binlog never saw make that, and the checked UPDATE then finds the drift.
+            self._run(f"DELETE FROM {temp}", record=False)
+            self._run(f"ALTER TABLE {temp} DROP PRIMARY KEY", record=False)
+            self._bulk_insert(temp, names, fields, restores, record=False)
         return temp
 
     def unexpected_rows(self, plan: Plan) -> list[Conflict]:

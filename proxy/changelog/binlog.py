@@ -296,11 +296,16 @@ class BinlogSource:
     def _recv(self, sock: socket.socket) -> bytes:
         """The next bytes from the server; ``on_idle`` first when none are waiting."""
         try:
+            idle_told = False
             if self._last_read_small:
                 early = self._last_read + self.read_pace_s - time.monotonic()
                 if early > 0:
+                    if self.on_idle is not None and not select.select([sock], [], [], 0)[0]:
+                        self.on_idle()  # caught up: the group commits now, not after the pause
+                        idle_told = True
                     time.sleep(early)
-            if self.on_idle is not None and not select.select([sock], [], [], self.idle_linger_s)[0]:
+            if (self.on_idle is not None and not idle_told
+                    and not select.select([sock], [], [], self.idle_linger_s)[0]):
                 self.on_idle()
             chunk = sock.recv(_RECV_BYTES)
             self._last_read = time.monotonic()

@@ -114,3 +114,26 @@ def test_a_row_the_log_says_is_gone_but_exists_is_named(svc, mysql_server, datab
     forced = backtrack(svc, moment, force=True)
     assert forced.status == "completed", forced.error
     assert fingerprint(mysql_server, database) == target_state
+
+
+@pytest.mark.parametrize("bulk_writes", ["insert", "load_data"])
+def test_restored_keys_that_collide_in_the_tables_collation_are_named(svc, mysql_server, database, monkeypatch,
+                                                                      bulk_writes):
+    """Writes the binlog never saw can leave two restored rows whose keys the log keeps apart but
+    the table's collation does not ('a' and 'A'): the keyed temporary table cannot hold both,
+    and the backtrack still names the drift instead of failing on the duplicate."""
+    monkeypatch.setattr(rewind, "LOAD_DATA_MIN_ROWS", 1 if bulk_writes == "load_data" else 1 << 62)
+    client = connect_via(svc, mysql_server, database)
+    execute(client, "CREATE TABLE t (k VARCHAR(10) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci PRIMARY KEY, "
+                    "v INT)", "INSERT INTO t VALUES ('a', 1)")
+    wait_captured(svc, mysql_server)
+    moment = now_iso()
+    execute(client, "UPDATE t SET v = 2 WHERE k = 'a'",
+            "SET SESSION sql_log_bin = 0", "DELETE FROM t WHERE k = 'a'", "INSERT INTO t VALUES ('A', 3)",
+            "SET SESSION sql_log_bin = 1", "UPDATE t SET v = 4 WHERE k = 'A'")
+    drifted = fingerprint(mysql_server, database)
+
+    refused = backtrack(svc, moment)
+    assert refused.status == "failed" and "conflict" in refused.error, refused.error
+    assert "drift" in {c["kind"] for c in refused.conflicts}
+    assert fingerprint(mysql_server, database) == drifted

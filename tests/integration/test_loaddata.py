@@ -9,8 +9,8 @@ import threading
 import pymysql
 import pytest
 
-from proxy.changelog.decoder import ColumnDef, FieldType
-from proxy.loaddata import LoadIncomplete, load_available, load_rows, load_spec
+from proxy.changelog.decoder import ColumnDef, EnumValue, FieldType
+from proxy.loaddata import LoadIncomplete, load_available, load_rows, load_spec, refuse_uploads
 
 ID = ColumnDef("id", FieldType.LONG)
 VALUE = ColumnDef("v", FieldType.VARCHAR, metadata=20, charset=63)  # VARBINARY(20)
@@ -60,3 +60,36 @@ def test_an_upload_the_connection_refuses_leaves_no_thread(mysql_server, databas
         with pytest.raises((pymysql.MySQLError, RuntimeError)):
             load_rows(conn, "t", SPEC, [(1, b"x")])
     assert not loader_threads()
+
+
+def test_the_server_gets_a_local_file_only_during_our_own_load(mysql_server, database, tmp_path):
+    """A connection opened for loads refuses the server's request for a local file on any other
+    statement (a server may ask for one in answer to any query)."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"1\tsecret\n")
+    with refuse_uploads(mysql_server.connect(database, local_infile=True)) as conn:
+        make_table(conn)
+        assert load_available(conn)
+        with pytest.raises(RuntimeError), conn.cursor() as cur:
+            cur.execute(f"LOAD DATA LOCAL INFILE '{secret}' INTO TABLE t")
+    with mysql_server.connect(database) as conn, conn.cursor() as cur:
+        cur.execute("SELECT v FROM t ORDER BY id")
+        assert cur.fetchall() == ((b"old",),)  # nothing of the file reached the server
+    with refuse_uploads(mysql_server.connect(database, local_infile=True)) as conn:
+        assert load_rows(conn, "t", SPEC, [(5, b"ours")]) == 1  # our own load still works
+        assert not conn._local_infile  # and refuses again afterwards
+
+
+def test_a_duplicate_hidden_behind_other_warnings_still_counts_as_one(mysql_server, database):
+    """The server keeps max_error_count warnings: when other warnings (an ENUM's invalid value
+    on every row) fill the list before the duplicate key's, a skipped row is still taken for a
+    duplicate, so the backtrack names the row that exists after all."""
+    state = ColumnDef("s", FieldType.STRING, metadata=(FieldType.ENUM << 8) | 1, members=(b"on",))
+    spec = load_spec(((0, ID), (1, state)), ("`id`", "`s`"))
+    with mysql_server.connect(database, local_infile=True) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE e (id INT PRIMARY KEY, s ENUM('on'))")
+        cur.execute("INSERT INTO e VALUES (9, 'on')")
+        cur.execute("SET SESSION max_error_count = 3, sql_mode = ''")
+        with pytest.raises(LoadIncomplete) as raised:
+            load_rows(conn, "e", spec, [(i, EnumValue(0, None)) for i in range(1, 9)] + [(9, EnumValue(1, b"on"))])
+        assert raised.value.duplicate

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+import time
 
 import pymysql
 import pytest
@@ -150,3 +151,52 @@ def test_event_start_positions_follow_the_servers_checksum_setting(checksum):
     events = collect(source)
     assert [e.body for e in events] == bodies
     assert [e.start_pos for e in events] == starts
+
+
+def test_reads_are_paced_while_capture_keeps_up_and_the_group_commits_first():
+    """Small reads (capture keeps up): the next read waits for ``read_pace_s`` and the events
+    sent meanwhile come in one read; the group commits before the wait, not after it."""
+    ours, theirs = socket.socketpair()
+    log: list[tuple[str, float]] = []
+    source = bl.BinlogSource({"host": "unused", "port": 0, "user": "u", "passwd": ""}, 1,
+                             bl.BinlogPosition("binlog.000001", 4),
+                             on_idle=lambda: log.append(("idle", time.monotonic())), read_pace_s=0.2)
+    source._connect = lambda: (ours, 4)
+    reads = []
+    recv = source._recv
+    source._recv = lambda sock: reads.append(time.monotonic()) or recv(sock)
+
+    def server() -> None:
+        theirs.sendall(packets(event_payload(bl.XID_EVENT, 35, b"xid-body")))
+        time.sleep(0.05)  # while the reader waits out its pace, two more events arrive
+        theirs.sendall(packets(event_payload(bl.XID_EVENT, 66, b"xid-body")))
+        theirs.sendall(packets(event_payload(bl.XID_EVENT, 97, b"xid-body")))
+        time.sleep(0.4)
+        theirs.shutdown(socket.SHUT_WR)
+
+    threading.Thread(target=server, daemon=True).start()
+    events = []
+    with pytest.raises(bl.StreamLost):
+        for event in source.events():
+            events.append((event.end_pos, time.monotonic()))
+    assert [pos for pos, _ in events] == [35, 66, 97]
+    # The second and third events came in one read, at least 0.2 s after the first.
+    assert events[1][1] - events[0][1] >= 0.19 and events[2][1] - events[1][1] < 0.05
+    # The group was committed as soon as the first event had been handed out and nothing waited.
+    assert log and log[0][1] - events[0][1] < 0.05
+
+
+def test_a_backlog_is_read_without_pauses():
+    data = b"".join(packets(event_payload(bl.XID_EVENT, 4 + (i + 1) * 70_023, b"r" * 70_000))
+                    for i in range(40))  # 2.8 MB: every read of 64 KiB or more
+    source, _ = source_over(data)
+    source.read_pace_s = 0.5
+    began = time.monotonic()
+    events = []
+    for event in source.events():
+        events.append(event)
+        if len(events) == 40:
+            break
+    # Paced, its dozens of reads would take many seconds; a read that catches up with the
+    # sender (shorter than 64 KiB) may be paced once or twice.
+    assert time.monotonic() - began < 1.5
