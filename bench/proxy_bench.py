@@ -14,7 +14,11 @@ What it does, in one run, all on 127.0.0.1:
      every packet and tracks each session's state, and its changelog streamer (a child process)
      decodes the server's binlog, so read_write pays for capture too;
    * ``auroratrack-nocapture`` (only with ``--targets``): the same with ``--no-capture``, i.e. the
-     relay alone.
+     relay alone;
+   * ``haproxy+capture`` (only with ``--targets``): haproxy relaying while an ``auroratrack serve``
+     beside it (no client on its port) captures the same binlog. auroratrack / haproxy+capture
+     is the cost of the relay hop itself with capture's load on both sides; the capture
+     process counts as this target's proxy CPU (its "streamer" column).
    sysbench's defaults apply: one persistent connection per thread (connection set-up is not
    measured) and server-side prepared statements (COM_STMT_EXECUTE).
 3. Prints Markdown tables for the README and writes every raw run to ``bench/results/``.
@@ -92,7 +96,11 @@ WORKLOADS = ("point_select", "read_write")
 AURORATRACK_ARGS = {"auroratrack": (), "auroratrack-nocapture": ("--no-capture",)}
 # A bare uvloop byte relay (no framing, no tracker): the ceiling for a Python relay here.
 BARE_RELAY = "pyrelay"
-TARGETS = ("direct", "haproxy", *AURORATRACK_ARGS, BARE_RELAY)
+# haproxy relaying while auroratrack's capture runs beside it (its proxy port unused): the same
+# binlog capture as the product, so auroratrack / this is the cost of the relay hop alone with
+# capture's load on both sides. Its "proxy" CPU is haproxy's plus the capture process's.
+HAPROXY_WITH_CAPTURE = "haproxy+capture"
+TARGETS = ("direct", "haproxy", HAPROXY_WITH_CAPTURE, *AURORATRACK_ARGS, BARE_RELAY)
 DEFAULT_TARGETS = ("direct", "haproxy", "auroratrack")
 TARGET_RATIO = 0.9  # auroratrack/haproxy at 8 and 32 threads
 SERVER_ARGS = ("--innodb-buffer-pool-size=1G", "--max-connections=1000")
@@ -127,7 +135,8 @@ class BenchConfig:
     def ratio_pairs(self) -> list[tuple[str, str]]:
         """(numerator, denominator) target pairs whose QPS ratios are reported."""
         ours = [t for t in self.targets if t in AURORATRACK_ARGS or t == BARE_RELAY]
-        pairs = [(a, "haproxy") for a in ours] + [(a, "direct") for a in ours]
+        pairs = ([(a, "haproxy") for a in ours] + [("auroratrack", HAPROXY_WITH_CAPTURE)]
+                 + [(a, "direct") for a in ours])
         pairs.append(("haproxy", "direct"))
         return [(a, b) for a, b in pairs if a in self.targets and b in self.targets]
 
@@ -179,6 +188,7 @@ class Target:
     port: int
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
+    companion: subprocess.Popen | None = None  # auroratrack capturing beside haproxy+capture
 
     @property
     def pid(self) -> int | None:
@@ -202,30 +212,44 @@ class Lab:
         self._starts += 1
         port = find_free_port()
         log_path = self.work / f"{name}-{self._starts}.log"
-        if name == "haproxy":
+        companion = None
+        if name == HAPROXY_WITH_CAPTURE:
+            companion_port = find_free_port()
+            companion = self._spawn(self._auroratrack_command("auroratrack", companion_port),
+                                    self.work / f"capture-{self._starts}.log")
+            wait_for_port(Target("auroratrack", companion_port, companion))
+            cmd = self._haproxy_command(port)
+        elif name == "haproxy":
             cmd = self._haproxy_command(port)
         elif name == BARE_RELAY:
             cmd = [sys.executable, __file__, BARE_RELAY_FLAG, str(port), str(self.server.port)]
         else:
             cmd = self._auroratrack_command(name, port)
+        proc = self._spawn(cmd, log_path)
+        target = Target(name, port, proc, log_path, companion)
+        wait_for_port(target)
+        for pid in (proc.pid, companion.pid if companion else None):
+            if pid is not None and not wait_until_idle(pid):
+                progress(f"warning: {name} still busy {READY_TIMEOUT_S:.0f} s after start")
+        return target
+
+    def _spawn(self, cmd: list[str], log_path: Path) -> subprocess.Popen:
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         self._procs.append(proc)
-        target = Target(name, port, proc, log_path)
-        wait_for_port(target)
-        if not wait_until_idle(proc.pid):
-            progress(f"warning: {name} still busy {READY_TIMEOUT_S:.0f} s after start")
-        return target
+        return proc
 
     def stop(self, target: Target) -> None:
         if target.proc is None:
             return
-        stop_process(target.proc)
-        self._procs.remove(target.proc)
+        for proc in (target.proc, target.companion):
+            if proc is not None:
+                stop_process(proc)
+                self._procs.remove(proc)
         self.proxy_warnings += log_warnings(target.log_path)
-        if target.name in AURORATRACK_ARGS:
-            shutil.rmtree(self.work / f"data-{target.port}", ignore_errors=True)
+        for data_dir in self.work.glob("data-*"):  # auroratrack's, the product's or a companion's
+            shutil.rmtree(data_dir, ignore_errors=True)
 
     @contextlib.contextmanager
     def running(self, name: str) -> Iterator[Target]:
@@ -482,10 +506,11 @@ class CpuUse:
 
 
 def cpu_use(before: CpuSnapshot, after: CpuSnapshot, proxy_pid: int | None,
-            server_pid: int) -> CpuUse:
+            server_pid: int, companion_pid: int | None = None) -> CpuUse:
     proxy = set()
-    if proxy_pid is not None:
-        proxy = process_tree(before.procs, proxy_pid) | process_tree(after.procs, proxy_pid)
+    for pid in (proxy_pid, companion_pid):
+        if pid is not None:
+            proxy |= process_tree(before.procs, pid) | process_tree(after.procs, pid)
     zero = ProcCpu(0, 0.0, 0.0)  # a process that started between the snapshots
 
     def delta(pids: set[int], attr: str = "cpu") -> float:
@@ -558,7 +583,8 @@ def measure(config: BenchConfig, lab: Lab, cell: Cell, target_name: str, round_n
         before, started = CpuSnapshot.take(), time.monotonic()
         code, output = run_sysbench(cmd)
         after, record.wall_s = CpuSnapshot.take(), time.monotonic() - started
-    record.cpu = cpu_use(before, after, target.pid, lab.server.process.pid)
+    record.cpu = cpu_use(before, after, target.pid, lab.server.process.pid,
+                         target.companion.pid if target.companion else None)
     try:
         parsed = parse_sysbench(output)
     except ValueError:
@@ -750,7 +776,8 @@ def verdict(config: BenchConfig, summaries: list[CellSummary]) -> str:
     lines = []
     for s in summaries:
         for name, ratio in s.ratios.items():
-            if s.threads in (8, 32) and name.endswith("/haproxy") and ratio is not None:
+            if s.threads in (8, 32) and name.endswith(("/haproxy", "/" + HAPROXY_WITH_CAPTURE)) \
+                    and ratio is not None:
                 mark = "meets" if ratio.median >= TARGET_RATIO else "BELOW"
                 lines.append(f"- {s.workload} at {s.threads} threads: {name} "
                              f"{ratio.median:.2f} — {mark} the {TARGET_RATIO} target")
