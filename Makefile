@@ -13,7 +13,7 @@ PROXY_LISTEN ?= 127.0.0.1:3307
 ADMIN_LISTEN ?= 127.0.0.1:3308
 UPSTREAM ?=
 
-.PHONY: up down test bench capture-bench undo-bench lint deps system-deps clean
+.PHONY: up down test bench capture-bench undo-bench undo-floor lint deps system-deps clean
 
 # setup.py compiles proxy/tracker.py and proxy/changelog/_scan.py (mypyc): an edited tracker needs a rebuild, or the stale
 # build is ignored and the slower pure-Python code runs.
@@ -59,6 +59,9 @@ capture-bench: deps  ## changelog capture throughput, lag and bytes
 undo-bench: deps  ## 1M-row DELETE and UPDATE undone: auroratrack against mariadb-binlog --flashback
 	scripts/ensure-system-packages.sh bench
 	$(BIN)/python bench/undo_bench.py $(BENCH_ARGS)
+
+undo-floor: deps  ## the server's own floor for an SQL undo of the undo benchmark's mistakes
+	$(BIN)/python bench/undo_floor.py $(BENCH_ARGS)
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check proxy tests bench
