@@ -60,14 +60,10 @@ _BYTES_TYPES = frozenset({FieldType.VARCHAR, FieldType.VAR_STRING, FieldType.BLO
 _TEXT_TYPES = frozenset({FieldType.NEWDECIMAL, FieldType.FLOAT, FieldType.DOUBLE, FieldType.DATE,
                          FieldType.NEWDATE, FieldType.TIME, FieldType.TIME2, FieldType.DATETIME,
                          FieldType.DATETIME2, FieldType.TIMESTAMP, FieldType.TIMESTAMP2})
-# Stored as numbers: (the value's number, the CAST that makes the server store it as one).
-_NUMBER_TYPES: dict[int, tuple[Callable[[Any], int], str]] = {
-    FieldType.BIT: (int, "UNSIGNED"),
-    FieldType.YEAR: (int, "SIGNED"),
-    FieldType.ENUM: (lambda value: value.index, "UNSIGNED"),
-    # The server reads a SET as a signed 64-bit number (see decoder.sql_literal).
-    FieldType.SET: (lambda value: value.mask - (1 << 64) if value.mask >> 63 else value.mask, "SIGNED"),
-}
+# Stored as numbers: the CAST that makes the server store the SQL literal's number as one (a
+# SET's literal is a signed 64-bit number, see decoder.sql_literal).
+_NUMBER_TYPES = {FieldType.BIT: "UNSIGNED", FieldType.YEAR: "SIGNED", FieldType.ENUM: "UNSIGNED",
+                 FieldType.SET: "SIGNED"}
 
 _FORMAT = ("CHARACTER SET binary FIELDS TERMINATED BY '\\t' ENCLOSED BY '' ESCAPED BY '\\\\' "
            "LINES STARTING BY '' TERMINATED BY '\\n'")
@@ -113,7 +109,7 @@ def load_spec(fields: tuple[RowField, ...], names: tuple[str, ...]) -> LoadSpec 
     for n, ((_, column), name) in enumerate(zip(fields, names, strict=True)):
         if kinds[n] == "number":
             targets.append(f"@v{n}")
-            assignments.append(f"{name} = CAST(@v{n} AS {_NUMBER_TYPES[column.real_type][1]})")
+            assignments.append(f"{name} = CAST(@v{n} AS {_NUMBER_TYPES[column.real_type]})")
         else:
             targets.append(name)
     clause = f"({', '.join(targets)})" + (f" SET {', '.join(assignments)}" if assignments else "")
@@ -121,15 +117,11 @@ def load_spec(fields: tuple[RowField, ...], names: tuple[str, ...]) -> LoadSpec 
 
 
 def _text_encoder(column: ColumnDef) -> Callable[[Any], bytes]:
+    """The SQL literal's text without its quotes (numbers have none)."""
     def encode(value: Any) -> bytes:
         text = sql_literal(value, column)
         return (text[1:-1] if text.startswith("'") else text).encode("ascii")
     return encode
-
-
-def _number_encoder(column: ColumnDef) -> Callable[[Any], bytes]:
-    number = _NUMBER_TYPES[column.real_type][0]
-    return lambda value: b"%d" % number(value)
 
 
 @functools.lru_cache(maxsize=256)
@@ -153,7 +145,7 @@ def _rows_writer(fields: tuple[RowField, ...], kinds: tuple[str, ...]) -> Callab
             if kind == "bytes":
                 value = f"v{n}.replace(b'\\\\', b'\\\\\\\\').replace(b'\\t', b'\\\\t').replace(b'\\n', b'\\\\n')"
             else:
-                namespace[f"_e{n}"] = _text_encoder(column) if kind == "text" else _number_encoder(column)
+                namespace[f"_e{n}"] = _text_encoder(column)
                 value = f"_e{n}(v{n})"
             formats.append(b"%b")
             slow.append(f"(_N if v{n} is None else {value})")
