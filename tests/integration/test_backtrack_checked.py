@@ -90,12 +90,17 @@ def test_writes_while_the_apply_is_prepared_are_undone_too(svc, mysql_server, da
     assert record.rows[f"{database}.t"] == {"delete": 2, "reinsert": 1, "restore": 2}
 
 
-@pytest.mark.parametrize("bulk_writes", ["insert", "load_data"])
-def test_a_row_the_log_says_is_gone_but_exists_is_named(svc, mysql_server, database, monkeypatch, bulk_writes):
+@pytest.fixture(params=["insert", "load_data"])
+def bulk_writes(request, monkeypatch) -> str:
+    """The applier's bulk writes, every one of them: multi-row INSERTs, or LOAD DATA LOCAL."""
+    monkeypatch.setattr(rewind, "LOAD_DATA_MIN_ROWS", 1 if request.param == "load_data" else 1 << 62)
+    return request.param
+
+
+def test_a_row_the_log_says_is_gone_but_exists_is_named(svc, mysql_server, database, bulk_writes):
     """The checked apply re-inserts deleted rows without looking for them first: a row written
     back outside the binlog collides on its key, with INSERT (an error) and with LOAD DATA LOCAL
     (a skipped row and a warning) alike."""
-    monkeypatch.setattr(rewind, "LOAD_DATA_MIN_ROWS", 1 if bulk_writes == "load_data" else 1 << 62)
     client = connect_via(svc, mysql_server, database)
     execute(client, "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))",
             "INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c')")
@@ -116,13 +121,10 @@ def test_a_row_the_log_says_is_gone_but_exists_is_named(svc, mysql_server, datab
     assert fingerprint(mysql_server, database) == target_state
 
 
-@pytest.mark.parametrize("bulk_writes", ["insert", "load_data"])
-def test_restored_keys_that_collide_in_the_tables_collation_are_named(svc, mysql_server, database, monkeypatch,
-                                                                      bulk_writes):
+def test_restored_keys_that_collide_in_the_tables_collation_are_named(svc, mysql_server, database, bulk_writes):
     """Writes the binlog never saw can leave two restored rows whose keys the log keeps apart but
     the table's collation does not ('a' and 'A'): the keyed temporary table cannot hold both,
     and the backtrack still names the drift instead of failing on the duplicate."""
-    monkeypatch.setattr(rewind, "LOAD_DATA_MIN_ROWS", 1 if bulk_writes == "load_data" else 1 << 62)
     client = connect_via(svc, mysql_server, database)
     execute(client, "CREATE TABLE t (k VARCHAR(10) CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci PRIMARY KEY, "
                     "v INT)", "INSERT INTO t VALUES ('a', 1)")
