@@ -79,11 +79,13 @@ GROUP_LINGER_S = 0.002
 # Capture reads the replication socket at most this often. Woken for every event (as a
 # blocking read is), the streamer paid a wake-up, a read and a pass through the loop per event
 # on the same two cores as the proxy, the server and its clients; reading what gathered in the
-# kernel's buffer every 10 ms takes the same events in tens of times fewer reads. Measured
-# under sysbench oltp_read_write through the proxy, 8 threads: streamer 18.9 -> 10.4 CPU us per
-# query, product / haproxy 0.87 -> 0.89-0.92. When a read finds nothing more waiting, the
-# group commits before the pause: capture lags by at most 10 ms more.
-READ_PACE_S = 0.01
+# kernel's buffer every 50 ms takes the same events in hundreds of times fewer reads, in one
+# warm pass and one SQLite commit. Measured under sysbench oltp_read_write through haproxy, 8
+# threads: streamer 18.9 -> 10.4 CPU us per query at 10 ms, 248 -> 167 CPU us per transaction
+# from 10 to 50 ms. When a read finds nothing more waiting, the group commits before the pause:
+# capture lags by at most 50 ms more, no more than the position clock's interval already allows
+# a MariaDB commit time to be late (positionclock.py).
+READ_PACE_S = 0.05
 
 
 @dataclass(frozen=True)
