@@ -221,6 +221,7 @@ class BinlogSource:
         self.idle_linger_s = idle_linger_s
         self.read_pace_s = read_pace_s
         self._last_read = 0.0
+        self.last_data_at = 0.0  # time.monotonic() of the latest bytes received (heartbeats too)
         self._last_read_small = False
         self._sock: socket.socket | None = None
         self._reader = BinLogStreamReader(
@@ -308,7 +309,7 @@ class BinlogSource:
                     and not select.select([sock], [], [], self.idle_linger_s)[0]):
                 self.on_idle()
             chunk = sock.recv(_RECV_BYTES)
-            self._last_read = time.monotonic()
+            self._last_read = self.last_data_at = time.monotonic()
             self._last_read_small = len(chunk) < _PACED_READ_BYTES
         except TimeoutError as exc:
             raise StreamLost(f"no binlog event or heartbeat for {self.read_timeout_s:.0f} s") from exc

@@ -558,7 +558,8 @@ class Streamer:
         self.server_id = config.server_id or stable_server_id(config.store_path)
         self._control: pymysql.Connection | None = None
         self._sampler_conn: pymysql.Connection | None = None
-        self.position_clock = PositionClock(self._sample_position, now_us)
+        self._source: bl.BinlogSource | None = None
+        self.position_clock = PositionClock(self._sample_position, now_us, activity=self._last_data_at)
         self.assembler = TransactionAssembler(self.store, self._generated_columns,
                                               position_clock=self.position_clock, group_commit=True,
                                               transactional=self._transactional)
@@ -605,6 +606,7 @@ class Streamer:
                                  bl.BinlogPosition(checkpoint.log_file, checkpoint.log_pos),
                                  heartbeat_s=self.config.heartbeat_s, on_idle=self.store.commit_pending,
                                  idle_linger_s=GROUP_LINGER_S, read_pace_s=READ_PACE_S)
+        self._source = source
         done = threading.Event()
         stop_watch = threading.Thread(target=self._close_on_stop, args=(source, done), daemon=True)
         stop_watch.start()
@@ -762,6 +764,11 @@ class Streamer:
                     log.debug("WAL checkpoint: %s", exc)
         finally:
             store.close()
+
+    def _last_data_at(self) -> float:
+        """When the binlog stream last brought bytes (for the position clock)."""
+        source = self._source
+        return source.last_data_at if source is not None else 0.0
 
     def _sample_position(self) -> tuple[str, int]:
         """For the position clock, on a connection of its own (it runs in its own thread)."""
