@@ -23,7 +23,8 @@ What it does, in one run, all on 127.0.0.1:
      C client (``mariadb-binlog``/``mysqlbinlog --read-from-remote-server --raw --stop-never``)
      tails the binlog beside it and writes it unparsed to a file: the least any binlog capture
      can cost here (the server's dump thread, the replication traffic, a reader that does
-     nothing with what it reads). haproxy+binlogtail / haproxy is that floor.
+     nothing with what it reads). haproxy+binlogtail / haproxy is that floor; the tail's own
+     CPU counts as this target's proxy CPU (its "streamer" column).
    sysbench's defaults apply: one persistent connection per thread (connection set-up is not
    measured) and server-side prepared statements (COM_STMT_EXECUTE).
 3. Prints Markdown tables for the README and writes every raw run to ``bench/results/``.
@@ -36,7 +37,7 @@ per cell by default). Within a round the targets of one (workload, threads) cell
 back, in an order that changes from cell to cell and from round to round: over N rounds (N
 targets) every target runs right after every other once (``balanced_orders``). Each ratio
 (auroratrack/haproxy, auroratrack/direct, haproxy/direct) is the median of the per-round ratios
-of those adjacent runs, shown with the [min-max] of the rounds. QPS and p95 are medians over
+of those two runs of the cell, shown with the [min-max] of the rounds. QPS and p95 are medians over
 rounds. Around each run the script reads utime+stime from /proc/PID/stat of every process: the
 proxy and its children, the server, and everyone else; plus sysbench's own CPU (rusage of the
 reaped child). Each is divided by the number of queries sysbench completed.
