@@ -192,7 +192,9 @@ class BinlogSource:
     ``read_pace_s`` is the least time between two reads from the socket while capture keeps up
     (the last read was small): events that arrive meanwhile wait in the kernel's buffer and are
     taken in one read (see the streamer's ``READ_PACE_S`` for why). A backlog is read at full
-    speed."""
+    speed.
+
+    ``on_data`` is called after every read that brought bytes (heartbeats too)."""
 
     def __init__(
         self,
@@ -206,6 +208,7 @@ class BinlogSource:
         on_idle: Callable[[], None] | None = None,
         idle_linger_s: float = 0.0,
         read_pace_s: float = 0.0,
+        on_data: Callable[[], None] | None = None,
     ):
         settings = dict(connection_settings)
         settings.setdefault("read_timeout", read_timeout_s)
@@ -220,8 +223,9 @@ class BinlogSource:
         self.on_idle = on_idle
         self.idle_linger_s = idle_linger_s
         self.read_pace_s = read_pace_s
+        self.on_data = on_data
         self._last_read = 0.0
-        self.last_data_at = 0.0  # time.monotonic() of the latest bytes received (heartbeats too)
+        self._interrupted = False
         self._last_read_small = False
         self._sock: socket.socket | None = None
         self._reader = BinLogStreamReader(
@@ -254,6 +258,8 @@ class BinlogSource:
         """Yield every event from the start position, in order; raise on any gap."""
         sock, checksum = self._connect()
         self._sock = sock
+        if self._interrupted:  # ``interrupt`` ran while we connected, before there was a socket
+            raise StreamLost("interrupted")
         unpack_event_header = _EVENT_HEADER.unpack_from
         log_file = self.start.file
         expected_start = self.start.pos
@@ -309,8 +315,10 @@ class BinlogSource:
                     and not select.select([sock], [], [], self.idle_linger_s)[0]):
                 self.on_idle()
             chunk = sock.recv(_RECV_BYTES)
-            self._last_read = self.last_data_at = time.monotonic()
+            self._last_read = time.monotonic()
             self._last_read_small = len(chunk) < _PACED_READ_BYTES
+            if self.on_data is not None:
+                self.on_data()
         except TimeoutError as exc:
             raise StreamLost(f"no binlog event or heartbeat for {self.read_timeout_s:.0f} s") from exc
         except (OSError, ValueError) as exc:  # ValueError: select on a socket closed under us
@@ -361,9 +369,16 @@ class BinlogSource:
             raise StreamLost(f"a truncated binlog event packet ({len(payload)} bytes)")
         return False
 
-    def close(self) -> None:
-        """Close the stream; safe from another thread: a reader blocked in ``recv`` wakes up."""
+    def interrupt(self) -> None:
+        """Make the reader give up: one blocked in ``recv`` (or about to connect) raises
+        ``StreamLost``. Safe from another thread and from a signal handler (it only shuts the
+        socket down; the reader's own ``close`` releases it)."""
+        self._interrupted = True
         if self._sock is not None:
             with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        """Close the stream; safe from another thread: a reader blocked in ``recv`` wakes up."""
+        self.interrupt()
         self._reader.close()

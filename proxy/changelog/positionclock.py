@@ -12,24 +12,22 @@ an upper bound on the commit, late by at most about one interval however far cap
 (An upper bound rather than a lower one: a mistake made just after a chosen moment is then
 always undone, and work committed more than one interval before it never is.)
 
-A sample is only worth taking when the log may have moved. Given ``activity`` (when the stream
-last brought bytes), the sampler skips its turn while nothing has arrived since its last sample,
-and samples at least every ``idle_interval`` all the same. Nothing is lost by skipping: bytes
-reach the socket when the server writes them, and the streamer reads them within 50 ms, so
-the first sample after a quiet spell comes at most about one read pace plus one interval after
-the commit, and meanwhile the streamer's own receive time bounds it just as well. A read-only
-load then costs the server one SHOW MASTER STATUS a second instead of twenty (its effect on
-sysbench oltp_point_select throughput was within this machine's noise).
+A sample is only worth taking when the log may have moved. With ``wake_on_activity``, the
+sampler sleeps until the stream brings bytes (the streamer calls ``note_activity`` on each read),
+samples, and waits ``interval`` before it looks again; with nothing arriving it samples every
+``idle_interval`` all the same, and otherwise never wakes (an idle streamer used to wake twenty
+times a second here only to skip its turn). Nothing is lost by waiting: bytes reach the socket
+when the server writes them, and the streamer reads them within 50 ms, so the first sample
+after a quiet spell comes at most about one read pace after the commit, and meanwhile the
+streamer's own receive time bounds it just as well. A read-only load then costs the server one
+SHOW MASTER STATUS a second instead of twenty.
 """
 
 from __future__ import annotations
 
 import bisect
-import contextlib
 import logging
-import math
 import threading
-import time
 from collections.abc import Callable
 
 import pymysql
@@ -41,18 +39,19 @@ class PositionClock:
     """Samples (binlog position, local time) in a thread; ``not_before`` answers lookups."""
 
     def __init__(self, read_position: Callable[[], tuple[str, int]], clock_us: Callable[[], int],
-                 interval: float = 0.05, keep: int = 20000,
-                 activity: Callable[[], float] | None = None, idle_interval: float = 1.0):
+                 interval: float = 0.05, keep: int = 20000, wake_on_activity: bool = False,
+                 idle_interval: float = 1.0):
         self.read_position = read_position
         self.clock_us = clock_us
         self.interval = interval
         self.keep = keep
-        self.activity = activity  # time.monotonic() of the stream's latest bytes
-        self.idle_interval = idle_interval
+        # Without activity notices, sample every interval; with them, when bytes arrived.
+        self.idle_interval = idle_interval if wake_on_activity else interval
         self._positions: list[tuple[str, int]] = []
         self._times: list[int] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._activity = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> PositionClock:
@@ -62,8 +61,13 @@ class PositionClock:
 
     def stop(self) -> None:
         self._stop.set()
+        self._activity.set()
         if self._thread is not None:
             self._thread.join(5)
+
+    def note_activity(self) -> None:
+        """The stream brought bytes: the log may have moved (cheap; called on every read)."""
+        self._activity.set()
 
     def sample(self) -> None:
         """Take one sample now (the thread does this every ``interval``)."""
@@ -94,16 +98,18 @@ class PositionClock:
             return bool(self._positions) and self._positions[0] >= end_position
 
     def _run(self) -> None:
-        sampled_at = -math.inf
-        while not self._stop.wait(self.interval):
-            now = time.monotonic()
-            if (self.activity is not None and self.activity() < sampled_at
-                    and now - sampled_at < self.idle_interval):
-                continue  # nothing has arrived since the last sample: the log has not moved
-            sampled_at = now  # before the read: bytes arriving during it earn the next turn
-            try:
-                self.sample()
-            except (pymysql.MySQLError, OSError) as exc:
-                log.debug("position clock: %s", exc)
-                with contextlib.suppress(Exception):
-                    self._stop.wait(1.0)
+        activity, stop = self._activity, self._stop
+        while not stop.is_set():
+            self._take_sample()
+            if stop.wait(self.interval):
+                return
+            activity.wait(self.idle_interval - self.interval)
+
+    def _take_sample(self) -> None:
+        # Cleared before the read: bytes arriving during it earn the next turn.
+        self._activity.clear()
+        try:
+            self.sample()
+        except (pymysql.MySQLError, OSError) as exc:
+            log.debug("position clock: %s", exc)
+            self._stop.wait(1.0)

@@ -46,7 +46,7 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -259,6 +259,8 @@ class ChangeStore:
         self._group_started = 0.0
         self._group_last_lsn: int | None = None
         self._pending_checkpoint: tuple[str, int, int | None, int | None] | None = None
+        # Called after each group's COMMIT (the streamer's WAL checkpointer waits on it).
+        self.on_commit: Callable[[], None] | None = None
 
     # -- meta -------------------------------------------------------------------------------------
     def _init_meta(self) -> None:
@@ -695,7 +697,7 @@ class ChangeStore:
 
     def checkpoint_wal(self, truncate_above_bytes: int = WAL_TRUNCATE_BYTES) -> None:
         """Copy the WAL into the database file (PASSIVE: never waits for the writer or readers).
-        Called every second from a thread with its own ``ChangeStore``.
+        Called at most every second, after commits, from a thread with its own ``ChangeStore``.
 
         A WAL only starts over once a checkpoint has copied all of it before the writer's next
         commit, which a writer that never pauses (capture behind a steady load) does not allow:
@@ -797,6 +799,8 @@ class ChangeStore:
         self._group_txns = self._group_bytes = 0
         self._group_last_lsn = None
         self._pending_checkpoint = None
+        if self.on_commit is not None:
+            self.on_commit()
 
     def _reset_txn(self) -> None:
         """The open binlog transaction is done (stored or forgotten)."""

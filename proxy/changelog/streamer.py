@@ -31,7 +31,9 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -97,7 +99,7 @@ class StreamerConfig:
     server_id: int = 0  # 0: pick one from the store path (stable across restarts)
     window_s: float | None = 24 * 3600
     max_store_bytes: int | None = None
-    heartbeat_s: float = 0.25
+    heartbeat_s: float = 1.0  # an idle server's sign of life; each also wakes the position clock
     status_path: Path | None = None
     retention_every_s: float = 1.0
 
@@ -549,7 +551,10 @@ def ddl_tables(query: bytes, default_schema: str) -> set[str]:
 
 
 class Streamer:
-    """Runs capture until ``stop`` is set: connect, stream, and reconnect with backoff."""
+    """Runs capture until ``stop`` is set: connect, stream, and reconnect with backoff.
+
+    ``request_stop`` (from a signal handler or another thread) also wakes a reader waiting on
+    the server; setting ``stop`` alone is noticed at the next transaction or reconnection."""
 
     def __init__(self, config: StreamerConfig, stop: threading.Event | None = None):
         self.config = config
@@ -559,7 +564,7 @@ class Streamer:
         self._control: pymysql.Connection | None = None
         self._sampler_conn: pymysql.Connection | None = None
         self._source: bl.BinlogSource | None = None
-        self.position_clock = PositionClock(self._sample_position, now_us, activity=self._last_data_at)
+        self.position_clock = PositionClock(self._sample_position, now_us, wake_on_activity=True)
         self.assembler = TransactionAssembler(self.store, self._generated_columns,
                                               position_clock=self.position_clock, group_commit=True,
                                               transactional=self._transactional)
@@ -569,6 +574,16 @@ class Streamer:
         self._last_status = 0.0
         self._last_position_log = time.monotonic()
         self._wal_thread: threading.Thread | None = None
+        self._wal_written = threading.Event()  # set when the store commits: a checkpoint is due
+        self.store.on_commit = self._wal_written.set
+
+    def request_stop(self) -> None:
+        """Stop capture soon. Only sets flags and shuts a socket down: safe in a signal handler."""
+        self.stop.set()
+        self._wal_written.set()  # wakes the WAL thread, which then sees ``stop``
+        source = self._source
+        if source is not None:
+            source.interrupt()
 
     def run(self) -> None:
         backoff = 0.1
@@ -605,11 +620,11 @@ class Streamer:
         source = bl.BinlogSource(self._connection_settings(), self.server_id,
                                  bl.BinlogPosition(checkpoint.log_file, checkpoint.log_pos),
                                  heartbeat_s=self.config.heartbeat_s, on_idle=self.store.commit_pending,
-                                 idle_linger_s=GROUP_LINGER_S, read_pace_s=READ_PACE_S)
+                                 idle_linger_s=GROUP_LINGER_S, read_pace_s=READ_PACE_S,
+                                 on_data=self.position_clock.note_activity)
         self._source = source
-        done = threading.Event()
-        stop_watch = threading.Thread(target=self._close_on_stop, args=(source, done), daemon=True)
-        stop_watch.start()
+        if self.stop.is_set():  # ``request_stop`` ran before it could see this source
+            return
         assembler, feed, stop = self.assembler, self.assembler.feed, self.stop
         events = 0
         try:
@@ -624,20 +639,11 @@ class Streamer:
                         return
         except Exception:
             if self.stop.is_set():
-                return  # the stop watcher closed the socket under the reader
+                return  # ``request_stop`` shut the socket down under the reader
             raise
         finally:
-            done.set()
             with contextlib.suppress(Exception):
                 source.close()
-
-    def _close_on_stop(self, source: bl.BinlogSource, done: threading.Event) -> None:
-        """Unblock a reader waiting for the next event when we are asked to stop."""
-        while not done.is_set():
-            if self.stop.wait(0.2):
-                with contextlib.suppress(Exception):
-                    source.close()
-                return
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
@@ -646,6 +652,7 @@ class Streamer:
             window_us = int(self.config.window_s * 1e6) if self.config.window_s else None
             result = self.store.evict(window_us, self.config.max_store_bytes)
             if result.transactions:
+                self._wal_written.set()
                 log.info("retention: evicted %d transactions (%d bytes); earliest backtrack time now %s",
                          result.transactions, result.bytes, result.earliest_backtrack_time_us)
             self._check_window_alert()
@@ -755,20 +762,20 @@ class Streamer:
         return row[0] == "YES"
 
     def _checkpoint_wal(self, store: ChangeStore) -> None:
-        """WAL checkpoints (and their fsyncs) off the capture path, on a connection of their own."""
+        """WAL checkpoints (and their fsyncs) off the capture path, on a connection of their own:
+        at most one a second, and none while nothing is written (no wake-ups when idle)."""
         try:
-            while not self.stop.wait(1.0):
+            while True:
+                self._wal_written.wait()
+                if self.stop.wait(1.0):
+                    return
+                self._wal_written.clear()  # before the checkpoint: later commits earn another
                 try:
                     store.checkpoint_wal()
                 except sqlite3.Error as exc:
                     log.debug("WAL checkpoint: %s", exc)
         finally:
             store.close()
-
-    def _last_data_at(self) -> float:
-        """When the binlog stream last brought bytes (for the position clock)."""
-        source = self._source
-        return source.last_data_at if source is not None else 0.0
 
     def _sample_position(self) -> tuple[str, int]:
         """For the position clock, on a connection of its own (it runs in its own thread)."""
@@ -781,7 +788,7 @@ class Streamer:
             raise
 
     def close(self) -> None:
-        self.stop.set()
+        self.request_stop()
         if self._wal_thread is not None:
             # Its connection closes first: the store's own close is then the last one, which
             # folds the WAL into the database and deletes it (else it stays on disk, counted).
@@ -824,33 +831,57 @@ def stable_server_id(store_path: Path) -> int:
     return 0x40000000 | (zlib.crc32(str(Path(store_path).resolve()).encode()) & 0x3FFFFFFF)
 
 
-def _stop_when_orphaned(stop: threading.Event) -> None:
-    """A serve process killed with SIGKILL cannot stop its streamer: the streamer notices that
-    its parent is gone (it is re-parented) and stops by itself."""
-    parent = os.getppid()
-    while not stop.wait(0.5):
-        if os.getppid() != parent:
-            log.warning("the serve process is gone; the streamer stops")
-            stop.set()
+def _stop_with_parent(stop_now: Callable[[], None], parent: int) -> None:
+    """A serve process killed with SIGKILL cannot stop its streamer: the kernel sends the
+    streamer SIGTERM when its parent dies (PR_SET_PDEATHSIG, Linux). Elsewhere a thread checks
+    twice a second whether the streamer was re-parented."""
+    if _set_parent_death_signal(signal.SIGTERM):
+        if os.getppid() != parent:  # the parent died before the request: no signal will come
+            stop_now()
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        log.warning("the serve process is gone; the streamer stops")
+        stop_now()
+
+    threading.Thread(target=watch, name="auroratrack-orphan-watch", daemon=True).start()
+
+
+def _set_parent_death_signal(signum: int) -> bool:
+    """Ask the kernel for ``signum`` when the parent dies; False where that is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(pr_set_pdeathsig, signum, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def run_streamer_process(config: StreamerConfig, log_level: str = "INFO", log_format: str = "text") -> None:
-    """Entry point of the streamer's own process; stops cleanly on SIGTERM."""
-    import signal
+    """Entry point of the streamer's own process; stops cleanly on SIGTERM, and when its parent
+    dies."""
+    import multiprocessing
 
     from proxy.logs import configure_logging
 
+    spawner = multiprocessing.parent_process()  # serve's process; None under ``python -m``
+    parent = spawner.pid if spawner is not None and spawner.pid else os.getppid()
     configure_logging(log_level, log_format)
     # A session of its own: the kernel's autogroup scheduling then gives capture its own share
     # of the CPU beside the relay's, instead of one share for both (measured: capture lag grew
     # without bound on a saturated machine while the relay took the group's time).
     with contextlib.suppress(OSError):
         os.setsid()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    threading.Thread(target=_stop_when_orphaned, args=(stop,), daemon=True).start()
-    streamer = Streamer(config, stop)
+    streamer = Streamer(config)
+    signal.signal(signal.SIGTERM, lambda *_: streamer.request_stop())
+    signal.signal(signal.SIGINT, lambda *_: streamer.request_stop())
+    _stop_with_parent(streamer.request_stop, parent)
     try:
         streamer.run()
     finally:

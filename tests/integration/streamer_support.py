@@ -25,15 +25,19 @@ class StreamerProcess:
         self.process: subprocess.Popen | None = None
         self.log_path = store_path.with_suffix(".log")
 
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "proxy.changelog.streamer", "--upstream",
+                f"127.0.0.1:{self.server.port}", "--user", ADMIN_USER, "--store", str(self.store_path),
+                *self.extra]
+
+    @staticmethod
+    def environment() -> dict[str, str]:
+        return dict(os.environ, AURORATRACK_UPSTREAM_PASSWORD=ADMIN_PASSWORD)
+
     def start(self) -> StreamerProcess:
-        env = dict(os.environ, AURORATRACK_UPSTREAM_PASSWORD=ADMIN_PASSWORD)
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "proxy.changelog.streamer", "--upstream",
-                 f"127.0.0.1:{self.server.port}", "--user", ADMIN_USER, "--store", str(self.store_path),
-                 *self.extra],
-                env=env, stdout=log, stderr=subprocess.STDOUT,
-            )
+            self.process = subprocess.Popen(self.command(), env=self.environment(), stdout=log,
+                                            stderr=subprocess.STDOUT)
         return self
 
     def kill(self, sig: int = signal.SIGKILL) -> None:

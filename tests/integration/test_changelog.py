@@ -7,8 +7,12 @@ scope), not the session's shared one. They need server binaries on PATH.
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -183,6 +187,56 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(own_server, stor
     seqs = [s for s in gtid_seqs(store_path) if s >= first_seq]
     last_seq = server_gtid_seq(own_server)
     assert seqs == list(range(first_seq, last_seq + 1)), "every transaction exactly once, in order"
+
+
+def test_sigterm_stops_an_idle_streamer_at_once(own_server, store_path):
+    streamer = StreamerProcess(own_server, store_path).start()
+    wait_caught_up(own_server, store_path, process=streamer)
+    time.sleep(0.3)  # idle: the reader waits on the server for the next event or heartbeat
+    process = streamer.process
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(10) == 0
+    assert time.monotonic() - started < 1.0  # not the next heartbeat, let alone the read timeout
+    with own_server.connect() as conn, conn.cursor() as cur:
+        wait_no_dump_threads(cur)
+
+
+def test_a_streamer_stops_when_its_parent_is_killed(own_server, store_path):
+    """A serve process killed with SIGKILL leaves no capture behind: its streamer stops too."""
+    streamer = StreamerProcess(own_server, store_path)
+    parent_script = ("import subprocess, sys, time; "
+                     "child = subprocess.Popen(sys.argv[1:]); print(child.pid, flush=True); time.sleep(600)")
+    parent = subprocess.Popen([sys.executable, "-c", parent_script, *streamer.command()],
+                              env=streamer.environment(), stdout=subprocess.PIPE, text=True)
+    child_pid = 0
+    try:
+        child_pid = int(parent.stdout.readline())
+        wait_caught_up(own_server, store_path)
+        parent.kill()
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while process_alive(child_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not process_alive(child_pid), "the orphaned streamer is still running"
+        with own_server.connect() as conn, conn.cursor() as cur:
+            wait_no_dump_threads(cur)
+    finally:
+        parent.kill()
+        parent.wait(10)
+        if process_alive(child_pid):
+            os.kill(child_pid, signal.SIGKILL)
+
+
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, exited but not yet reaped by its new parent, is not)."""
+    if pid <= 0:
+        return False
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
 
 
 def test_server_restart_during_capture_loses_nothing(own_server, store_path, scratch_db):

@@ -30,15 +30,15 @@ def wait_until(condition, timeout: float = 2.0) -> bool:
 
 
 def test_no_bytes_received_means_no_samples_after_the_first() -> None:
-    server, last_data = FakeServer(), [0.0]
+    server = FakeServer()
     clock = PositionClock(server.read_position, lambda: time.monotonic_ns() // 1000, interval=0.01,
-                          activity=lambda: last_data[0], idle_interval=60).start()
+                          wake_on_activity=True, idle_interval=60).start()
     try:
         assert wait_until(lambda: server.reads == 1)
         time.sleep(0.2)  # twenty turns with nothing received
         assert server.reads == 1
         server.position = ("binlog.000001", 500)
-        last_data[0] = time.monotonic()  # the stream brought the transaction ending at 500
+        clock.note_activity()  # the stream brought the transaction ending at 500
         assert wait_until(lambda: server.reads == 2)
         assert clock.written_by(("binlog.000001", 500)) is not None
     finally:
@@ -48,17 +48,57 @@ def test_no_bytes_received_means_no_samples_after_the_first() -> None:
 def test_bytes_arriving_keep_every_turn() -> None:
     server = FakeServer()
     clock = PositionClock(server.read_position, lambda: time.monotonic_ns() // 1000, interval=0.01,
-                          activity=time.monotonic, idle_interval=60).start()
+                          wake_on_activity=True, idle_interval=60).start()
+    try:
+        deadline = time.monotonic() + 2
+        while server.reads < 10 and time.monotonic() < deadline:
+            clock.note_activity()  # a busy stream: bytes on every read
+            time.sleep(0.002)
+        assert server.reads >= 10
+    finally:
+        clock.stop()
+
+
+def test_bytes_arriving_during_a_sample_earn_the_next_turn() -> None:
+    server = FakeServer()
+    clock = PositionClock(server.read_position, lambda: time.monotonic_ns() // 1000, interval=0.01,
+                          wake_on_activity=True, idle_interval=60)
+
+    def read_while_bytes_arrive() -> tuple[str, int]:
+        clock.note_activity()
+        return server.read_position()
+
+    clock.read_position = read_while_bytes_arrive
+    clock.start()
+    try:
+        assert wait_until(lambda: server.reads >= 5)  # each sample's own bytes call the next
+    finally:
+        clock.stop()
+
+
+def test_without_activity_notices_it_samples_every_interval() -> None:
+    server = FakeServer()
+    clock = PositionClock(server.read_position, lambda: time.monotonic_ns() // 1000,
+                          interval=0.01).start()
     try:
         assert wait_until(lambda: server.reads >= 10)
     finally:
         clock.stop()
 
 
+def test_stop_wakes_an_idle_sampler_at_once() -> None:
+    clock = PositionClock(FakeServer().read_position, lambda: time.monotonic_ns() // 1000,
+                          interval=0.01, wake_on_activity=True, idle_interval=60).start()
+    time.sleep(0.05)
+    started = time.monotonic()
+    clock.stop()
+    assert time.monotonic() - started < 1  # not the 5 s join timeout: the thread woke
+
+
 def test_an_idle_stream_is_still_sampled_every_idle_interval() -> None:
     server = FakeServer()
     clock = PositionClock(server.read_position, lambda: time.monotonic_ns() // 1000, interval=0.01,
-                          activity=lambda: 0.0, idle_interval=0.1).start()
+                          wake_on_activity=True, idle_interval=0.1).start()
     try:
         time.sleep(0.45)
         assert 3 <= server.reads <= 6  # at 0, ~0.1, ~0.2, ~0.3, ~0.4 s, not 45 turns
