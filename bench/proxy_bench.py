@@ -56,6 +56,9 @@ How to read the numbers:
 * Absolute QPS drifts with whatever else runs on the machine; compare the ratios. The
   "other load" figure (CPU used meanwhile by processes that are not the benchmark's, in cores)
   says how much foreign load a run saw; runs with more than ~0.2 cores of it are suspect.
+* A run during which the hypervisor took CPU from the VM (steal, from /proc/stat) above
+  ``STEAL_LIMIT_CORES`` is run again, up to twice, and the attempt with the least steal is
+  kept; the report says how many were.
 * p95 comes from sysbench's latency histogram (buckets a few percent wide).
 * The target: auroratrack/haproxy >= 0.9 at 8 and 32 threads; the aim is 1.0. For reference, a
   bare Python asyncio byte relay reached about 0.7 of haproxy at 8 threads on this machine.
@@ -122,6 +125,12 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 READY_TIMEOUT_S = 30.0
 RAW_TAIL_PREFIX = "rawtail-"
 RESULTS_DIR = REPO / "bench" / "results"
+# A run during which the hypervisor took more than this much CPU from the VM (steal, in cores)
+# is run again, up to MAX_REPEATS times, keeping the attempt with the least. Measured
+# (2026-12-02, 100 runs): steal was 0.003-0.02 cores in most runs and 0.03-0.11 in a few, and
+# those lost up to 27% of their QPS, enough to flip a median of five paired ratios.
+STEAL_LIMIT_CORES = 0.03
+MAX_REPEATS = 2
 
 
 # -- configuration ---------------------------------------------------------------------------------
@@ -599,6 +608,7 @@ class RunRecord:
     cpu: CpuUse | None = None
     loadavg_before: float = 0.0
     failure: str = ""
+    repeats: int = 0  # earlier attempts dropped for steal (``STEAL_LIMIT_CORES``)
 
     def per_query_us(self, field: str) -> float:
         if not self.queries or self.cpu is None:
@@ -608,6 +618,11 @@ class RunRecord:
     @property
     def total_us(self) -> float:
         return sum(self.per_query_us(f) for f in ("proxy", "server", "sysbench"))
+
+    @property
+    def steal_cores(self) -> float:
+        """CPU the hypervisor took from the VM during the run, in cores."""
+        return self.cpu.steal / self.wall_s if self.cpu and self.wall_s else 0.0
 
     @property
     def other_cores(self) -> float:
@@ -643,7 +658,7 @@ def describe(r: RunRecord) -> str:
             f"{r.qps:>9,.0f} qps  p95 {r.p95_ms:6.2f} ms")
     if r.target != "direct":
         text += f"  proxy {r.per_query_us('proxy'):5.1f} us/q"
-    text += f"  other load {r.other_cores:.2f}"
+    text += f"  other load {r.other_cores:.2f}  steal {r.steal_cores:.2f}"
     return text + (f"  FAILED: {r.failure}" if r.failure else "")
 
 
@@ -694,10 +709,25 @@ def run_rounds(config: BenchConfig, lab: Lab) -> list[RunRecord]:
     total = config.rounds * len(config.workloads) * len(config.threads) * len(config.targets)
     for round_no, cell, order in schedule(config):
         for position, name in enumerate(order):
-            record = measure(config, lab, cell, name, round_no, position)
+            record = measure_with_low_steal(config, lab, cell, name, round_no, position)
             records.append(record)
             progress(f"[{len(records)}/{total}] {describe(record)}")
     return records
+
+
+def measure_with_low_steal(config: BenchConfig, lab: Lab, cell: Cell, name: str, round_no: int,
+                           position: int) -> RunRecord:
+    """``measure``, again while the hypervisor took more than ``STEAL_LIMIT_CORES``: the host's
+    contention is not the proxy's cost. Every target gets the same rule."""
+    best = measure(config, lab, cell, name, round_no, position)
+    for attempt in range(1, MAX_REPEATS + 1):
+        if best.steal_cores <= STEAL_LIMIT_CORES:
+            break
+        progress(f"  again: steal {best.steal_cores:.2f} cores during {describe(best)}")
+        retry = measure(config, lab, cell, name, round_no, position)
+        best = min(best, retry, key=lambda r: r.steal_cores)
+        best.repeats = attempt
+    return best
 
 
 def warm_up(config: BenchConfig, lab: Lab) -> None:
@@ -748,6 +778,8 @@ class CellSummary:
     ratios: dict[str, Spread | None]  # "auroratrack/haproxy" -> spread of per-round ratios
     other_cores: dict[str, Spread | None]
     failures: dict[str, int]
+    repeats: int = 0  # runs of the cell measured again for steal
+    steal_cores: Spread | None = None  # of the runs kept
 
 
 def summarize(config: BenchConfig, records: list[RunRecord]) -> list[CellSummary]:
@@ -771,6 +803,8 @@ def summarize_cell(config: BenchConfig, cell: Cell, records: list[RunRecord]) ->
         ratios=ratios,
         other_cores={t: Spread.of([r.other_cores for r in runs]) for t, runs in ok.items()},
         failures={t: sum(1 for r in mine if r.target == t and not r.ok) for t in config.targets},
+        repeats=sum(1 for r in mine if r.repeats),
+        steal_cores=Spread.of([r.steal_cores for r in mine]),
     )
 
 
@@ -852,6 +886,11 @@ def verdict(config: BenchConfig, summaries: list[CellSummary]) -> str:
               for t, n in s.failures.items() if n]
     if failed:
         lines.append("- failed runs: " + ", ".join(failed))
+    steal = Spread.of([s.steal_cores.high for s in summaries if s.steal_cores])
+    if steal is not None:
+        lines.append(f"- runs measured again because the hypervisor took more than "
+                     f"{STEAL_LIMIT_CORES} cores (steal): {sum(s.repeats for s in summaries)}; "
+                     f"steal in the runs kept: max {steal.high:.2f} cores")
     return "\n".join(lines)
 
 
