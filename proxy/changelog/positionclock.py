@@ -19,8 +19,10 @@ samples, and waits ``interval`` before it looks again; with nothing arriving it 
 times a second here only to skip its turn). Nothing is lost by waiting: bytes reach the socket
 when the server writes them, and the streamer reads them within 50 ms, so the first sample
 after a quiet spell comes at most about one read pace after the commit, and meanwhile the
-streamer's own receive time bounds it just as well. A read-only load then costs the server one
-SHOW MASTER STATUS a second instead of twenty.
+streamer's own receive time bounds it just as well. One case is looser: a streamer that reads
+nothing for a while (a long write to its store) wakes no sample meanwhile, so a commit in that
+spell is bounded up to ``idle_interval`` late. A read-only load costs the server one SHOW
+MASTER STATUS a second instead of twenty.
 """
 
 from __future__ import annotations
