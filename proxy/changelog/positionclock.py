@@ -13,16 +13,15 @@ an upper bound on the commit, late by at most about one interval however far cap
 always undone, and work committed more than one interval before it never is.)
 
 A sample is only worth taking when the log may have moved. With ``wake_on_activity``, the
-sampler sleeps until the stream brings bytes (the streamer calls ``note_activity`` on each read),
-samples, and waits ``interval`` before it looks again; with nothing arriving it samples every
-``idle_interval`` all the same, and otherwise never wakes (an idle streamer used to wake twenty
-times a second here only to skip its turn). Nothing is lost by waiting: bytes reach the socket
-when the server writes them, and the streamer reads them within 50 ms, so the first sample
-after a quiet spell comes at most about one read pace after the commit, and meanwhile the
-streamer's own receive time bounds it just as well. One case is looser: a streamer that reads
-nothing for a while (a long write to its store) wakes no sample meanwhile, so a commit in that
-spell is bounded up to ``idle_interval`` late. A read-only load costs the server one SHOW
-MASTER STATUS a second instead of twenty.
+sampler samples again after ``interval`` while the last sample found the log moved; once it
+finds it still, it sleeps until the stream brings bytes (the streamer calls ``note_activity``
+on each read) or ``idle_interval`` passes (an idle streamer used to wake twenty times a second
+here only to skip its turn). Nothing is lost by waiting: bytes reach the socket when the server
+writes them, and the streamer reads them within 50 ms, so the first sample after a quiet spell
+comes at most about one read pace after the commit, and meanwhile the streamer's own receive
+time bounds it just as well; a log that keeps moving is sampled every interval whether or not
+the streamer is reading (say, inside a long write to its store). A read-only load costs the
+server one SHOW MASTER STATUS a second instead of twenty.
 """
 
 from __future__ import annotations
@@ -71,18 +70,20 @@ class PositionClock:
         """The stream brought bytes: the log may have moved (cheap; called on every read)."""
         self._activity.set()
 
-    def sample(self) -> None:
-        """Take one sample now (the thread does this every ``interval``)."""
+    def sample(self) -> bool:
+        """Take one sample now; True if the log moved since the previous one (or there was none)."""
         position = self.read_position()
         after = self.clock_us()
         with self._lock:
             if self._positions and position < self._positions[-1]:
-                return  # a restarted server may report an older file briefly; keep order
+                return False  # a restarted server may report an older file briefly; keep order
+            moved = not self._positions or position != self._positions[-1]
             self._positions.append(position)
             self._times.append(after)
             if len(self._positions) > self.keep:
                 del self._positions[: len(self._positions) - self.keep]
                 del self._times[: len(self._times) - self.keep]
+        return moved
 
     def written_by(self, end_position: tuple[str, int]) -> int | None:
         """The earliest sample time at which the log had reached ``end_position``; None if no
@@ -102,16 +103,18 @@ class PositionClock:
     def _run(self) -> None:
         activity, stop = self._activity, self._stop
         while not stop.is_set():
-            self._take_sample()
+            moved = self._take_sample()
             if stop.wait(self.interval):
                 return
-            activity.wait(self.idle_interval - self.interval)
+            if not moved:
+                activity.wait(self.idle_interval - self.interval)
 
-    def _take_sample(self) -> None:
+    def _take_sample(self) -> bool:
         # Cleared before the read: bytes arriving during it earn the next turn.
         self._activity.clear()
         try:
-            self.sample()
+            return self.sample()
         except (pymysql.MySQLError, OSError) as exc:
             log.debug("position clock: %s", exc)
             self._stop.wait(1.0)
+            return False

@@ -1,5 +1,5 @@
-"""The position clock's sampler: it samples while the stream brings bytes, and only now and then
-while it brings none (a read-only load writes no binlog: nothing to bound)."""
+"""The position clock's sampler: it samples while the log moves or the stream brings bytes, and
+only now and then otherwise (a read-only load writes no binlog: nothing to bound)."""
 
 from __future__ import annotations
 
@@ -29,18 +29,20 @@ def wait_until(condition, timeout: float = 2.0) -> bool:
     return False
 
 
-def test_no_bytes_received_means_no_samples_after_the_first() -> None:
+def test_a_still_log_and_no_bytes_received_mean_no_more_samples() -> None:
     server = FakeServer()
     clock = PositionClock(server.read_position, lambda: time.monotonic_ns() // 1000, interval=0.01,
                           wake_on_activity=True, idle_interval=60).start()
     try:
-        assert wait_until(lambda: server.reads == 1)
+        assert wait_until(lambda: server.reads >= 1)
         time.sleep(0.2)  # twenty turns with nothing received
-        assert server.reads == 1
+        assert server.reads == 2  # the first look, and one more that found the log still
         server.position = ("binlog.000001", 500)
         clock.note_activity()  # the stream brought the transaction ending at 500
-        assert wait_until(lambda: server.reads == 2)
+        assert wait_until(lambda: server.reads >= 3)
         assert clock.written_by(("binlog.000001", 500)) is not None
+        time.sleep(0.2)
+        assert server.reads <= 4  # one more look finds the log still: asleep again
     finally:
         clock.stop()
 
@@ -72,6 +74,23 @@ def test_bytes_arriving_during_a_sample_earn_the_next_turn() -> None:
     clock.start()
     try:
         assert wait_until(lambda: server.reads >= 5)  # each sample's own bytes call the next
+    finally:
+        clock.stop()
+
+
+def test_a_moving_log_is_sampled_every_interval_even_while_nothing_is_read() -> None:
+    """The streamer may be busy elsewhere (a long store write) while the server commits: the
+    commits are still bounded one interval late, not one idle_interval."""
+    server = FakeServer()
+
+    def moving_log() -> tuple[str, int]:
+        server.position = (server.position[0], server.position[1] + 100)
+        return server.read_position()
+
+    clock = PositionClock(moving_log, lambda: time.monotonic_ns() // 1000, interval=0.01,
+                          wake_on_activity=True, idle_interval=60).start()
+    try:
+        assert wait_until(lambda: server.reads >= 10)  # no note_activity at all
     finally:
         clock.stop()
 
