@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 
 class PositionClock:
-    """Samples (binlog position, local time) in a thread; ``not_before`` answers lookups."""
+    """Samples (binlog position, local time) in a thread; ``written_by`` answers lookups."""
 
     def __init__(self, read_position: Callable[[], tuple[str, int]], clock_us: Callable[[], int],
                  interval: float = 0.05, keep: int = 20000, wake_on_activity: bool = False,

@@ -259,7 +259,7 @@ class ChangeStore:
         self._group_started = 0.0
         self._group_last_lsn: int | None = None
         self._pending_checkpoint: tuple[str, int, int | None, int | None] | None = None
-        # Called after each group's COMMIT (the streamer's WAL checkpointer waits on it).
+        # Called after each COMMIT that wrote something (the streamer's WAL checkpointer waits on it).
         self.on_commit: Callable[[], None] | None = None
 
     # -- meta -------------------------------------------------------------------------------------
@@ -588,6 +588,7 @@ class ChangeStore:
                           str(int(self.get_meta("evicted_transactions") or 0) + evicted))
         self.db.execute("COMMIT")
         if evicted:
+            self._notify_commit()
             self.segments.delete_before(oldest if oldest is not None else 1 << 62)
         return EvictionResult(evicted, evicted_bytes, self.earliest_backtrack_time_us())
 
@@ -799,6 +800,9 @@ class ChangeStore:
         self._group_txns = self._group_bytes = 0
         self._group_last_lsn = None
         self._pending_checkpoint = None
+        self._notify_commit()
+
+    def _notify_commit(self) -> None:
         if self.on_commit is not None:
             self.on_commit()
 

@@ -652,7 +652,6 @@ class Streamer:
             window_us = int(self.config.window_s * 1e6) if self.config.window_s else None
             result = self.store.evict(window_us, self.config.max_store_bytes)
             if result.transactions:
-                self._wal_written.set()
                 log.info("retention: evicted %d transactions (%d bytes); earliest backtrack time now %s",
                          result.transactions, result.bytes, result.earliest_backtrack_time_us)
             self._check_window_alert()
