@@ -885,6 +885,8 @@ def run_streamer_process(config: StreamerConfig, log_level: str = "INFO", log_fo
         streamer.run()
     finally:
         streamer.close()
+    if os.getppid() != parent:
+        log.warning("the serve process is gone; the streamer stopped")
 
 
 def main(argv: list[str] | None = None) -> int:

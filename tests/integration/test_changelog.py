@@ -207,8 +207,10 @@ def test_a_streamer_stops_when_its_parent_is_killed(own_server, store_path):
     streamer = StreamerProcess(own_server, store_path)
     parent_script = ("import subprocess, sys, time; "
                      "child = subprocess.Popen(sys.argv[1:]); print(child.pid, flush=True); time.sleep(600)")
-    parent = subprocess.Popen([sys.executable, "-c", parent_script, *streamer.command()],
-                              env=streamer.environment(), stdout=subprocess.PIPE, text=True)
+    with open(streamer.log_path, "ab") as log:  # the streamer inherits it as its stderr
+        parent = subprocess.Popen([sys.executable, "-c", parent_script, *streamer.command()],
+                                  env=streamer.environment(), stdout=subprocess.PIPE,
+                                  stderr=log, text=True)
     child_pid = 0
     try:
         child_pid = int(parent.stdout.readline())
@@ -219,6 +221,7 @@ def test_a_streamer_stops_when_its_parent_is_killed(own_server, store_path):
         while process_alive(child_pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not process_alive(child_pid), "the orphaned streamer is still running"
+        assert "the serve process is gone" in streamer.log_text()
         with own_server.connect() as conn, conn.cursor() as cur:
             wait_no_dump_threads(cur)
     finally:
