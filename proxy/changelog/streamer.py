@@ -842,8 +842,7 @@ def _stop_with_parent(stop_now: Callable[[], None], parent: int) -> None:
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(0.5)
-        log.warning("the serve process is gone; the streamer stops")
-        stop_now()
+        stop_now()  # ``run_streamer_process`` says why on the way out
 
     threading.Thread(target=watch, name="auroratrack-orphan-watch", daemon=True).start()
 
