@@ -65,7 +65,8 @@ How to read the numbers:
 
 Usage: ``make bench`` or ``.venv/bin/python bench/proxy_bench.py [--duration 10 --rounds 3
 --threads 1,8,32 --workloads point_select,read_write --targets direct,haproxy,auroratrack]``;
-``--report bench/results/proxy_bench-….json`` prints a saved run's report again.
+``--report bench/results/proxy_bench-….json [more.json ...]`` prints a saved run's report again;
+several runs of the same configuration are pooled into one report (their rounds added up).
 ``--profile`` adds, after the rounds, one py-spy recording of auroratrack's relay process per
 workload at 8 threads (``.venv/bin/pip install py-spy``). Needs sysbench and haproxy
 (``scripts/ensure-system-packages.sh bench``).
@@ -1062,20 +1063,43 @@ def bench(config: BenchConfig, lab: Lab, stamp: str) -> None:
 REPORT_FLAG = "--report"
 
 
-def report_saved(path: Path) -> str:
-    """The report of a saved result file, summarized by this version of the script (so a run
-    taken before a ratio was added still shows it)."""
-    data = json.loads(path.read_text())
-    raw = data["config"]
-    config = BenchConfig(**{**raw, "threads": tuple(raw["threads"]), "workloads": tuple(raw["workloads"]),
-                            "targets": tuple(raw["targets"]), "results_dir": Path(raw["results_dir"])})
+def report_saved(paths: Sequence[Path]) -> str:
+    """The report of saved result files, summarized by this version of the script (so a run
+    taken before a ratio was added still shows it). Several files of the same cells and targets
+    are pooled: their rounds are numbered on, so each ratio is the median over every round of
+    every run (a single 10 s cell moves +-15% on this VM; more rounds, steadier medians)."""
+    runs = [json.loads(path.read_text()) for path in paths]
+    configs = [saved_config(data["config"]) for data in runs]
+    first = configs[0]
+    for path, config in zip(paths, configs, strict=True):
+        if (config.workloads, config.threads, config.targets, config.duration) != (
+                first.workloads, first.threads, first.targets, first.duration):
+            raise SystemExit(f"{path}: other cells, targets or run length than {paths[0]}: "
+                             "only runs of the same configuration can be pooled")
+    records: list[RunRecord] = []
+    rounds_before = 0
+    for data, config in zip(runs, configs, strict=True):
+        for record in saved_records(data):
+            record.round += rounds_before
+            records.append(record)
+        rounds_before += config.rounds
+    pooled = dataclasses.replace(first, rounds=rounds_before)
+    return report(pooled, runs[0]["environment"], summarize(pooled, records))
+
+
+def saved_config(raw: dict) -> BenchConfig:
+    return BenchConfig(**{**raw, "threads": tuple(raw["threads"]), "workloads": tuple(raw["workloads"]),
+                          "targets": tuple(raw["targets"]), "results_dir": Path(raw["results_dir"])})
+
+
+def saved_records(data: dict) -> list[RunRecord]:
     fields = {f.name for f in dataclasses.fields(RunRecord)}
     records = []
     for run in data["runs"]:
         record = RunRecord(**{k: v for k, v in run.items() if k in fields and k != "cpu"})
         record.cpu = CpuUse(**run["cpu"]) if run.get("cpu") else None
         records.append(record)
-    return report(config, data["environment"], summarize(config, records))
+    return records
 
 
 BARE_RELAY_FLAG = "--serve-bare-relay"
@@ -1133,8 +1157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[:1] == [BARE_RELAY_FLAG]:
         serve_bare_relay(int(args[1]), int(args[2]))
         return 0
-    if args[:1] == [REPORT_FLAG] and len(args) == 2:
-        print(report_saved(Path(args[1])))
+    if args[:1] == [REPORT_FLAG] and len(args) >= 2:
+        print(report_saved([Path(a) for a in args[1:]]))
         return 0
     config = parse_args(argv)
     find_program("sysbench")
