@@ -935,7 +935,9 @@ def target_verdict(ratio: Spread) -> str:
     mark = "meets" if ratio.median >= TARGET_RATIO else "BELOW"
     interval = f"95% CI {ratio.ci_low:.2f}–{ratio.ci_high:.2f} over {ratio.n} rounds"
     settled = "" if ratio.settles(TARGET_RATIO) else ": not settled, the interval spans the target"
-    return f"{ratio.median:.2f} — {mark} the {TARGET_RATIO} target ({interval}{settled})"
+    # Rounded down when below: rounded to nearest, a median of 0.8996 read "0.90 — BELOW".
+    shown = ratio.median if ratio.median >= TARGET_RATIO else math.floor(ratio.median * 100) / 100
+    return f"{shown:.2f} — {mark} the {TARGET_RATIO} target ({interval}{settled})"
 
 
 def report(config: BenchConfig, env: dict, summaries: list[CellSummary]) -> str:

@@ -63,3 +63,10 @@ def test_the_verdict_says_when_the_rounds_cannot_tell(proxy_bench):
     assert "meets" in text and "not settled" not in text and "over 16 rounds" in text
     below = proxy_bench.Spread.of([0.80 + i / 200 for i in range(16)])
     assert below.settles(0.9) and "BELOW" in proxy_bench.target_verdict(below)
+
+
+def test_a_median_just_under_the_target_is_not_shown_as_on_it(proxy_bench):
+    just_under = proxy_bench.target_verdict(proxy_bench.Spread.of([0.8996] * 8))
+    assert just_under.startswith("0.89 — BELOW")
+    on_it = proxy_bench.target_verdict(proxy_bench.Spread.of([0.9] * 8))
+    assert on_it.startswith("0.90 — meets")
