@@ -33,7 +33,6 @@ import hashlib
 import importlib
 import logging
 import os
-from collections import deque
 from collections.abc import Callable
 from typing import Final
 
@@ -186,7 +185,13 @@ class SessionTracker:
         self.database: str | None = None
         self.capabilities = 0  # effective: what the client asked for of what we advertised
         self.deprecate_eof = False
-        self.pending: deque[PendingResponse] = deque()
+        # Responses owed: the oldest in ``_head``, any later ones (pipelining clients) queued
+        # behind it. Not a deque: compiled by mypyc, every test and read of a deque goes
+        # through the generic object protocol, and a list shrinks and regrows its storage for
+        # every command; a field is one load. callgrind, point select: 14,300 -> 12,350 user
+        # instructions per query (a bare uvloop byte relay: 8,430).
+        self._head: PendingResponse | None = None
+        self._queued: list[PendingResponse] = []
         self.commands_started = 0
         # server -> client framing
         self._s_buf = b""  # a partial header or a partial packet that must be read whole
@@ -203,6 +208,11 @@ class SessionTracker:
 
     # -- what the session is ------------------------------------------------------------------
     @property
+    def pending(self) -> list[PendingResponse]:
+        """The responses the server still owes, oldest first."""
+        return [] if self._head is None else [self._head, *self._queued]
+
+    @property
     def in_transaction(self) -> bool:
         return bool(self.status_flags & _IN_TRANS)
 
@@ -214,7 +224,7 @@ class SessionTracker:
         packet that ends it is recognised by its first byte, and the rest may still be on the
         way (``_s_skip``, ``_s_buf``, ``_s_cont``)."""
         return bool(
-            self.pending or self._c_infile or self._c_skip or self._c_cont
+            self._head is not None or self._c_infile or self._c_skip or self._c_cont
             or (self._c_buf and not self.held_by_gate)
             or self._s_skip or self._s_buf or self._s_cont
         )
@@ -225,9 +235,10 @@ class SessionTracker:
         or None when the client is not waiting at a packet boundary. During authentication or
         a LOCAL INFILE upload it may be the client's turn: it reads only after sending its own
         packet, then rejects the ERR's sequence id, so a plain lost connection is the answer."""
-        if (self.pending and self.phase != AUTH and not self._c_infile
+        head = self._head
+        if (head is not None and self.phase != AUTH and not self._c_infile
                 and not self._s_skip and not self._s_cont and not self._s_buf):
-            return self.pending[0].next_seq
+            return head.next_seq
         return None
 
     # -- server -> client -----------------------------------------------------------------------
@@ -252,11 +263,10 @@ class SessionTracker:
             n = len(buf)
         else:
             buf = data
-        pending = self.pending
         while pos < n:
             cont = self._s_cont
-            if pending and not cont:
-                head = pending[0]
+            head = self._head  # read again each turn: a packet may complete it
+            if head is not None and not cont:
                 state = head.state
                 if (state == S_ROWS and n - pos > 64) or (
                     state in (S_COLDEFS, S_SKIP) and head.remaining > 1
@@ -271,7 +281,9 @@ class SessionTracker:
             seq = buf[pos + 3]
             end = pos + 4 + length
             if cont:  # continuation chunk of a big packet: framing only
-                entry = pending[0]
+                entry = head
+                if entry is None:  # cannot happen: only a pending response's packet continues
+                    raise ProtocolError("server continued a packet of no response")
                 if seq != entry.next_seq:
                     raise ProtocolError(
                         f"server sent sequence id {seq}, expected {entry.next_seq}",
@@ -280,14 +292,14 @@ class SessionTracker:
                 entry.next_seq = (seq + 1) & 0xFF
                 self._s_cont = length == _MAX_CHUNK
             else:
-                if not pending:
+                entry = head
+                if entry is None:
                     self._unsolicited_server_packet(buf, pos, length)
                     if end > n:
                         self._s_skip = end - n
                         break
                     pos = end
                     continue
-                entry = pending[0]
                 if seq != entry.next_seq:
                     raise ProtocolError(
                         f"server sent sequence id {seq}, expected {entry.next_seq}",
@@ -311,7 +323,7 @@ class SessionTracker:
                             break
                     self._server_packet(entry, buf, pos + 4, length)
                 self._s_cont = length == _MAX_CHUNK
-                if self._s_cont and (not pending or pending[0] is not entry):
+                if self._s_cont and self._head is not entry:
                     # Only rows (and LOCAL INFILE names) are that big, never a last packet.
                     raise ProtocolError("server ended a response with a packet of 16 MiB or more")
             if end > n:
@@ -479,10 +491,17 @@ class SessionTracker:
         self.status_flags = flags
         return flags
 
+    def _owe(self, entry: PendingResponse) -> None:
+        """The server will answer ``entry`` after every response already owed."""
+        if self._head is None:
+            self._head = entry
+        else:
+            self._queued.append(entry)
+
     def _complete(self, entry: PendingResponse) -> None:
-        pending = self.pending
-        if pending and pending[0] is entry:
-            pending.popleft()
+        if self._head is entry:
+            queued = self._queued
+            self._head = queued.pop(0) if queued else None
         if self._c_infile is entry:
             self._c_infile = None
 
@@ -514,7 +533,7 @@ class SessionTracker:
         self.server_version = handshake.server_version
         self._server_capabilities = handshake.capabilities & ~MASKED_CAPABILITIES
         self.phase = AUTH
-        self.pending.append(PendingResponse(-1, S_AUTH, (buf[3] + 1) & 0xFF))
+        self._owe(PendingResponse(-1, S_AUTH, (buf[3] + 1) & 0xFF))
         masked = mask_initial_handshake(payload)
         return buf[:4] + masked
 
@@ -548,7 +567,7 @@ class SessionTracker:
             entry = self._c_cont or self._c_infile
             if entry is not None or self.phase == AUTH:
                 if entry is None:
-                    entry = self.pending[0] if self.pending else None
+                    entry = self._head
                     if entry is None:
                         raise ProtocolError("client sent data during authentication unasked")
                     if self._needs_whole_auth_packet(entry) and end > n:
@@ -621,7 +640,7 @@ class SessionTracker:
         )
         entry = PendingResponse(command, S_SINGLE if start_state == _NO_RESPONSE else start_state, 1)
         if start_state != _NO_RESPONSE:
-            self.pending.append(entry)
+            self._owe(entry)
         self.commands_started += 1
         if command == _COM_INIT_DB:
             entry.new_database = bytes(buf[pos + 5 : pos + 4 + length]).decode("utf-8", "replace")
