@@ -13,7 +13,7 @@ PROXY_LISTEN ?= 127.0.0.1:3307
 ADMIN_LISTEN ?= 127.0.0.1:3308
 UPSTREAM ?=
 
-.PHONY: up down test bench capture-bench undo-bench undo-floor lint deps system-deps clean
+.PHONY: up down test bench capture-bench relay-instructions undo-bench undo-floor lint deps system-deps clean
 
 # setup.py compiles proxy/tracker.py and proxy/changelog/_scan.py (mypyc): an edited tracker needs a rebuild, or the stale
 # build is ignored and the slower pure-Python code runs.
@@ -55,6 +55,10 @@ bench: deps  ## the proxy hop: sysbench direct / haproxy / auroratrack
 capture-bench: deps  ## changelog capture throughput, lag and bytes
 	scripts/ensure-system-packages.sh bench
 	$(BIN)/python bench/capture_bench.py $(BENCH_ARGS)
+
+relay-instructions: deps  ## the relay's user-space instructions per query (callgrind): deterministic
+	scripts/ensure-system-packages.sh bench
+	$(BIN)/python bench/relay_instructions.py $(BENCH_ARGS)
 
 undo-bench: deps  ## 1M-row DELETE and UPDATE undone: auroratrack against mariadb-binlog --flashback
 	scripts/ensure-system-packages.sh bench

@@ -5,7 +5,7 @@
 # clients: the above, plus Node.js/npm for the non-Python driver tests, docker-compose to
 #          validate docker-compose.yml (no Docker engine needed for `docker-compose config`),
 #          and libmariadb-dev to build MariaDB's Python connector (a test client)
-# bench:   the above, plus sysbench and haproxy
+# bench:   the above, plus sysbench, haproxy and valgrind
 set -euo pipefail
 need=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
@@ -17,7 +17,8 @@ case "${1:-server}" in
                  have mariadb_config || need+=(libmariadb-dev) ;;
 esac
 case "${1:-server}" in
-  bench) have sysbench || need+=(sysbench); have haproxy || need+=(haproxy) ;;
+  bench) have sysbench || need+=(sysbench); have haproxy || need+=(haproxy)
+         have valgrind || need+=(valgrind) ;;
 esac
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
