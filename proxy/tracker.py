@@ -34,7 +34,10 @@ import importlib
 import logging
 import os
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from mypy_extensions import i64
 
 from proxy.wire import (
     ER_NET_PACKET_TOO_LARGE,
@@ -336,26 +339,32 @@ class SessionTracker:
         """Fast path: pass over whole rows, column definitions and prepare definitions that
         neither end nor change the response; returns where the general path takes over (at the
         first packet that is partial, big, out of sequence, terminal, or the last of a count).
-        A header and one byte test per row: rows are most of the packets relayed."""
-        seq = entry.next_seq
+        A header and one byte test per row: rows are most of the packets relayed.
+
+        Its counters are ``i64`` for mypyc: plain C integers instead of tagged Python ints
+        (user-space instructions per sysbench read_write query through the relay, callgrind:
+        16,600 -> 14,900). Pure Python ignores the annotations."""
+        at: i64 = pos
+        size: i64 = n
+        seq: i64 = entry.next_seq
         counting = entry.state != S_ROWS
-        remaining = entry.remaining
-        while n - pos >= 5:
-            length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
-            end = pos + 4 + length
-            if end > n or length == _MAX_CHUNK or not length or buf[pos + 3] != seq:
+        remaining: i64 = entry.remaining
+        while size - at >= 5:
+            length: i64 = buf[at] | buf[at + 1] << 8 | buf[at + 2] << 16
+            end: i64 = at + 4 + length
+            if end > size or length == _MAX_CHUNK or not length or buf[at + 3] != seq:
                 break
             if counting:
                 if remaining <= 1:
                     break
                 remaining -= 1
-            elif buf[pos + 4] >= 0xFE:  # EOF/OK (0xFE) or ERR (0xFF) may end the rows
+            elif buf[at + 4] >= 0xFE:  # EOF/OK (0xFE) or ERR (0xFF) may end the rows
                 break
             seq = (seq + 1) & 0xFF
-            pos = end
-        entry.next_seq = seq
-        entry.remaining = remaining
-        return pos
+            at = end
+        entry.next_seq = int(seq)
+        entry.remaining = int(remaining)
+        return int(at)
 
     def _server_packet(self, entry: PendingResponse, buf: bytes, start: int, length: int) -> None:
         """Advance ``entry`` by one server packet whose payload starts at ``buf[start]``."""
