@@ -255,12 +255,8 @@ class Lab:
             companion = self._spawn(self._binlog_tail_command(),
                                     self.work / f"binlogtail-{self._starts}.log")
             cmd = self._haproxy_command(port)
-        elif name == "haproxy":
-            cmd = self._haproxy_command(port)
-        elif name == BARE_RELAY:
-            cmd = [sys.executable, __file__, BARE_RELAY_FLAG, str(port), str(self.server.port)]
         else:
-            cmd = self._auroratrack_command(name, port)
+            cmd = self.command(name, port)
         proc = self._spawn(cmd, log_path)
         target = Target(name, port, proc, log_path, companion)
         wait_for_port(target)
@@ -268,6 +264,15 @@ class Lab:
             if pid is not None and not wait_until_idle(pid):
                 progress(f"warning: {name} still busy {READY_TIMEOUT_S:.0f} s after start")
         return target
+
+    def command(self, name: str, port: int) -> list[str]:
+        """The command line of a target that is one process listening on ``port``: haproxy,
+        the bare relay, or auroratrack in one of its variants (not the companion targets)."""
+        if name == "haproxy":
+            return self._haproxy_command(port)
+        if name == BARE_RELAY:
+            return [sys.executable, __file__, BARE_RELAY_FLAG, str(port), str(self.server.port)]
+        return self._auroratrack_command(name, port)
 
     def _spawn(self, cmd: list[str], log_path: Path) -> subprocess.Popen:
         with open(log_path, "wb") as log:

@@ -68,12 +68,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def relay_command(lab: pb.Lab, target: str, port: int) -> list[str]:
-    if target == "haproxy":
-        return lab._haproxy_command(port)
-    if target == pb.BARE_RELAY:
-        return [sys.executable, pb.__file__, pb.BARE_RELAY_FLAG, str(port), str(lab.server.port)]
-    command = lab._auroratrack_command("auroratrack-nocapture", port)
-    # valgrind follows the interpreter, not the console script's #! line.
+    if target != "auroratrack":
+        return lab.command(target, port)
+    command = lab.command("auroratrack-nocapture", port)  # the streamer is not on this path
+    # The interpreter itself under valgrind, with the console script as its argument.
     return [sys.executable, *command] if command[0].endswith("auroratrack") else command
 
 
