@@ -148,6 +148,25 @@ class _Missing:
 MISSING: Any = _Missing()
 
 
+class _Hidden:
+    """Marks a hidden generated column of a functional index (MySQL 8.0.13+): the table map
+    lists it, no row image ever holds it, and nothing may write it (the server computes it)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "HIDDEN"
+
+
+HIDDEN: Any = _Hidden()
+HIDDEN_COLUMN_PREFIX = "!hidden!"  # MySQL's name for them: !hidden!<index>!<part>!<n>
+# Types a NOBLOB row image may leave out: a column of these types missing from an image says
+# nothing about it being hidden.
+_BLOB_LIKE = frozenset({FieldType.BLOB, FieldType.JSON, FieldType.GEOMETRY, FieldType.VECTOR,
+                        FieldType.TINY_BLOB, FieldType.MEDIUM_BLOB, FieldType.LONG_BLOB,
+                        FieldType.BLOB_COMPRESSED})
+
+
 @dataclass(frozen=True, slots=True)
 class DateValue:
     """DATE exactly as stored: zero (0000-00-00) and partial (2020-00-15) dates included."""
@@ -267,6 +286,21 @@ class JsonValue:
 
     def to_text(self) -> str:
         return json_binary_to_text(self.raw)
+
+
+@dataclass(frozen=True, slots=True)
+class VectorValue:
+    """MySQL 9's VECTOR: the stored bytes, float32 little-endian, one per dimension."""
+
+    raw: bytes
+
+    def floats(self) -> tuple[float, ...]:
+        return struct.unpack(f"<{len(self.raw) // 4}f", self.raw)
+
+    def __str__(self) -> str:
+        # As VECTOR_TO_STRING prints it: 6 significant digits in exponent form.
+        return "[" + ",".join(f"{value:.5e}" for value in self.floats()) + "]"
+
 
 
 # -- schema types -----------------------------------------------------------------------------
@@ -392,7 +426,8 @@ class TableSchema:
         return replace(self, generated=frozenset(names))
 
     def is_generated(self, index: int) -> bool:
-        return self.columns[index].name in self.generated
+        name = self.columns[index].name
+        return name in self.generated or (name or "").startswith(HIDDEN_COLUMN_PREFIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,6 +470,7 @@ _METADATA_SIZE = {
     FieldType.VARCHAR: 2, FieldType.VAR_STRING: 2, FieldType.BIT: 2, FieldType.NEWDECIMAL: 2,
     FieldType.STRING: 2, FieldType.ENUM: 2, FieldType.SET: 2,
     FieldType.VARCHAR_COMPRESSED: 2, FieldType.BLOB_COMPRESSED: 1,
+    FieldType.VECTOR: 1,  # MySQL 9: the byte length of the value's length prefix (4)
 }
 _BIG_ENDIAN_METADATA = frozenset({FieldType.STRING, FieldType.NEWDECIMAL, FieldType.ENUM,
                                   FieldType.SET})
@@ -987,6 +1023,16 @@ def _json_reader(prefix: int) -> Reader:
     return read
 
 
+def _vector_reader(prefix: int) -> Reader:
+    inner = _length_prefixed_reader(prefix)
+
+    def read(buf: bytes, pos: int) -> tuple[VectorValue, int]:
+        raw, end = inner(buf, pos)
+        return VectorValue(raw), end
+
+    return read
+
+
 def _unsupported_reader(column: ColumnDef, why: str) -> Reader:
     def read(buf: bytes, pos: int) -> tuple[Any, int]:
         raise DecodeError(f"column {column.name!r} (type {column.type}): {why}")
@@ -1045,6 +1091,7 @@ def _make_reader(column: ColumnDef) -> Reader:
         FieldType.BLOB: lambda: _length_prefixed_reader(column.metadata),
         FieldType.GEOMETRY: lambda: _length_prefixed_reader(column.metadata),
         FieldType.JSON: lambda: _json_reader(column.metadata),
+        FieldType.VECTOR: lambda: _vector_reader(column.metadata),
         FieldType.VARCHAR_COMPRESSED: lambda: _compressed_reader(
             1 if column.metadata < 256 else 2),
         FieldType.BLOB_COMPRESSED: lambda: _compressed_reader(column.metadata),
@@ -1115,12 +1162,14 @@ def decode_images(event_type: int, body: bytes, table: TableSchema) -> tuple[str
 def _decode_images(kind: str, has_extra: bool, body: bytes, table: TableSchema) -> list[tuple]:
     pos, first, second = _rows_header(kind, has_extra, body, table)
     width = len(table.columns)
+    full = (1 << width) - 1
+    first &= full  # MySQL may set the bitmap's padding bits
+    second &= full
     if not first and not second:
         # MINIMAL images can name no column at all (INSERT ... VALUES () with defaults): one
         # row, nothing to read.
         return [(MISSING,) * width] * (2 if kind == "update" else 1)
     end = len(body)
-    full = (1 << width) - 1
     if first == full and second == full:
         # FULL images, the common case: one loop reads every image of the event (compiled
         # when the native build is there, else generated for this table).
@@ -1128,8 +1177,9 @@ def _decode_images(kind: str, has_extra: bool, body: bytes, table: TableSchema) 
             object.__setattr__(table, "_full_images", _full_images_reader(table))
         images, pos = table._full_images(body, pos, end)
     else:
-        read_first = _image_reader(table, first)
-        read_second = _image_reader(table, second) if kind == "update" else read_first
+        hidden = _hidden_columns(table, first, second, full)
+        read_first = _image_reader(table, first, hidden)
+        read_second = _image_reader(table, second, hidden) if kind == "update" else read_first
         images = []
         append = images.append
         while pos < end:
@@ -1167,8 +1217,30 @@ def _rows_header(kind: str, has_extra: bool, body: bytes,
     return pos, first, second
 
 
-def _image_reader(table: TableSchema, present: int) -> Callable[[bytes, int], tuple[tuple, int]]:
-    """A function reading one row image whose columns are those set in ``present``."""
+def _hidden_columns(table: TableSchema, first: int, second: int, full: int) -> int:
+    """The columns of a rows event that are hidden generated columns, as a bitmap: those absent
+    from every image while every other column is there (so the images are FULL but for them).
+
+    The binlog marks them only by name (``!hidden!...``, with ``binlog_row_metadata=FULL``).
+    Without names, a column absent from a FULL-looking image counts as hidden unless its type is
+    one that ``binlog_row_image=NOBLOB`` leaves out. A MINIMAL image that happens to hold all
+    columns but unnamed non-BLOB ones would be misread so; the undo needs column names
+    (``binlog_row_metadata=FULL``) anyway, so that misreading can only show in ``changes``."""
+    absent = full & ~(first | second)
+    if not absent or (first | absent) != full or (second | absent) != full:
+        return 0
+    for i, column in enumerate(table.columns):
+        if absent >> i & 1:
+            named_hidden = (column.name or "").startswith(HIDDEN_COLUMN_PREFIX)
+            if not named_hidden and (column.name is not None or column.type in _BLOB_LIKE):
+                return 0
+    return absent
+
+
+def _image_reader(table: TableSchema, present: int,
+                  hidden: int = 0) -> Callable[[bytes, int], tuple[tuple, int]]:
+    """A function reading one row image whose columns are those set in ``present``; columns in
+    ``hidden`` read as ``HIDDEN``, the other absent ones as ``MISSING``."""
     width = len(table.columns)
     indexes = [i for i in range(width) if present >> i & 1]
     readers = tuple(table._readers[i] for i in indexes)
@@ -1178,10 +1250,11 @@ def _image_reader(table: TableSchema, present: int) -> Callable[[bytes, int], tu
             return _read_image(buf, pos, readers, null_len)
 
         return read_full
+    template = [HIDDEN if hidden >> i & 1 else MISSING for i in range(width)]
 
     def read_partial(buf: bytes, pos: int) -> tuple[tuple, int]:
         values, pos = _read_image(buf, pos, readers, null_len)
-        full = [MISSING] * width
+        full = template.copy()
         for i, value in zip(indexes, values, strict=True):
             full[i] = value
         return tuple(full), pos
@@ -1417,8 +1490,14 @@ def sql_literal(value: Any, column: ColumnDef) -> str:
     if kind is JsonValue:
         text = value.to_text().encode("utf-8", "surrogateescape")
         return f"CAST(_utf8mb4 X'{text.hex()}' AS JSON)"
+    if kind is VectorValue:
+        # The stored float32 bytes: MySQL takes a binary string of 4 bytes per dimension as a
+        # VECTOR as it is, where text (STRING_TO_VECTOR) would go through decimal digits.
+        return f"X'{value.raw.hex()}'"
     if value is MISSING:
         raise ValueError(f"column {column.name!r} is not in this row image; nothing to write")
+    if value is HIDDEN:
+        raise ValueError(f"column {column.name!r} is a hidden generated column; never written")
     raise TypeError(f"no SQL literal for {kind.__name__} (column {column.name!r})")
 
 
@@ -1629,16 +1708,18 @@ def _packed_temporal_text(field_type: int, packed: int) -> str:
     packed = abs(packed)
     fraction = packed & 0xFFFFFF
     whole = packed >> 24
+    # MySQL prints TIME and DATETIME/TIMESTAMP inside JSON with all six fraction digits
+    # ("2012-03-18 11:30:45.000000"), whatever the fraction is.
     if field_type == FieldType.TIME:
-        return str(TimeValue(negative, (whole >> 12) & 0x3FF, (whole >> 6) & 0x3F, whole & 0x3F,
-                             fraction))
+        time = TimeValue(negative, (whole >> 12) & 0x3FF, (whole >> 6) & 0x3F, whole & 0x3F)
+        return f"{time}.{fraction:06d}"
     ymd = whole >> 17
     year, month = divmod(ymd >> 5, 13)
     if field_type == FieldType.DATE:
         return str(DateValue(year, month, ymd & 31))
     hms = whole & 0x1FFFF
-    return str(DateTimeValue(year, month, ymd & 31, hms >> 12, (hms >> 6) & 0x3F, hms & 0x3F,
-                             fraction))
+    moment = DateTimeValue(year, month, ymd & 31, hms >> 12, (hms >> 6) & 0x3F, hms & 0x3F)
+    return f"{moment}.{fraction:06d}"
 
 
 # -- the compiled row loop ----------------------------------------------------------------------

@@ -159,6 +159,7 @@ class TransactionAssembler:
             bl.MARIADB_GTID_EVENT: self._mariadb_gtid,
             bl.GTID_EVENT: self._mysql_gtid,
             bl.ANONYMOUS_GTID_EVENT: self._mysql_gtid,
+            bl.GTID_TAGGED_LOG_EVENT: self._mysql_gtid,
             bl.MARIADB_ANNOTATE_ROWS_EVENT: self._annotate_rows,
             bl.ROWS_QUERY_EVENT: self._rows_query,
             bl.XA_PREPARE_EVENT: self._xa_prepare,
@@ -208,7 +209,8 @@ class TransactionAssembler:
         self._begin(event, gtid=gtid.gtid, mariadb_flags=gtid.flags)
 
     def _mysql_gtid(self, event: bl.RawEvent) -> None:
-        mysql = parse_mysql_gtid(event.body, anonymous=event.type == bl.ANONYMOUS_GTID_EVENT)
+        mysql = parse_mysql_gtid(event.body, anonymous=event.type == bl.ANONYMOUS_GTID_EVENT,
+                                 tagged=event.type == bl.GTID_TAGGED_LOG_EVENT)
         self._begin(event, gtid=mysql.gtid, mysql_commit_us=mysql.commit_time_us)
 
     def _annotate_rows(self, event: bl.RawEvent) -> None:
