@@ -17,7 +17,10 @@ and a permissive ``sql_mode``: the backtrack depends on that.
 Not decodable from the binlog alone, and refused rather than guessed where it can be detected:
 MariaDB's pre-10.1 TIME(n)/DATETIME(n)/TIMESTAMP(n) with n > 0 (``mysql56_temporal_format=OFF``;
 the table map carries no fraction width, so only the rows event's length betrays them),
-compressed binlog events, MySQL's partial JSON updates, and types newer than this module.
+MariaDB's compressed binlog events, and types newer than this module. MySQL's partial JSON
+updates (PARTIAL_UPDATE_ROWS) decode to full after-images: their diffs are applied to the
+before-image (jsondiff.py). MySQL 9's VECTOR is a ``VectorValue``; the hidden generated column
+of a functional index reads as ``HIDDEN`` (never written back).
 
 Formats follow MySQL's ``libbinlogevents`` / ``sql/log_event.cc`` documentation and MariaDB's
 ``log_event_server.cc``, re-derived here (no code copied); facts measured on MariaDB 10.11 are in
@@ -42,6 +45,7 @@ from enum import IntEnum
 from typing import Any
 
 from proxy.changelog import _scan
+from proxy.changelog.jsondiff import JsonDiffError, JsonDiffValue, apply_diffs, read_diffs
 
 
 class DecodeError(ValueError):
@@ -116,9 +120,8 @@ _ROWS_EVENTS = {
     UPDATE_ROWS_V2: ("update", True),
     DELETE_ROWS_V2: ("delete", True),
 }
+PARTIAL_UPDATE_ROWS = 39  # MySQL's UPDATE with partial JSON values (see jsondiff.py)
 _UNSUPPORTED_ROWS_EVENTS = {
-    39: "MySQL PARTIAL_UPDATE_ROWS_EVENT (binlog_row_value_options=PARTIAL_JSON): JSON diffs "
-        "are not full images; set binlog_row_value_options=''",
     166: "MariaDB compressed WRITE_ROWS (log_bin_compress=ON); set log_bin_compress=OFF",
     167: "MariaDB compressed UPDATE_ROWS (log_bin_compress=ON); set log_bin_compress=OFF",
     168: "MariaDB compressed DELETE_ROWS (log_bin_compress=ON); set log_bin_compress=OFF",
@@ -276,16 +279,30 @@ class SetValue:
     members: tuple[bytes, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class JsonValue:
     """MySQL's binary JSON (type 245) as stored; ``to_text()`` renders it as JSON text.
 
-    MariaDB's JSON is LONGTEXT and decodes to plain ``bytes`` instead."""
+    ``text`` is set instead of ``raw`` for a document rebuilt from a partial update's diffs
+    (jsondiff.py). Two values are equal when their documents print the same (their raw bytes
+    may differ: MySQL updates binary JSON in place, leaving gaps). MariaDB's JSON is LONGTEXT
+    and decodes to plain ``bytes`` instead."""
 
     raw: bytes
+    text: str | None = None
 
     def to_text(self) -> str:
-        return json_binary_to_text(self.raw)
+        return self.text if self.text is not None else json_binary_to_text(self.raw)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, JsonValue):
+            return NotImplemented
+        if self.text is None and other.text is None and self.raw == other.raw:
+            return True
+        return self.to_text() == other.to_text()
+
+    def __hash__(self) -> int:
+        return hash(self.to_text())
 
 
 @dataclass(frozen=True, slots=True)
@@ -1143,17 +1160,24 @@ def decode_images(event_type: int, body: bytes, table: TableSchema) -> tuple[str
     contributes its before- and after-image, in that order (before images at even positions).
     Same values and errors as ``decode_rows``, which is built on it; bulk readers (the backtrack
     planner folds millions of rows) use it to skip an object per row."""
-    if event_type not in _ROWS_EVENTS:
+    if event_type == PARTIAL_UPDATE_ROWS:
+        kind, has_extra = "update", True
+    elif event_type not in _ROWS_EVENTS:
         why = _UNSUPPORTED_ROWS_EVENTS.get(event_type, "not a rows event")
         raise DecodeError(f"event type {event_type}: {why}")
-    kind, has_extra = _ROWS_EVENTS[event_type]
+    else:
+        kind, has_extra = _ROWS_EVENTS[event_type]
     body = bytes(body)
     table_id = rows_event_table_id(body)
     if table_id != table.table_id:
         raise DecodeError(f"rows event for table id {table_id} decoded with the table map of "
                           f"id {table.table_id} ({table.schema}.{table.table})")
     try:
+        if event_type == PARTIAL_UPDATE_ROWS:
+            return kind, _decode_partial_update(body, table)
         return kind, _decode_images(kind, has_extra, body, table)
+    except JsonDiffError as exc:
+        raise DecodeError(f"partial JSON update of {table.schema}.{table.table}: {exc}") from exc
     except (IndexError, struct.error, zlib.error) as exc:
         raise DecodeError(f"truncated or corrupt rows event for {table.schema}.{table.table} "
                           f"({exc})") from exc
@@ -1194,6 +1218,64 @@ def _decode_images(kind: str, has_extra: bool, body: bytes, table: TableSchema) 
     if kind == "update" and len(images) % 2:
         raise DecodeError(f"rows event for {table.schema}.{table.table} ends inside an update")
     return images
+
+
+PARTIAL_JSON_UPDATES = 1  # value_options bit: JSON columns of the after-image may be diffs
+
+
+def _decode_partial_update(body: bytes, table: TableSchema) -> list[tuple]:
+    """A PARTIAL_UPDATE_ROWS_EVENT's images: each row is a before-image, then value options
+    (a packed integer), with PARTIAL_JSON_UPDATES a bitmap with one bit per JSON column of the
+    table (set: logged as diffs), then the after-image, whose diff-logged JSON values are
+    applied to the before-image's (jsondiff.py) so that the after-image is full."""
+    pos, first, second = _rows_header("update", True, body, table)
+    full = (1 << len(table.columns)) - 1
+    first &= full
+    second &= full
+    hidden = _hidden_columns(table, first, second, full)
+    read_before = _image_reader(table, first, hidden)
+    json_columns = [i for i, c in enumerate(table.columns) if c.type == FieldType.JSON]
+    images: list[tuple] = []
+    while pos < len(body):
+        before, pos = read_before(body, pos)
+        options, pos = read_packed_int(body, pos)
+        partial: set[int] = set()
+        if options & PARTIAL_JSON_UPDATES:
+            size = (len(json_columns) + 7) >> 3
+            bits = int.from_bytes(body[pos:pos + size], "little")
+            pos += size
+            partial = {col for n, col in enumerate(json_columns) if bits >> n & 1}
+        after, pos = _read_partial_after(body, pos, table, second, hidden, partial, before)
+        images += (before, after)
+    if pos != len(body):
+        raise DecodeError(f"rows event for {table.schema}.{table.table} overran its body")
+    return images
+
+
+def _read_partial_after(body: bytes, pos: int, table: TableSchema, present: int, hidden: int,
+                        partial: set[int], before: tuple) -> tuple[tuple, int]:
+    width = len(table.columns)
+    indexes = [i for i in range(width) if present >> i & 1]
+    null_len = (len(indexes) + 7) >> 3
+    nulls = int.from_bytes(body[pos:pos + null_len], "little")
+    pos += null_len
+    values = [HIDDEN if hidden >> i & 1 else MISSING for i in range(width)]
+    for n, i in enumerate(indexes):
+        if nulls >> n & 1:
+            values[i] = None
+        elif i in partial:
+            prefix = table.columns[i].metadata
+            start = pos + prefix
+            end = start + int.from_bytes(body[pos:start], "little")
+            diffs = read_diffs(body[start:end])
+            pos = end
+            old = before[i]
+            # Without the before-image's document (image not FULL) the diffs stay diffs.
+            values[i] = (JsonValue(b"", apply_diffs(old.raw, diffs))
+                         if isinstance(old, JsonValue) and old.text is None else JsonDiffValue(diffs))
+        else:
+            values[i], pos = table._readers[i](body, pos)
+    return tuple(values), pos
 
 
 def _rows_header(kind: str, has_extra: bool, body: bytes,
