@@ -1167,11 +1167,12 @@ def decode_images(event_type: int, body: bytes, table: TableSchema) -> tuple[str
         raise DecodeError(f"event type {event_type}: {why}")
     else:
         kind, has_extra = _ROWS_EVENTS[event_type]
+    # The table id is not checked against the map's: the change store keeps one table map per
+    # layout whatever id the server gave it (store.table_map_id), and the server gives a table a
+    # new id when it reopens it (a DROP and CREATE, FLUSH TABLES, a full table cache), so a
+    # stored map and a later rows event of the same table may carry different ids. The column
+    # count and the image lengths are checked instead.
     body = bytes(body)
-    table_id = rows_event_table_id(body)
-    if table_id != table.table_id:
-        raise DecodeError(f"rows event for table id {table_id} decoded with the table map of "
-                          f"id {table.table_id} ({table.schema}.{table.table})")
     try:
         if event_type == PARTIAL_UPDATE_ROWS:
             return kind, _decode_partial_update(body, table)
