@@ -59,7 +59,7 @@ def inspect_binlogs(paths: Sequence[str | Path], rows: bool = False,
             binlog = BinlogFile(path)
             last_txn = store.transactions(newest_first=True, limit=1)
             after = last_txn[0].txn_id if last_txn else 0
-            _feed_file(binlog, assembler)
+            feed_file(binlog, assembler)
             store.commit_pending()
             flavor = binlog.format.flavor if binlog.format else None
             for txn in store.transactions(after_txn_id=after):
@@ -74,7 +74,8 @@ def inspect_binlogs(paths: Sequence[str | Path], rows: bool = False,
     return documents
 
 
-def _feed_file(binlog: BinlogFile, assembler: TransactionAssembler) -> None:
+def feed_file(binlog: BinlogFile, assembler: TransactionAssembler) -> None:
+    """Every event of ``binlog`` into ``assembler`` (and so into its store), in order."""
     name = str(binlog.path)
     events = binlog.events()
     while True:

@@ -25,11 +25,20 @@ class QueryBody:
     error_code: int
 
 
+class EventBodyError(ValueError):
+    """An event body that does not hold what its type says it holds (a corrupt event)."""
+
+
 def parse_query(body: bytes) -> QueryBody:
     """QUERY_EVENT: the default database and the statement text (raw bytes)."""
+    if len(body) < QUERY_POST_HEADER:
+        raise EventBodyError(f"QUERY_EVENT of {len(body)} bytes, shorter than its post-header")
     db_len = body[8]
     error_code, status_len = struct.unpack_from("<HH", body, 9)
     db_start = QUERY_POST_HEADER + status_len
+    if db_start + db_len >= len(body) or body[db_start + db_len] != 0:
+        raise EventBodyError(f"QUERY_EVENT: status variables ({status_len} bytes) and schema name "
+                             f"({db_len} bytes) do not fit its {len(body)} bytes (a corrupt event)")
     schema = body[db_start : db_start + db_len].decode("utf-8", "replace")
     return QueryBody(schema, bytes(body[db_start + db_len + 1 :]), error_code)
 
@@ -41,6 +50,8 @@ def table_map_names(body: bytes) -> tuple[int, str, str]:
     schema_len = body[pos]
     schema = body[pos + 1 : pos + 1 + schema_len].decode("utf-8", "replace")
     pos += 1 + schema_len + 1
+    if pos >= len(body):
+        raise EventBodyError(f"TABLE_MAP_EVENT of {len(body)} bytes ends inside its names")
     table_len = body[pos]
     table = body[pos + 1 : pos + 1 + table_len].decode("utf-8", "replace")
     return table_id, schema, table
@@ -105,7 +116,7 @@ _TAGGED_FIELDS = {0: "u", 1: "uuid", 2: "s", 3: "str", 4: "s", 5: "s", 6: "u", 7
                   9: "u", 10: "u", 11: "u"}
 
 
-class GtidEventError(ValueError):
+class GtidEventError(EventBodyError):
     """A GTID event body that cannot be read."""
 
 
