@@ -32,7 +32,7 @@ from proxy.timeparse import format_time_us
 OPERATIONS = ("insert", "update", "delete", "ddl", "statement")
 _EVENT_OPERATION = {
     bl.WRITE_ROWS_V1: "insert", bl.WRITE_ROWS_V2: "insert",
-    bl.UPDATE_ROWS_V1: "update", bl.UPDATE_ROWS_V2: "update",
+    bl.UPDATE_ROWS_V1: "update", bl.UPDATE_ROWS_V2: "update", bl.PARTIAL_UPDATE_ROWS_EVENT: "update",
     bl.DELETE_ROWS_V1: "delete", bl.DELETE_ROWS_V2: "delete",
 }
 

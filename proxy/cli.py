@@ -252,6 +252,20 @@ def changes(since, until, table, operation, gtid, grep, limit, rows_txn, data_di
         clioutput.print_view(clioutput.changes_table(document))
 
 
+@main.command("inspect-binlog")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--rows", is_flag=True, help="Also decode every row change (before and after images).")
+@output_option
+def inspect_binlog(files: tuple[Path, ...], rows: bool, output: str) -> None:
+    """The transactions of binlog files, read from disk: no server, no running serve."""
+    from proxy.inspectbinlog import InspectError, inspect_binlogs, print_documents  # the decoder: only here
+
+    try:
+        print_documents(inspect_binlogs(files, rows=rows), output, rows)
+    except InspectError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @main.command()
 @click.option("--to", "to", required=True, help=f"Where to go back to: {FORMS}.")
 @click.option("--force", is_flag=True, help="Go ahead despite binlog conflicts (each one is recorded).")

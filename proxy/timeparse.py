@@ -24,7 +24,9 @@ FORMS = ("ISO 8601 (2026-11-22T10:15:00Z, or without zone for local time), a tim
          "a relative time (-15m, -2h30m), lsn:N, a GTID (0-1-345 or UUID:N) or binlog file:pos")
 
 _MARIADB_GTID = re.compile(r"\d+-\d+-\d+")
-_MYSQL_GTID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}:\d+")
+# UUID:N, or UUID:tag:N (MySQL 8.4+ tagged GTIDs; tags are case-insensitive, stored lower case)
+_MYSQL_GTID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+                         r"(:[A-Za-z_][A-Za-z0-9_]{0,31})?:\d+")
 _POSITION = re.compile(r"([\w.-]+\.\d+):(\d+)")
 _TIME_OF_DAY = re.compile(r"\d{1,2}:\d{2}(:\d{2}(\.\d{1,6})?)?")
 

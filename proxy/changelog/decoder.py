@@ -17,7 +17,10 @@ and a permissive ``sql_mode``: the backtrack depends on that.
 Not decodable from the binlog alone, and refused rather than guessed where it can be detected:
 MariaDB's pre-10.1 TIME(n)/DATETIME(n)/TIMESTAMP(n) with n > 0 (``mysql56_temporal_format=OFF``;
 the table map carries no fraction width, so only the rows event's length betrays them),
-compressed binlog events, MySQL's partial JSON updates, and types newer than this module.
+MariaDB's compressed binlog events, and types newer than this module. MySQL's partial JSON
+updates (PARTIAL_UPDATE_ROWS) decode to full after-images: their diffs are applied to the
+before-image (jsondiff.py). MySQL 9's VECTOR is a ``VectorValue``; the hidden generated column
+of a functional index reads as ``HIDDEN`` (never written back).
 
 Formats follow MySQL's ``libbinlogevents`` / ``sql/log_event.cc`` documentation and MariaDB's
 ``log_event_server.cc``, re-derived here (no code copied); facts measured on MariaDB 10.11 are in
@@ -42,6 +45,7 @@ from enum import IntEnum
 from typing import Any
 
 from proxy.changelog import _scan
+from proxy.changelog.jsondiff import JsonDiffError, JsonDiffValue, apply_diffs, read_diffs
 
 
 class DecodeError(ValueError):
@@ -116,9 +120,8 @@ _ROWS_EVENTS = {
     UPDATE_ROWS_V2: ("update", True),
     DELETE_ROWS_V2: ("delete", True),
 }
+PARTIAL_UPDATE_ROWS = 39  # MySQL's UPDATE with partial JSON values (see jsondiff.py)
 _UNSUPPORTED_ROWS_EVENTS = {
-    39: "MySQL PARTIAL_UPDATE_ROWS_EVENT (binlog_row_value_options=PARTIAL_JSON): JSON diffs "
-        "are not full images; set binlog_row_value_options=''",
     166: "MariaDB compressed WRITE_ROWS (log_bin_compress=ON); set log_bin_compress=OFF",
     167: "MariaDB compressed UPDATE_ROWS (log_bin_compress=ON); set log_bin_compress=OFF",
     168: "MariaDB compressed DELETE_ROWS (log_bin_compress=ON); set log_bin_compress=OFF",
@@ -146,6 +149,25 @@ class _Missing:
 
 
 MISSING: Any = _Missing()
+
+
+class _Hidden:
+    """Marks a hidden generated column of a functional index (MySQL 8.0.13+): the table map
+    lists it, no row image ever holds it, and nothing may write it (the server computes it)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "HIDDEN"
+
+
+HIDDEN: Any = _Hidden()
+HIDDEN_COLUMN_PREFIX = "!hidden!"  # MySQL's name for them: !hidden!<index>!<part>!<n>
+# Types a NOBLOB row image may leave out: a column of these types missing from an image says
+# nothing about it being hidden.
+_BLOB_LIKE = frozenset({FieldType.BLOB, FieldType.JSON, FieldType.GEOMETRY, FieldType.VECTOR,
+                        FieldType.TINY_BLOB, FieldType.MEDIUM_BLOB, FieldType.LONG_BLOB,
+                        FieldType.BLOB_COMPRESSED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,16 +279,45 @@ class SetValue:
     members: tuple[bytes, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class JsonValue:
     """MySQL's binary JSON (type 245) as stored; ``to_text()`` renders it as JSON text.
 
-    MariaDB's JSON is LONGTEXT and decodes to plain ``bytes`` instead."""
+    ``text`` is set instead of ``raw`` for a document rebuilt from a partial update's diffs
+    (jsondiff.py). Two values are equal when their documents print the same (their raw bytes
+    may differ: MySQL updates binary JSON in place, leaving gaps). MariaDB's JSON is LONGTEXT
+    and decodes to plain ``bytes`` instead."""
+
+    raw: bytes
+    text: str | None = None
+
+    def to_text(self) -> str:
+        return self.text if self.text is not None else json_binary_to_text(self.raw)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, JsonValue):
+            return NotImplemented
+        if self.text is None and other.text is None and self.raw == other.raw:
+            return True
+        return self.to_text() == other.to_text()
+
+    def __hash__(self) -> int:
+        return hash(self.to_text())
+
+
+@dataclass(frozen=True, slots=True)
+class VectorValue:
+    """MySQL 9's VECTOR: the stored bytes, float32 little-endian, one per dimension."""
 
     raw: bytes
 
-    def to_text(self) -> str:
-        return json_binary_to_text(self.raw)
+    def floats(self) -> tuple[float, ...]:
+        return struct.unpack(f"<{len(self.raw) // 4}f", self.raw)
+
+    def __str__(self) -> str:
+        # As VECTOR_TO_STRING prints it: 6 significant digits in exponent form.
+        return "[" + ",".join(f"{value:.5e}" for value in self.floats()) + "]"
+
 
 
 # -- schema types -----------------------------------------------------------------------------
@@ -392,7 +443,8 @@ class TableSchema:
         return replace(self, generated=frozenset(names))
 
     def is_generated(self, index: int) -> bool:
-        return self.columns[index].name in self.generated
+        name = self.columns[index].name
+        return name in self.generated or (name or "").startswith(HIDDEN_COLUMN_PREFIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,6 +487,7 @@ _METADATA_SIZE = {
     FieldType.VARCHAR: 2, FieldType.VAR_STRING: 2, FieldType.BIT: 2, FieldType.NEWDECIMAL: 2,
     FieldType.STRING: 2, FieldType.ENUM: 2, FieldType.SET: 2,
     FieldType.VARCHAR_COMPRESSED: 2, FieldType.BLOB_COMPRESSED: 1,
+    FieldType.VECTOR: 1,  # MySQL 9: the byte length of the value's length prefix (4)
 }
 _BIG_ENDIAN_METADATA = frozenset({FieldType.STRING, FieldType.NEWDECIMAL, FieldType.ENUM,
                                   FieldType.SET})
@@ -987,6 +1040,16 @@ def _json_reader(prefix: int) -> Reader:
     return read
 
 
+def _vector_reader(prefix: int) -> Reader:
+    inner = _length_prefixed_reader(prefix)
+
+    def read(buf: bytes, pos: int) -> tuple[VectorValue, int]:
+        raw, end = inner(buf, pos)
+        return VectorValue(raw), end
+
+    return read
+
+
 def _unsupported_reader(column: ColumnDef, why: str) -> Reader:
     def read(buf: bytes, pos: int) -> tuple[Any, int]:
         raise DecodeError(f"column {column.name!r} (type {column.type}): {why}")
@@ -1045,6 +1108,7 @@ def _make_reader(column: ColumnDef) -> Reader:
         FieldType.BLOB: lambda: _length_prefixed_reader(column.metadata),
         FieldType.GEOMETRY: lambda: _length_prefixed_reader(column.metadata),
         FieldType.JSON: lambda: _json_reader(column.metadata),
+        FieldType.VECTOR: lambda: _vector_reader(column.metadata),
         FieldType.VARCHAR_COMPRESSED: lambda: _compressed_reader(
             1 if column.metadata < 256 else 2),
         FieldType.BLOB_COMPRESSED: lambda: _compressed_reader(column.metadata),
@@ -1096,17 +1160,25 @@ def decode_images(event_type: int, body: bytes, table: TableSchema) -> tuple[str
     contributes its before- and after-image, in that order (before images at even positions).
     Same values and errors as ``decode_rows``, which is built on it; bulk readers (the backtrack
     planner folds millions of rows) use it to skip an object per row."""
-    if event_type not in _ROWS_EVENTS:
+    if event_type == PARTIAL_UPDATE_ROWS:
+        kind, has_extra = "update", True
+    elif event_type not in _ROWS_EVENTS:
         why = _UNSUPPORTED_ROWS_EVENTS.get(event_type, "not a rows event")
         raise DecodeError(f"event type {event_type}: {why}")
-    kind, has_extra = _ROWS_EVENTS[event_type]
+    else:
+        kind, has_extra = _ROWS_EVENTS[event_type]
+    # The table id is not checked against the map's: the change store keeps one table map per
+    # layout whatever id the server gave it (store.table_map_id), and the server gives a table a
+    # new id when it reopens it (a DROP and CREATE, FLUSH TABLES, a full table cache), so a
+    # stored map and a later rows event of the same table may carry different ids. The column
+    # count and the image lengths are checked instead.
     body = bytes(body)
-    table_id = rows_event_table_id(body)
-    if table_id != table.table_id:
-        raise DecodeError(f"rows event for table id {table_id} decoded with the table map of "
-                          f"id {table.table_id} ({table.schema}.{table.table})")
     try:
+        if event_type == PARTIAL_UPDATE_ROWS:
+            return kind, _decode_partial_update(body, table)
         return kind, _decode_images(kind, has_extra, body, table)
+    except JsonDiffError as exc:
+        raise DecodeError(f"partial JSON update of {table.schema}.{table.table}: {exc}") from exc
     except (IndexError, struct.error, zlib.error) as exc:
         raise DecodeError(f"truncated or corrupt rows event for {table.schema}.{table.table} "
                           f"({exc})") from exc
@@ -1115,12 +1187,14 @@ def decode_images(event_type: int, body: bytes, table: TableSchema) -> tuple[str
 def _decode_images(kind: str, has_extra: bool, body: bytes, table: TableSchema) -> list[tuple]:
     pos, first, second = _rows_header(kind, has_extra, body, table)
     width = len(table.columns)
+    full = (1 << width) - 1
+    first &= full  # MySQL may set the bitmap's padding bits
+    second &= full
     if not first and not second:
         # MINIMAL images can name no column at all (INSERT ... VALUES () with defaults): one
         # row, nothing to read.
         return [(MISSING,) * width] * (2 if kind == "update" else 1)
     end = len(body)
-    full = (1 << width) - 1
     if first == full and second == full:
         # FULL images, the common case: one loop reads every image of the event (compiled
         # when the native build is there, else generated for this table).
@@ -1128,8 +1202,9 @@ def _decode_images(kind: str, has_extra: bool, body: bytes, table: TableSchema) 
             object.__setattr__(table, "_full_images", _full_images_reader(table))
         images, pos = table._full_images(body, pos, end)
     else:
-        read_first = _image_reader(table, first)
-        read_second = _image_reader(table, second) if kind == "update" else read_first
+        hidden = _hidden_columns(table, first, second, full)
+        read_first = _image_reader(table, first, hidden)
+        read_second = _image_reader(table, second, hidden) if kind == "update" else read_first
         images = []
         append = images.append
         while pos < end:
@@ -1144,6 +1219,64 @@ def _decode_images(kind: str, has_extra: bool, body: bytes, table: TableSchema) 
     if kind == "update" and len(images) % 2:
         raise DecodeError(f"rows event for {table.schema}.{table.table} ends inside an update")
     return images
+
+
+PARTIAL_JSON_UPDATES = 1  # value_options bit: JSON columns of the after-image may be diffs
+
+
+def _decode_partial_update(body: bytes, table: TableSchema) -> list[tuple]:
+    """A PARTIAL_UPDATE_ROWS_EVENT's images: each row is a before-image, then value options
+    (a packed integer), with PARTIAL_JSON_UPDATES a bitmap with one bit per JSON column of the
+    table (set: logged as diffs), then the after-image, whose diff-logged JSON values are
+    applied to the before-image's (jsondiff.py) so that the after-image is full."""
+    pos, first, second = _rows_header("update", True, body, table)
+    full = (1 << len(table.columns)) - 1
+    first &= full
+    second &= full
+    hidden = _hidden_columns(table, first, second, full)
+    read_before = _image_reader(table, first, hidden)
+    json_columns = [i for i, c in enumerate(table.columns) if c.type == FieldType.JSON]
+    images: list[tuple] = []
+    while pos < len(body):
+        before, pos = read_before(body, pos)
+        options, pos = read_packed_int(body, pos)
+        partial: set[int] = set()
+        if options & PARTIAL_JSON_UPDATES:
+            size = (len(json_columns) + 7) >> 3
+            bits = int.from_bytes(body[pos:pos + size], "little")
+            pos += size
+            partial = {col for n, col in enumerate(json_columns) if bits >> n & 1}
+        after, pos = _read_partial_after(body, pos, table, second, hidden, partial, before)
+        images += (before, after)
+    if pos != len(body):
+        raise DecodeError(f"rows event for {table.schema}.{table.table} overran its body")
+    return images
+
+
+def _read_partial_after(body: bytes, pos: int, table: TableSchema, present: int, hidden: int,
+                        partial: set[int], before: tuple) -> tuple[tuple, int]:
+    width = len(table.columns)
+    indexes = [i for i in range(width) if present >> i & 1]
+    null_len = (len(indexes) + 7) >> 3
+    nulls = int.from_bytes(body[pos:pos + null_len], "little")
+    pos += null_len
+    values = [HIDDEN if hidden >> i & 1 else MISSING for i in range(width)]
+    for n, i in enumerate(indexes):
+        if nulls >> n & 1:
+            values[i] = None
+        elif i in partial:
+            prefix = table.columns[i].metadata
+            start = pos + prefix
+            end = start + int.from_bytes(body[pos:start], "little")
+            diffs = read_diffs(body[start:end])
+            pos = end
+            old = before[i]
+            # Without the before-image's document (image not FULL) the diffs stay diffs.
+            values[i] = (JsonValue(b"", apply_diffs(old.raw, diffs))
+                         if isinstance(old, JsonValue) and old.text is None else JsonDiffValue(diffs))
+        else:
+            values[i], pos = table._readers[i](body, pos)
+    return tuple(values), pos
 
 
 def _rows_header(kind: str, has_extra: bool, body: bytes,
@@ -1167,8 +1300,30 @@ def _rows_header(kind: str, has_extra: bool, body: bytes,
     return pos, first, second
 
 
-def _image_reader(table: TableSchema, present: int) -> Callable[[bytes, int], tuple[tuple, int]]:
-    """A function reading one row image whose columns are those set in ``present``."""
+def _hidden_columns(table: TableSchema, first: int, second: int, full: int) -> int:
+    """The columns of a rows event that are hidden generated columns, as a bitmap: those absent
+    from every image while every other column is there (so the images are FULL but for them).
+
+    The binlog marks them only by name (``!hidden!...``, with ``binlog_row_metadata=FULL``).
+    Without names, a column absent from a FULL-looking image counts as hidden unless its type is
+    one that ``binlog_row_image=NOBLOB`` leaves out. A MINIMAL image that happens to hold all
+    columns but unnamed non-BLOB ones would be misread so; the undo needs column names
+    (``binlog_row_metadata=FULL``) anyway, so that misreading can only show in ``changes``."""
+    absent = full & ~(first | second)
+    if not absent or (first | absent) != full or (second | absent) != full:
+        return 0
+    for i, column in enumerate(table.columns):
+        if absent >> i & 1:
+            named_hidden = (column.name or "").startswith(HIDDEN_COLUMN_PREFIX)
+            if not named_hidden and (column.name is not None or column.type in _BLOB_LIKE):
+                return 0
+    return absent
+
+
+def _image_reader(table: TableSchema, present: int,
+                  hidden: int = 0) -> Callable[[bytes, int], tuple[tuple, int]]:
+    """A function reading one row image whose columns are those set in ``present``; columns in
+    ``hidden`` read as ``HIDDEN``, the other absent ones as ``MISSING``."""
     width = len(table.columns)
     indexes = [i for i in range(width) if present >> i & 1]
     readers = tuple(table._readers[i] for i in indexes)
@@ -1178,10 +1333,11 @@ def _image_reader(table: TableSchema, present: int) -> Callable[[bytes, int], tu
             return _read_image(buf, pos, readers, null_len)
 
         return read_full
+    template = [HIDDEN if hidden >> i & 1 else MISSING for i in range(width)]
 
     def read_partial(buf: bytes, pos: int) -> tuple[tuple, int]:
         values, pos = _read_image(buf, pos, readers, null_len)
-        full = [MISSING] * width
+        full = template.copy()
         for i, value in zip(indexes, values, strict=True):
             full[i] = value
         return tuple(full), pos
@@ -1417,8 +1573,14 @@ def sql_literal(value: Any, column: ColumnDef) -> str:
     if kind is JsonValue:
         text = value.to_text().encode("utf-8", "surrogateescape")
         return f"CAST(_utf8mb4 X'{text.hex()}' AS JSON)"
+    if kind is VectorValue:
+        # The stored float32 bytes: MySQL takes a binary string of 4 bytes per dimension as a
+        # VECTOR as it is, where text (STRING_TO_VECTOR) would go through decimal digits.
+        return f"X'{value.raw.hex()}'"
     if value is MISSING:
         raise ValueError(f"column {column.name!r} is not in this row image; nothing to write")
+    if value is HIDDEN:
+        raise ValueError(f"column {column.name!r} is a hidden generated column; never written")
     raise TypeError(f"no SQL literal for {kind.__name__} (column {column.name!r})")
 
 
@@ -1629,16 +1791,18 @@ def _packed_temporal_text(field_type: int, packed: int) -> str:
     packed = abs(packed)
     fraction = packed & 0xFFFFFF
     whole = packed >> 24
+    # MySQL prints TIME and DATETIME/TIMESTAMP inside JSON with all six fraction digits
+    # ("2012-03-18 11:30:45.000000"), whatever the fraction is.
     if field_type == FieldType.TIME:
-        return str(TimeValue(negative, (whole >> 12) & 0x3FF, (whole >> 6) & 0x3F, whole & 0x3F,
-                             fraction))
+        time = TimeValue(negative, (whole >> 12) & 0x3FF, (whole >> 6) & 0x3F, whole & 0x3F)
+        return f"{time}.{fraction:06d}"
     ymd = whole >> 17
     year, month = divmod(ymd >> 5, 13)
     if field_type == FieldType.DATE:
         return str(DateValue(year, month, ymd & 31))
     hms = whole & 0x1FFFF
-    return str(DateTimeValue(year, month, ymd & 31, hms >> 12, (hms >> 6) & 0x3F, hms & 0x3F,
-                             fraction))
+    moment = DateTimeValue(year, month, ymd & 31, hms >> 12, (hms >> 6) & 0x3F, hms & 0x3F)
+    return f"{moment}.{fraction:06d}"
 
 
 # -- the compiled row loop ----------------------------------------------------------------------

@@ -25,11 +25,20 @@ class QueryBody:
     error_code: int
 
 
+class EventBodyError(ValueError):
+    """An event body that does not hold what its type says it holds (a corrupt event)."""
+
+
 def parse_query(body: bytes) -> QueryBody:
     """QUERY_EVENT: the default database and the statement text (raw bytes)."""
+    if len(body) < QUERY_POST_HEADER:
+        raise EventBodyError(f"QUERY_EVENT of {len(body)} bytes, shorter than its post-header")
     db_len = body[8]
     error_code, status_len = struct.unpack_from("<HH", body, 9)
     db_start = QUERY_POST_HEADER + status_len
+    if db_start + db_len >= len(body) or body[db_start + db_len] != 0:
+        raise EventBodyError(f"QUERY_EVENT: status variables ({status_len} bytes) and schema name "
+                             f"({db_len} bytes) do not fit its {len(body)} bytes (a corrupt event)")
     schema = body[db_start : db_start + db_len].decode("utf-8", "replace")
     return QueryBody(schema, bytes(body[db_start + db_len + 1 :]), error_code)
 
@@ -41,6 +50,8 @@ def table_map_names(body: bytes) -> tuple[int, str, str]:
     schema_len = body[pos]
     schema = body[pos + 1 : pos + 1 + schema_len].decode("utf-8", "replace")
     pos += 1 + schema_len + 1
+    if pos >= len(body):
+        raise EventBodyError(f"TABLE_MAP_EVENT of {len(body)} bytes ends inside its names")
     table_len = body[pos]
     table = body[pos + 1 : pos + 1 + table_len].decode("utf-8", "replace")
     return table_id, schema, table
@@ -74,8 +85,11 @@ class MysqlGtid:
     commit_time_us: int | None  # immediate_commit_timestamp, when present
 
 
-def parse_mysql_gtid(body: bytes, anonymous: bool) -> MysqlGtid:
-    """GTID_LOG_EVENT / ANONYMOUS_GTID_LOG_EVENT (MySQL 5.7+/8.x)."""
+def parse_mysql_gtid(body: bytes, anonymous: bool, tagged: bool = False) -> MysqlGtid:
+    """GTID_LOG_EVENT / ANONYMOUS_GTID_LOG_EVENT (MySQL 5.7+/8.x); with ``tagged``,
+    GTID_TAGGED_LOG_EVENT (MySQL 8.4+, see ``parse_tagged_gtid``)."""
+    if tagged:
+        return parse_tagged_gtid(body)
     sid = body[1:17]
     gno = struct.unpack_from("<q", body, 17)[0]
     gtid = None
@@ -89,6 +103,85 @@ def parse_mysql_gtid(body: bytes, anonymous: bool) -> MysqlGtid:
         raw = int.from_bytes(body[ts_pos : ts_pos + 7], "little")
         commit_us = raw & ((1 << 55) - 1)  # the top bit says original_commit_timestamp follows
     return MysqlGtid(gtid, commit_us or None)
+
+
+# GTID_TAGGED_LOG_EVENT is written with MySQL's serialization library (libs/mysql/serialization):
+# a format version byte, then a message: its size, the last non-ignorable field id, and fields,
+# each a field id and a value, every integer in its variable-length encoding.
+_TAGGED_SERIALIZATION_V2 = 2
+_TAGGED_SID, _TAGGED_GNO, _TAGGED_TAG, _TAGGED_IMMEDIATE_COMMIT = 1, 2, 3, 6
+# Field id -> how its value is read: 'u' an unsigned varlen, 's' a signed (zig-zag) one,
+# 'uuid' 16 unsigned varlens, 'str' a varlen length and bytes. Ids 0-11 of Gtid_event.
+_TAGGED_FIELDS = {0: "u", 1: "uuid", 2: "s", 3: "str", 4: "s", 5: "s", 6: "u", 7: "u", 8: "u",
+                  9: "u", 10: "u", 11: "u"}
+
+
+class GtidEventError(EventBodyError):
+    """A GTID event body that cannot be read."""
+
+
+def read_varlen_uint(buf: bytes, pos: int) -> tuple[int, int]:
+    """An unsigned integer in the serialization library's encoding: the first byte's trailing
+    one-bits count the bytes that follow (0xff: eight follow); the value is the little-endian
+    number of all of them shifted right by that count plus one."""
+    first = buf[pos]
+    if first == 0xFF:
+        return int.from_bytes(buf[pos + 1:pos + 9], "little"), pos + 9
+    size = 1
+    while first >> (size - 1) & 1:
+        size += 1
+    if pos + size > len(buf):
+        raise GtidEventError(f"varlen integer at {pos} runs past the body")
+    return int.from_bytes(buf[pos:pos + size], "little") >> size, pos + size
+
+
+def _read_tagged_field(kind: str, body: bytes, pos: int) -> tuple[object, int]:
+    if kind == "uuid":
+        sid = bytearray()
+        for _ in range(16):
+            byte, pos = read_varlen_uint(body, pos)
+            sid.append(byte)
+        return bytes(sid), pos
+    value, pos = read_varlen_uint(body, pos)
+    if kind == "s":
+        return (value >> 1) ^ -(value & 1), pos
+    if kind == "str":
+        return bytes(body[pos:pos + value]), pos + value
+    return value, pos
+
+
+def _sid_text(sid: bytes) -> str:
+    h = sid.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def parse_tagged_gtid(body: bytes) -> MysqlGtid:
+    """GTID_TAGGED_LOG_EVENT (MySQL 8.4+): the GTID spelled ``uuid:tag:gno`` and the
+    microsecond ``immediate_commit_timestamp``."""
+    try:
+        if body[0] != _TAGGED_SERIALIZATION_V2:
+            raise GtidEventError(f"unknown serialization version {body[0]}")
+        size, pos = read_varlen_uint(body, 1)
+        last_required, pos = read_varlen_uint(body, pos)
+        end = min(size, len(body))
+        fields: dict[int, object] = {}
+        while pos < end:
+            field_id, pos = read_varlen_uint(body, pos)
+            kind = _TAGGED_FIELDS.get(field_id)
+            if kind is None:
+                if field_id <= last_required:
+                    raise GtidEventError(f"unknown required field {field_id}")
+                break  # an ignorable field of a newer server: nothing after it is needed
+            fields[field_id], pos = _read_tagged_field(kind, body, pos)
+    except IndexError as exc:
+        raise GtidEventError(f"truncated tagged GTID event ({exc})") from exc
+    tag = fields.get(_TAGGED_TAG, b"")
+    sid, gno = fields.get(_TAGGED_SID), fields.get(_TAGGED_GNO)
+    if not isinstance(sid, bytes) or len(sid) != 16 or not isinstance(gno, int):
+        raise GtidEventError("tagged GTID event without its uuid or number")
+    spelled = f"{_sid_text(sid)}:{tag.decode('ascii', 'replace')}:{gno}" if tag else f"{_sid_text(sid)}:{gno}"
+    commit_us = fields.get(_TAGGED_IMMEDIATE_COMMIT)
+    return MysqlGtid(spelled, commit_us if isinstance(commit_us, int) and commit_us else None)
 
 
 def parse_xa_prepare_xid(body: bytes) -> str:

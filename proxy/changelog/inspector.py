@@ -143,13 +143,16 @@ def _setting_findings(server: str, flavor: ServerFlavor, s: dict[str, str]) -> l
                                 "compressed row events cannot be captured",
                                 "SET GLOBAL log_bin_compress=OFF"))
     else:
-        findings.append(_expect(server, s, "binlog_transaction_compression", "OFF",
-                                "compressed transactions cannot be captured",
-                                "SET GLOBAL binlog_transaction_compression=OFF"))
-        if s.get("binlog_row_value_options", ""):
-            findings.append(Finding("binlog_row_value_options", False,
-                                    f"binlog_row_value_options is {s['binlog_row_value_options']} on {server}; "
-                                    "partial JSON images cannot be inverted: SET GLOBAL binlog_row_value_options=''"))
+        # Both are captured (binlogfile.payload_events decompresses a transaction; the decoder
+        # applies partial JSON diffs to the FULL before-image): shown, never refused.
+        compression = s.get("binlog_transaction_compression", "OFF")
+        findings.append(Finding("binlog_transaction_compression", True,
+                                f"binlog_transaction_compression={compression}"
+                                + (" (decompressed at capture)" if compression.upper() in ("ON", "1") else "")))
+        options = s.get("binlog_row_value_options", "")
+        findings.append(Finding("binlog_row_value_options", True,
+                                f"binlog_row_value_options={options!r}"
+                                + (" (JSON diffs applied to the FULL before-image)" if options else "")))
     return findings
 
 

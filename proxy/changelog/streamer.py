@@ -42,6 +42,7 @@ from pathlib import Path
 
 import pymysql
 
+from proxy.changelog import backfill
 from proxy.changelog import binlog as bl
 from proxy.changelog.events import (
     classify_query,
@@ -102,6 +103,7 @@ class StreamerConfig:
     heartbeat_s: float = 1.0  # an idle server's sign of life; each also wakes the position clock
     status_path: Path | None = None
     retention_every_s: float = 1.0
+    backfill: bool = False  # first start: read the server's binlogs back to the window's start (backfill.py)
 
 
 @dataclass
@@ -159,6 +161,7 @@ class TransactionAssembler:
             bl.MARIADB_GTID_EVENT: self._mariadb_gtid,
             bl.GTID_EVENT: self._mysql_gtid,
             bl.ANONYMOUS_GTID_EVENT: self._mysql_gtid,
+            bl.GTID_TAGGED_LOG_EVENT: self._mysql_gtid,
             bl.MARIADB_ANNOTATE_ROWS_EVENT: self._annotate_rows,
             bl.ROWS_QUERY_EVENT: self._rows_query,
             bl.XA_PREPARE_EVENT: self._xa_prepare,
@@ -208,7 +211,8 @@ class TransactionAssembler:
         self._begin(event, gtid=gtid.gtid, mariadb_flags=gtid.flags)
 
     def _mysql_gtid(self, event: bl.RawEvent) -> None:
-        mysql = parse_mysql_gtid(event.body, anonymous=event.type == bl.ANONYMOUS_GTID_EVENT)
+        mysql = parse_mysql_gtid(event.body, anonymous=event.type == bl.ANONYMOUS_GTID_EVENT,
+                                 tagged=event.type == bl.GTID_TAGGED_LOG_EVENT)
         self._begin(event, gtid=mysql.gtid, mysql_commit_us=mysql.commit_time_us)
 
     def _annotate_rows(self, event: bl.RawEvent) -> None:
@@ -700,9 +704,12 @@ class Streamer:
     # -- positions and gaps -----------------------------------------------------------------------------------
     def _ensure_start_position(self) -> None:
         if self.store.checkpoint() is None:
-            log_file, log_pos = current_binlog_position(self._control_conn())
-            self.store.start_capture(log_file, log_pos, now_us())
-            log.info("capture starts at %s:%d", log_file, log_pos)
+            start = (backfill.start_position(self._control_conn(), self._connection_settings(), self.server_id,
+                                             self.config.window_s) if self.config.backfill else None)
+            if start is None:
+                start = backfill.BackfillStart(*current_binlog_position(self._control_conn()), now_us())
+            self.store.start_capture(start.log_file, start.log_pos, start.since_us)
+            log.info("capture starts at %s:%d", start.log_file, start.log_pos)
 
     def _is_purged(self, exc: Exception) -> bool:
         return (isinstance(exc, pymysql.OperationalError) and bool(exc.args)
@@ -902,12 +909,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-store-bytes", type=int, default=None)
     parser.add_argument("--server-id", type=int, default=0)
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--backfill", action="store_true", help="first start: capture the history within the window")
     args = parser.parse_args(argv)
     host, _, port = args.upstream.rpartition(":")
     config = StreamerConfig(
         upstream=UpstreamCredentials(host or "127.0.0.1", int(port), args.user, args.password),
         store_path=args.store, server_id=args.server_id, window_s=args.window_s,
         max_store_bytes=args.max_store_bytes, status_path=args.store.with_suffix(".status.json"),
+        backfill=args.backfill,
     )
     run_streamer_process(config, args.log_level)
     return 0
