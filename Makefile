@@ -40,10 +40,10 @@ tests/clients/node/node_modules/.installed: tests/clients/node/package.json
 
 up: deps
 	scripts/ensure-system-packages.sh server
-	scripts/up.sh "$(UPSTREAM)" "$(PROXY_LISTEN)" "$(ADMIN_LISTEN)"
+	@scripts/up.sh "$(UPSTREAM)" "$(PROXY_LISTEN)" "$(ADMIN_LISTEN)"
 
 down:
-	-scripts/down.sh
+	@-scripts/down.sh
 
 test: $(VENV)/.test-installed tests/clients/node/node_modules/.installed
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
