@@ -242,7 +242,7 @@ class ChangeStore:
                                    writable=not readonly)
         if not readonly:
             self.segments.resume(self._committed_segment_ends())
-        self._table_map_ids: dict[tuple[bytes, tuple[str, ...]], int] = {}  # (body, generated) -> id
+        self._table_map_ids: dict[tuple[bytes, tuple[str, ...]], int] = {}  # (body[6:], generated) -> id
         self._in_txn = False  # a SQLite transaction is open
         self._next_lsn: int | None = None
         self._next_txn_id: int | None = None
@@ -294,14 +294,10 @@ class ChangeStore:
         self.db.execute("COMMIT")
 
     def table_map_id(self, schema: str, table: str, body: bytes, generated: list[str]) -> int:
-        """The id of this table map (deduplicated, the 6-byte table id included).
-
-        The table id is part of the identity because the rows events that follow name it and the
-        decoder checks they are read with their own map: a table dropped and created again the
-        same, or reopened after a restart, gets a new id, so one more (small) row here."""
+        """The id of this table map (deduplicated; the 6-byte table id is not part of identity)."""
         # Every statement brings its table map again: the cache keeps the digest and the lookup
         # off that path.
-        key = (bytes(body), tuple(generated))
+        key = (bytes(body[6:]), tuple(generated))
         cached = self._table_map_ids.get(key)
         if cached is not None:
             return cached

@@ -436,18 +436,16 @@ class TransactionAssembler:
     # -- row changes ------------------------------------------------------------------------------------------
     def _table_map(self, event: bl.RawEvent) -> None:
         body = event.body
-        # The whole body, table id included: a table created again the same gets a new id, and
-        # its rows events must be decoded with a map that names it (ChangeStore.table_map_id).
-        mapped = self._map_cache.get(body)
+        key = body[6:]
+        mapped = self._map_cache.get(key)
         if mapped is None:
             _, schema, table = table_map_names(body)
-            key = body[6:]  # the generated columns belong to the table's shape, whatever its id
             generated = self._generated_cache.get(key)
             if generated is None:
                 generated = self.generated_columns(schema, table)
                 self._generated_cache[key] = generated
             mapped = (self.store.table_map_id(schema, table, body, generated), f"{schema}.{table}")
-            self._map_cache[body] = mapped
+            self._map_cache[key] = mapped
         self.table_maps[rows_table_id(body)] = mapped
 
     def _rows(self, event: bl.RawEvent) -> None:
