@@ -23,7 +23,7 @@ from proxy import clioutput
 from proxy.adminclient import AdminClient, AdminError, AdminUnavailable
 from proxy.logs import configure_logging
 from proxy.serveradmin import UpstreamCredentials
-from proxy.timeparse import FORMS, format_time_us, parse_target
+from proxy.timeparse import FORMS, LOCAL, Target, format_both_clocks, format_time_us, parse_target
 from proxy.units import parse_duration, parse_size
 
 if TYPE_CHECKING:
@@ -189,6 +189,12 @@ output_option = click.option(
     help="A readable table, or JSON for scripts.")
 
 
+class NeedsConfirmation(click.ClickException):
+    """A backtrack asked for without a terminal to confirm it on, and without ``--yes``."""
+
+    exit_code = 2
+
+
 def admin_request(data_dir: Path, method: str, path: str, body: dict | None = None):
     """One admin API call; no serve or an error answer ends the command with exit code 1."""
     try:
@@ -240,6 +246,7 @@ def describe_backtracks(backtrack_id: str | None, data_dir: Path, output: str) -
 @output_option
 def changes(since, until, table, operation, gtid, grep, limit, rows_txn, data_dir: Path, output: str) -> None:
     """Browse committed transactions, newest first, to find the one to go back before."""
+    since, until = (resolve_time(value, name) for value, name in ((since, "--since"), (until, "--until")))
     params = {"since": since, "until": until, "table": table, "operation": operation, "gtid": gtid,
               "grep": grep, "limit": limit, "rows": rows_txn}
     query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
@@ -271,7 +278,7 @@ def backtrack(to: str, force: bool, use_earliest: bool, dry_run: bool, with_sql:
         raise click.UsageError("--sql goes with --dry-run")
     send_to, description = resolve_to(to)
     require_serve(data_dir)
-    if not (yes or dry_run or not sys.stdin.isatty()):
+    if not (yes or dry_run):
         confirm_backtrack(to, description, force)
     body = {"to": send_to, "force": force, "use_earliest": use_earliest, "dry_run": dry_run,
             "with_sql": with_sql, "drain_timeout": drain_timeout}
@@ -282,15 +289,37 @@ def backtrack(to: str, force: bool, use_earliest: bool, dry_run: bool, with_sql:
 
 
 def resolve_to(to: str) -> tuple[str, str]:
-    """What to send for ``--to`` and how to describe it. A relative time is fixed now, so the
-    point confirmed at the prompt is the point used, however long the prompt waited."""
+    """What to send for ``--to`` and how to describe it. Every time is sent as an absolute
+    instant in UTC: one without a zone is read on the user's clock (this process's TZ), never
+    the service's; a relative one is fixed now, so the point confirmed at the prompt is the
+    point used, however long the prompt waited. A future time is refused here, before the
+    prompt and before anything is paused."""
+    target = _parse_time_option(to, "--to")
+    if target.kind != "time":
+        return to, target.describe()
+    now_us = int(time.time() * 1_000_000)
+    if target.time_us > now_us + 1_000_000:  # the service's own tolerance (backtrack.resolve_point)
+        raise click.BadParameter(f"{to!r} ({format_both_clocks(target.time_us)}) is in the future: a backtrack "
+                                 f"goes back in time (now is {format_both_clocks(now_us)})", param_hint="--to")
+    note = " (no zone given: your local time)" if target.assumed_local else ""
+    return format_time_us(target.time_us), format_both_clocks(target.time_us) + note
+
+
+def resolve_time(value: str | None, option: str) -> str | None:
+    """``changes --since/--until``: a time on the user's clock, sent as an absolute instant."""
+    if value is None:
+        return None
+    target = _parse_time_option(value, option)
+    if target.kind != "time":
+        raise click.BadParameter(f"{value!r} is not a time", param_hint=option)
+    return format_time_us(target.time_us)
+
+
+def _parse_time_option(value: str, option: str) -> Target:
     try:
-        target = parse_target(to)
+        return parse_target(value, zone=LOCAL)
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--to") from None
-    if target.kind == "time" and to.strip().startswith("-"):
-        return format_time_us(target.time_us), target.describe()
-    return to, target.describe()
+        raise click.BadParameter(str(exc), param_hint=option) from None
 
 
 def require_serve(data_dir: Path) -> None:
@@ -302,6 +331,12 @@ def require_serve(data_dir: Path) -> None:
 
 
 def confirm_backtrack(to: str, description: str, force: bool) -> None:
+    """Ask at the terminal. Without one (a script, cron, ssh without a tty) nobody can answer,
+    and a rewind nobody confirmed must not happen: refuse, exit 2, unless ``--yes`` was given."""
+    if not sys.stdin.isatty():
+        raise NeedsConfirmation(f"not rewinding the database to {description}: there is no terminal to confirm "
+                                f"at; pass --yes to backtrack without confirmation (or --dry-run to see the "
+                                f"plan). Nothing was done.")
     click.echo(f"Backtrack the database to {description} (--to {to})?", err=True)
     click.echo("  Every client of the proxy is paused and disconnected (their uncommitted work is lost),\n"
                "  and every transaction committed after that point is undone"

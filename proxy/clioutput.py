@@ -15,6 +15,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from proxy.timeparse import format_both_clocks, parse_target
 from proxy.units import format_duration
 
 TERMINAL_STATUSES = ("completed", "failed")
@@ -161,11 +162,11 @@ def backtrack_view(record: dict, show_sql: bool = False) -> RenderableType:
     grid.add_row("Status", status_text(record["status"]))
     grid.add_row("Kind", ("dry run (nothing written)" if record.get("dry_run") else "backtrack")
                  + (", forced" if record.get("force") else ""))
-    grid.add_row("Asked", f"{record.get('requested_to')} -> {record.get('target')}")
+    grid.add_row("Asked", asked_text(record))
     grid.add_row("Point", point_text(record.get("point")))
-    grid.add_row("Created", record.get("created", "-"))
+    grid.add_row("Created", clocks(record.get("created_us")))
     if record.get("backtracked_from_us"):
-        grid.add_row("Backtracked from", record.get("backtracked_from", "-"))
+        grid.add_row("Backtracked from", clocks(record["backtracked_from_us"]))
     if record.get("durations"):
         grid.add_row("Durations", ", ".join(f"{k} {v:.3f} s" for k, v in record["durations"].items()))
     if record.get("fence"):
@@ -186,10 +187,29 @@ def backtrack_view(record: dict, show_sql: bool = False) -> RenderableType:
     return Group(*parts)
 
 
+def clocks(time_us: int | None) -> str:
+    """An instant in UTC and on the user's clock, side by side."""
+    return "-" if time_us is None else format_both_clocks(time_us)
+
+
+def asked_text(record: dict) -> str:
+    """What ``--to`` the service got: an absolute time (the CLI resolves local ones) shown on
+    both clocks, or an exact point (LSN, GTID, binlog position) as it was given."""
+    asked = record.get("requested_to") or "-"
+    if asked.startswith(("-", "+")):  # relative to when it was asked: the service's reading says when
+        return f"{asked} -> {record.get('target')}"
+    try:
+        target = parse_target(asked)
+    except ValueError:  # an older record, or a client that sent something else: as it is
+        return f"{asked} -> {record.get('target')}"
+    return clocks(target.time_us) if target.kind == "time" else target.describe()
+
+
 def point_text(point: dict | None) -> str:
     if not point:
         return "-"
-    text = f"{point.get('time', '-')} (after transaction {point.get('txn_id')}, LSN {point.get('lsn')}"
+    when = clocks(point["time_us"]) if point.get("time_us") is not None else point.get("time", "-")
+    text = f"{when}, after transaction {point.get('txn_id')} (LSN {point.get('lsn')}"
     return text + (f", GTID {point['gtid']})" if point.get("gtid") else ")")
 
 
