@@ -244,6 +244,7 @@ def _change_filter(query: Any) -> changes.ChangeFilter:
     return changes.ChangeFilter(
         since_us=_time(query, "since"), until_us=_time(query, "until"), table=query.get("table"),
         operation=operation, gtid=query.get("gtid"), grep=query.get("grep"), limit=_int(query, "limit", 50),
+        internal=query.get("all", "").lower() in ("1", "true", "yes"),  # auroratrack's own schema too
     )
 
 

@@ -221,15 +221,28 @@ def status(data_dir: Path, output: str) -> None:
 @data_dir_option
 @output_option
 def describe_backtracks(backtrack_id: str | None, data_dir: Path, output: str) -> None:
-    """Every backtrack (oldest first), or one in full with its ID."""
+    """Every backtrack (oldest first), or one in full with its ID (or the start of it)."""
+    if backtrack_id:
+        backtrack_id = full_backtrack_id(data_dir, backtrack_id)
     path = f"/v1/backtracks/{urllib.parse.quote(backtrack_id, safe='')}" if backtrack_id else "/v1/backtracks"
     document = admin_request(data_dir, "GET", path)
     if output == "json":
         clioutput.print_json(document)
     elif backtrack_id:
-        clioutput.print_view(clioutput.backtrack_view(document, show_sql=True))
+        clioutput.print_backtrack(document, show_sql=True)
     else:
         clioutput.print_view(clioutput.backtracks_table(document))
+
+
+def full_backtrack_id(data_dir: Path, given: str) -> str:
+    """The backtrack ID that ``given`` starts (the list shows 8 characters); a whole ID as it is."""
+    if len(given) >= 36:
+        return given
+    matches = [r["id"] for r in admin_request(data_dir, "GET", "/v1/backtracks") if r["id"].startswith(given)]
+    if len(matches) > 1:
+        raise click.BadParameter(f"{given!r} starts {len(matches)} backtrack IDs: {', '.join(matches)}; "
+                                 "give more of it", param_hint="BACKTRACK_ID")
+    return matches[0] if matches else given  # none: serve's answer says it is unknown
 
 
 @main.command()
@@ -242,13 +255,17 @@ def describe_backtracks(backtrack_id: str | None, data_dir: Path, output: str) -
 @click.option("--grep", help="Only those whose statement text contains this (case-insensitive).")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--rows", "rows_txn", type=int, help="Decode the row images (before/after) of this transaction id.")
+@click.option("--all", "show_all", is_flag=True,
+              help="Also auroratrack's own bookkeeping (its schema `auroratrack`: the backtrack marker).")
 @data_dir_option
 @output_option
-def changes(since, until, table, operation, gtid, grep, limit, rows_txn, data_dir: Path, output: str) -> None:
-    """Browse committed transactions, newest first, to find the one to go back before."""
+def changes(since, until, table, operation, gtid, grep, limit, rows_txn, show_all, data_dir: Path,
+            output: str) -> None:
+    """Browse committed transactions, newest first, to find the one to go back before.
+    Times are UTC; --since/--until without a zone are your local time."""
     since, until = (resolve_time(value, name) for value, name in ((since, "--since"), (until, "--until")))
     params = {"since": since, "until": until, "table": table, "operation": operation, "gtid": gtid,
-              "grep": grep, "limit": limit, "rows": rows_txn}
+              "grep": grep, "limit": limit, "rows": rows_txn, "all": "1" if show_all else None}
     query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
     document = admin_request(data_dir, "GET", f"/v1/changes?{query}")
     if output == "json":
@@ -367,7 +384,7 @@ def show_outcome(record: dict, output: str, with_sql: bool) -> None:
     if output == "json":
         clioutput.print_json(record)
     else:
-        clioutput.print_view(clioutput.backtrack_view(record, show_sql=with_sql))
+        clioutput.print_backtrack(record, show_sql=with_sql)
     blocking = clioutput.blocking_conflicts(record) if record.get("dry_run") else []
     if record["status"] == "failed":
         click.echo(f"backtrack {record['id']} failed: {record.get('error') or 'no reason given'}", err=True)

@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parents[2]
 NEW_YORK = "America/New_York"
 
 
-def run_cli(*args: str, stdin: str = "", tz: str | None = None) -> subprocess.CompletedProcess:
+def run_cli(*args: str, stdin: str = "", tz: str | None = None, columns: int = 200) -> subprocess.CompletedProcess:
     """``auroratrack ARGS`` in a process of its own, stdin a pipe (never a terminal)."""
-    env = {**os.environ, "COLUMNS": "200"}
+    env = {**os.environ, "COLUMNS": str(columns)}
     if tz is not None:
         env["TZ"] = tz
     return subprocess.run([sys.executable, "-m", "proxy.cli", *args], input=stdin, capture_output=True,
