@@ -58,6 +58,8 @@ def list_changes(store: ChangeStore, flt: ChangeFilter, flavor: str | None = Non
     """Transactions matching ``flt``, newest first, as JSON-ready dicts."""
     found: list[dict] = []
     before = None
+    # Asking for a table of auroratrack's own schema by name is asking to see it.
+    internal = flt.internal or (flt.table is not None and is_internal(flt.table))
     while len(found) < flt.limit:
         batch = _newest(store, flt, before)
         if not batch:
@@ -65,7 +67,7 @@ def list_changes(store: ChangeStore, flt: ChangeFilter, flavor: str | None = Non
         for txn in batch:
             if _matches_text(txn, flt):
                 summary = summarize(store, txn, flavor)
-                if not flt.internal:
+                if not internal:
                     summary = without_internal(summary)
                 if summary is not None and (flt.operation is None or flt.operation in summary["operations"]):
                     found.append(summary)

@@ -318,7 +318,7 @@ def resolve_to(to: str) -> tuple[str, str]:
     if target.time_us > now_us + 1_000_000:  # the service's own tolerance (backtrack.resolve_point)
         raise click.BadParameter(f"{to!r} ({format_both_clocks(target.time_us)}) is in the future: a backtrack "
                                  f"goes back in time (now is {format_both_clocks(now_us)})", param_hint="--to")
-    note = " (no zone given: your local time)" if target.assumed_local else ""
+    note = "; --to had no zone: read as your local time" if target.assumed_local else ""
     return format_time_us(target.time_us), format_both_clocks(target.time_us) + note
 
 
@@ -351,10 +351,9 @@ def confirm_backtrack(to: str, description: str, force: bool) -> None:
     """Ask at the terminal. Without one (a script, cron, ssh without a tty) nobody can answer,
     and a rewind nobody confirmed must not happen: refuse, exit 2, unless ``--yes`` was given."""
     if not sys.stdin.isatty():
-        raise NeedsConfirmation(f"not rewinding the database to {description}: there is no terminal to confirm "
-                                f"at; pass --yes to backtrack without confirmation (or --dry-run to see the "
-                                f"plan). Nothing was done.")
-    click.echo(f"Backtrack the database to {description} (--to {to})?", err=True)
+        raise NeedsConfirmation(f"Nothing was done: there is no terminal to confirm a backtrack at (to {description}). "
+                                f"Pass --yes to backtrack without confirmation, or --dry-run to see the plan.")
+    click.echo(f"Backtrack the database to {description}?", err=True)
     click.echo("  Every client of the proxy is paused and disconnected (their uncommitted work is lost),\n"
                "  and every transaction committed after that point is undone"
                + (",\n  overwriting rows changed outside the log (--force)." if force else "."), err=True)

@@ -119,7 +119,7 @@ def _add_store_rows(grid: Table, store: dict | None) -> None:
     if store.get("window_alert"):
         window = Text(window + "  ALERT: shorter than the target (raise --max-store-bytes?)", style="red")
     grid.add_row("Backtrack window", window)
-    grid.add_row("Earliest backtrack", store.get("earliest_backtrack_time") or "-")
+    grid.add_row("Earliest backtrack", clocks(store.get("earliest_backtrack_time_us")))
     grid.add_row("Change store", f"{store['transactions']:,} transactions, {store['change_records']:,} change "
                                  f"records, {format_bytes(store['stored_bytes'])} stored "
                                  f"({format_bytes(store['file_bytes'])} on disk), "
@@ -160,7 +160,7 @@ def backtracks_table(records: list[dict]) -> RenderableType:
     for record in records:
         point = record.get("point") or {}
         table.add_row(short_id(record["id"]), status_text(record["status"]),
-                      "dry run" if record.get("dry_run") else "rewind", utc_text(record.get("created_us")),
+                      "dry run" if record.get("dry_run") else "backtrack", utc_text(record.get("created_us")),
                       utc_text(point.get("time_us")), format_took(record))
         if record.get("error"):
             errors.append(Text(f"{short_id(record['id'])}: {record['error'].splitlines()[0]}", style="red"))
@@ -175,8 +175,8 @@ def status_text(status: str) -> Text:
 def format_took(record: dict) -> str:
     total = (record.get("durations") or {}).get("total_s")
     if total is None:
-        return "-"
-    return f"{total:.2f} s" if total < 100 else format_duration(total)
+        return "-"  # at most 6 characters, so the list fits 80 columns
+    return f"{total:.2f} s" if total < 10 else f"{total:.1f} s" if total < 100 else format_duration(total)
 
 
 # Readable names of a record's durations, in the order shown (its JSON keys stay as they are,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import pty
 import subprocess
 import sys
 import time
@@ -116,3 +117,34 @@ def test_a_future_time_is_refused_before_anything_is_paused(svc, mysql_server, d
     assert result.returncode == 2 and "is in the future" in result.stderr, result
     assert fingerprint(mysql_server, database) == {"t": []}
     assert_nothing_started(svc)
+
+
+def run_at_terminal(*args: str, answer: str) -> tuple[int, str]:
+    """``auroratrack ARGS`` with a pseudo-terminal as stdin (a person at a keyboard), typing
+    ``answer`` at the prompt; returns the exit code and stderr."""
+    leader, follower = pty.openpty()
+    try:
+        process = subprocess.Popen([sys.executable, "-m", "proxy.cli", *args], stdin=follower,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                                   env={**os.environ, "TZ": NEW_YORK})
+        os.write(leader, answer.encode())
+        out, err = process.communicate(timeout=300)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    return process.returncode, err
+
+
+def test_at_a_terminal_the_prompt_shows_both_clocks_and_no_means_nothing(svc, mysql_server, database, deleted):
+    data_dir = str(svc.service.config.data_dir)
+    local = deleted.astimezone(ZoneInfo(NEW_YORK))
+    code, err = run_at_terminal("backtrack", "--to", local.strftime("%Y-%m-%d %H:%M:%S.%f"), "--data-dir", data_dir,
+                                answer="n\n")
+    assert code == 1 and "Nothing was done" in err, err
+    assert f"{deleted.strftime('%Y-%m-%d %H:%M:%S.%f')}Z ({local.strftime('%H:%M:%S.%f')} EST, local)" in err, err
+    assert "your local time" in err and "Proceed?" in err
+    assert fingerprint(mysql_server, database) == {"t": []}
+    assert_nothing_started(svc)
+    code, err = run_at_terminal("backtrack", "--to", deleted.isoformat(), "--data-dir", data_dir, answer="y\n")
+    assert code == 0, err
+    assert len(fingerprint(mysql_server, database)["t"]) == 3
