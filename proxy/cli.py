@@ -283,20 +283,24 @@ def changes(since, until, table, operation, gtid, grep, limit, rows_txn, show_al
               help="If --to is before the earliest backtrack time, go to the earliest instead of failing.")
 @click.option("--dry-run", is_flag=True, help="Plan only: the point, rows per table, conflicts. Writes nothing.")
 @click.option("--sql", "with_sql", is_flag=True, help="With --dry-run: also print the inverse SQL.")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--yes", "-y", is_flag=True,
+              help="Do not ask for confirmation (required when stdin is not a terminal: scripts, cron).")
 @click.option("--drain-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
               help="Seconds in-flight commands get to finish before their queries are killed.")
 @data_dir_option
 @output_option
 def backtrack(to: str, force: bool, use_earliest: bool, dry_run: bool, with_sql: bool, yes: bool,
               drain_timeout: float, data_dir: Path, output: str) -> None:
-    """Rewind the database to --to; waits for the outcome. Exit 0 only on success."""
+    """Rewind the database to --to; waits for the outcome. Exit 0 only on success.
+
+    Asks for confirmation at a terminal; without one it refuses (exit 2) unless --yes is given.
+    A time without a zone is your local time (TZ); times are shown in UTC and local."""
     if with_sql and not dry_run:
         raise click.UsageError("--sql goes with --dry-run")
     send_to, description = resolve_to(to)
     require_serve(data_dir)
     if not (yes or dry_run):
-        confirm_backtrack(to, description, force)
+        confirm_backtrack(description, force)
     body = {"to": send_to, "force": force, "use_earliest": use_earliest, "dry_run": dry_run,
             "with_sql": with_sql, "drain_timeout": drain_timeout}
     record = admin_request(data_dir, "POST", "/v1/backtracks", body)
@@ -347,7 +351,7 @@ def require_serve(data_dir: Path) -> None:
         raise click.ClickException(str(exc)) from None
 
 
-def confirm_backtrack(to: str, description: str, force: bool) -> None:
+def confirm_backtrack(description: str, force: bool) -> None:
     """Ask at the terminal. Without one (a script, cron, ssh without a tty) nobody can answer,
     and a rewind nobody confirmed must not happen: refuse, exit 2, unless ``--yes`` was given."""
     if not sys.stdin.isatty():

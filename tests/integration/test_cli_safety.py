@@ -95,6 +95,10 @@ def test_a_local_time_in_another_zone_than_serve_targets_the_instant_meant(svc, 
     assert record["point"]["time_us"] <= meant_us
     assert record["plan"]["transactions_undone"] == 1  # the DELETE, and nothing before it
     assert record["plan"]["tables"][f"{database}.t"] == {"delete": 0, "reinsert": 3, "restore": 0}
+    since = run_cli("changes", "--since", local.strftime("%H:%M:%S"), "--output", "json", "--data-dir", data_dir,
+                    tz=NEW_YORK)
+    assert since.returncode == 0, since.stderr
+    assert [txn["operations"] for txn in json.loads(since.stdout)] == [["delete"]]  # the same instant, for changes
     table = run_cli("backtrack", "--to", local.strftime("%H:%M:%S"), "--dry-run", "--data-dir", data_dir, tz=NEW_YORK)
     utc_text = deleted.strftime("%Y-%m-%d %H:%M:%S") + "Z"
     assert f"{utc_text} ({local.strftime('%H:%M:%S')} {local.tzname()}, local)" in table.stdout, table.stdout
