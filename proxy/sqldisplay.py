@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 
 # charset introducer followed by a hex literal, as proxy.changelog.decoder writes them
-_HEX_STRING = re.compile(r"_(\w+) X'((?:[0-9a-fA-F]{2})*)'")
+_HEX_STRING = re.compile(r"(?<![\w`])_(\w+) X'((?:[0-9a-fA-F]{2})*)'")
 _UTF8 = {"utf8mb4", "utf8mb3", "utf8"}
 # Charsets whose bytes 0x20-0x7e are ASCII: such text is the same bytes in UTF-8.
 _ASCII_BASED = _UTF8 | {"latin1", "latin2", "latin5", "latin7", "ascii", "cp1250", "cp1251", "cp1256",

@@ -112,6 +112,9 @@ def test_the_service_never_guesses_a_zone(svc):
     with pytest.raises(AdminError) as refused:
         client.get("/v1/changes?since=09:08")
     assert refused.value.status == 400 and "no time zone" in refused.value.message
+    with pytest.raises(AdminError) as refused:
+        client.post("/v1/backtracks", {"to": "+1m"})  # an API client's future time, as the CLI's
+    assert refused.value.status == 400 and "is in the future" in refused.value.message
     assert_nothing_started(svc)
 
 
