@@ -200,8 +200,17 @@ def admin_request(data_dir: Path, method: str, path: str, body: dict | None = No
     try:
         client = AdminClient.from_data_dir(data_dir)
         return client.post(path, body) if method == "POST" else client.get(path)
-    except (AdminUnavailable, AdminError) as exc:
-        raise click.ClickException(str(exc)) from None  # the messages say it all; details are for the API
+    except AdminUnavailable as exc:
+        raise click.ClickException(str(exc)) from None  # the message says it all
+    except AdminError as exc:
+        raise click.ClickException(str(exc) + window_lines(exc.details)) from None
+
+
+def window_lines(details: dict) -> str:
+    """A refused backtrack's window on the user's clock too (serve's message says UTC)."""
+    lines = [f"\n  {name} possible: {format_both_clocks(details[key])}"
+             for name, key in (("earliest", "earliest"), ("latest", "latest")) if isinstance(details.get(key), int)]
+    return "".join(lines)
 
 
 @main.command()

@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import os
 import pty
+import re
 import subprocess
 import sys
 import time
@@ -115,6 +116,15 @@ def test_the_service_never_guesses_a_zone(svc):
     with pytest.raises(AdminError) as refused:
         client.post("/v1/backtracks", {"to": "+1m"})  # an API client's future time, as the CLI's
     assert refused.value.status == 400 and "is in the future" in refused.value.message
+    assert_nothing_started(svc)
+
+
+def test_a_time_before_the_window_is_refused_with_the_window_on_both_clocks(svc, mysql_server, database, deleted):
+    data_dir = str(svc.service.config.data_dir)
+    result = run_cli("backtrack", "--to", "2001-01-01T00:00:00Z", "--yes", "--data-dir", data_dir, tz=NEW_YORK)
+    assert result.returncode == 1 and "before the earliest backtrack time" in result.stderr
+    assert re.search(r"earliest possible: \S+ \S+Z \(.* E[SD]T, local\)", result.stderr), result.stderr
+    assert fingerprint(mysql_server, database) == {"t": []}
     assert_nothing_started(svc)
 
 
