@@ -11,6 +11,11 @@ the change store (read-only, in a worker thread), the streamer's status file. It
 the MySQL server itself; the only route that changes anything, ``POST /v1/backtracks``, hands a
 ``BacktrackRequest`` to the service's backtracker (``proxy/backtrack.py``).
 
+Times in requests (a backtrack's ``to``, ``/v1/changes?since=&until=``) carry a zone or are
+relative (``-15m``): one without a zone is refused with 400, because the service cannot know
+whose local time was meant (the CLI resolves such times on the user's clock and sends them
+absolute).
+
 Errors are JSON ``{"error": message[, "details": {...}]}``; an unexpected exception in a handler
 becomes a 500 with its message, and the server goes on.
 """
@@ -244,6 +249,7 @@ def _change_filter(query: Any) -> changes.ChangeFilter:
     return changes.ChangeFilter(
         since_us=_time(query, "since"), until_us=_time(query, "until"), table=query.get("table"),
         operation=operation, gtid=query.get("gtid"), grep=query.get("grep"), limit=_int(query, "limit", 50),
+        internal=query.get("all", "").lower() in ("1", "true", "yes"),  # auroratrack's own schema too
     )
 
 

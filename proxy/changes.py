@@ -4,6 +4,10 @@ Pure over a read-only change store (never opens a socket): committed transaction
 filtered by time range, table, operation, GTID or statement text, each with its commit time,
 LSN range, GTID, origin, rows per table and operation, and the statement text where the server
 logged it; and, for one transaction, its decoded before- and after-images.
+
+auroratrack's own bookkeeping (its schema, ``auroratrack``: the backtrack marker, the DDL that
+creates it) is left out of the list unless asked for (``ChangeFilter.internal``): a backtrack's
+transaction is listed with the user's tables only.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from proxy.changelog.decoder import (
     parse_table_map,
 )
 from proxy.changelog.store import ChangeStore, StoredTransaction
+from proxy.rewind import ORIGIN_SCHEMA
 from proxy.timeparse import format_time_us
 
 OPERATIONS = ("insert", "update", "delete", "ddl", "statement")
@@ -46,12 +51,15 @@ class ChangeFilter:
     gtid: str | None = None
     grep: str | None = None  # a substring of a statement text (case-insensitive)
     limit: int = 50
+    internal: bool = False  # also auroratrack's own bookkeeping (its schema)
 
 
 def list_changes(store: ChangeStore, flt: ChangeFilter, flavor: str | None = None) -> list[dict]:
     """Transactions matching ``flt``, newest first, as JSON-ready dicts."""
     found: list[dict] = []
     before = None
+    # Asking for a table of auroratrack's own schema by name is asking to see it.
+    internal = flt.internal or (flt.table is not None and is_internal(flt.table))
     while len(found) < flt.limit:
         batch = _newest(store, flt, before)
         if not batch:
@@ -59,7 +67,9 @@ def list_changes(store: ChangeStore, flt: ChangeFilter, flavor: str | None = Non
         for txn in batch:
             if _matches_text(txn, flt):
                 summary = summarize(store, txn, flavor)
-                if flt.operation is None or flt.operation in summary["operations"]:
+                if not internal:
+                    summary = without_internal(summary)
+                if summary is not None and (flt.operation is None or flt.operation in summary["operations"]):
                     found.append(summary)
                     if len(found) >= flt.limit:
                         break
@@ -134,6 +144,22 @@ def summarize(store: ChangeStore, txn: StoredTransaction, flavor: str | None = N
         "rows": {name: dict(c) for name, c in sorted(counts.items())},
         "statements": list(txn.statements),
     }
+
+
+def is_internal(table: str) -> bool:
+    """``db.table`` (or ``db.*``) in auroratrack's own schema."""
+    return table.lower().startswith(ORIGIN_SCHEMA + ".")
+
+
+def without_internal(summary: dict) -> dict | None:
+    """``summary`` without auroratrack's tables; None when it touched nothing else."""
+    tables = [t for t in summary["tables"] if not is_internal(t)]
+    if summary["tables"] and not tables:
+        return None
+    rows = {name: ops for name, ops in summary["rows"].items() if not is_internal(name)}
+    flagged = [op for op in summary["operations"] if op in ("ddl", "statement")]
+    operations = sorted({op for ops in rows.values() for op in ops} | set(flagged))
+    return {**summary, "tables": tables, "rows": rows, "operations": operations}
 
 
 def transaction_rows(store: ChangeStore, txn_id: int, flavor: str | None = None, limit: int = 1000) -> dict:

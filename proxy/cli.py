@@ -23,7 +23,7 @@ from proxy import clioutput
 from proxy.adminclient import AdminClient, AdminError, AdminUnavailable
 from proxy.logs import configure_logging
 from proxy.serveradmin import UpstreamCredentials
-from proxy.timeparse import FORMS, format_time_us, parse_target
+from proxy.timeparse import FORMS, LOCAL, Target, format_both_clocks, format_time_us, parse_target
 from proxy.units import parse_duration, parse_size
 
 if TYPE_CHECKING:
@@ -189,13 +189,28 @@ output_option = click.option(
     help="A readable table, or JSON for scripts.")
 
 
+class NeedsConfirmation(click.ClickException):
+    """A backtrack asked for without a terminal to confirm it on, and without ``--yes``."""
+
+    exit_code = 2
+
+
 def admin_request(data_dir: Path, method: str, path: str, body: dict | None = None):
     """One admin API call; no serve or an error answer ends the command with exit code 1."""
     try:
         client = AdminClient.from_data_dir(data_dir)
         return client.post(path, body) if method == "POST" else client.get(path)
-    except (AdminUnavailable, AdminError) as exc:
-        raise click.ClickException(str(exc)) from None  # the messages say it all; details are for the API
+    except AdminUnavailable as exc:
+        raise click.ClickException(str(exc)) from None  # the message says it all
+    except AdminError as exc:
+        raise click.ClickException(str(exc) + window_lines(exc.details)) from None
+
+
+def window_lines(details: dict) -> str:
+    """A refused backtrack's window on the user's clock too (serve's message says UTC)."""
+    lines = [f"\n  {name} possible: {format_both_clocks(details[key])}"
+             for name, key in (("earliest", "earliest"), ("latest", "latest")) if isinstance(details.get(key), int)]
+    return "".join(lines)
 
 
 @main.command()
@@ -215,15 +230,28 @@ def status(data_dir: Path, output: str) -> None:
 @data_dir_option
 @output_option
 def describe_backtracks(backtrack_id: str | None, data_dir: Path, output: str) -> None:
-    """Every backtrack (oldest first), or one in full with its ID."""
+    """Every backtrack (oldest first), or one in full with its ID (or the start of it)."""
+    if backtrack_id:
+        backtrack_id = full_backtrack_id(data_dir, backtrack_id)
     path = f"/v1/backtracks/{urllib.parse.quote(backtrack_id, safe='')}" if backtrack_id else "/v1/backtracks"
     document = admin_request(data_dir, "GET", path)
     if output == "json":
         clioutput.print_json(document)
     elif backtrack_id:
-        clioutput.print_view(clioutput.backtrack_view(document, show_sql=True))
+        clioutput.print_backtrack(document, show_sql=True)
     else:
         clioutput.print_view(clioutput.backtracks_table(document))
+
+
+def full_backtrack_id(data_dir: Path, given: str) -> str:
+    """The backtrack ID that ``given`` starts (the list shows 8 characters); a whole ID as it is."""
+    if len(given) >= 36:
+        return given
+    matches = [r["id"] for r in admin_request(data_dir, "GET", "/v1/backtracks") if r["id"].startswith(given)]
+    if len(matches) > 1:
+        raise click.BadParameter(f"{given!r} starts {len(matches)} backtrack IDs: {', '.join(matches)}; "
+                                 "give more of it", param_hint="BACKTRACK_ID")
+    return matches[0] if matches else given  # none: serve's answer says it is unknown
 
 
 @main.command()
@@ -236,12 +264,17 @@ def describe_backtracks(backtrack_id: str | None, data_dir: Path, output: str) -
 @click.option("--grep", help="Only those whose statement text contains this (case-insensitive).")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--rows", "rows_txn", type=int, help="Decode the row images (before/after) of this transaction id.")
+@click.option("--all", "show_all", is_flag=True,
+              help="Also auroratrack's own bookkeeping (its schema `auroratrack`: the backtrack marker).")
 @data_dir_option
 @output_option
-def changes(since, until, table, operation, gtid, grep, limit, rows_txn, data_dir: Path, output: str) -> None:
-    """Browse committed transactions, newest first, to find the one to go back before."""
+def changes(since, until, table, operation, gtid, grep, limit, rows_txn, show_all, data_dir: Path,
+            output: str) -> None:
+    """Browse committed transactions, newest first, to find the one to go back before.
+    Times are UTC; --since/--until without a zone are your local time."""
+    since, until = (resolve_time(value, name) for value, name in ((since, "--since"), (until, "--until")))
     params = {"since": since, "until": until, "table": table, "operation": operation, "gtid": gtid,
-              "grep": grep, "limit": limit, "rows": rows_txn}
+              "grep": grep, "limit": limit, "rows": rows_txn, "all": "1" if show_all else None}
     query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
     document = admin_request(data_dir, "GET", f"/v1/changes?{query}")
     if output == "json":
@@ -273,20 +306,24 @@ def inspect_binlog(files: tuple[Path, ...], rows: bool, output: str) -> None:
               help="If --to is before the earliest backtrack time, go to the earliest instead of failing.")
 @click.option("--dry-run", is_flag=True, help="Plan only: the point, rows per table, conflicts. Writes nothing.")
 @click.option("--sql", "with_sql", is_flag=True, help="With --dry-run: also print the inverse SQL.")
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--yes", "-y", is_flag=True,
+              help="Do not ask for confirmation (required when stdin is not a terminal: scripts, cron).")
 @click.option("--drain-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
               help="Seconds in-flight commands get to finish before their queries are killed.")
 @data_dir_option
 @output_option
 def backtrack(to: str, force: bool, use_earliest: bool, dry_run: bool, with_sql: bool, yes: bool,
               drain_timeout: float, data_dir: Path, output: str) -> None:
-    """Rewind the database to --to; waits for the outcome. Exit 0 only on success."""
+    """Rewind the database to --to; waits for the outcome. Exit 0 only on success.
+
+    Asks for confirmation at a terminal; without one it refuses (exit 2) unless --yes is given.
+    A time without a zone is your local time (TZ); times are shown in UTC and local."""
     if with_sql and not dry_run:
         raise click.UsageError("--sql goes with --dry-run")
     send_to, description = resolve_to(to)
     require_serve(data_dir)
-    if not (yes or dry_run or not sys.stdin.isatty()):
-        confirm_backtrack(to, description, force)
+    if not (yes or dry_run):
+        confirm_backtrack(description, force)
     body = {"to": send_to, "force": force, "use_earliest": use_earliest, "dry_run": dry_run,
             "with_sql": with_sql, "drain_timeout": drain_timeout}
     record = admin_request(data_dir, "POST", "/v1/backtracks", body)
@@ -296,15 +333,37 @@ def backtrack(to: str, force: bool, use_earliest: bool, dry_run: bool, with_sql:
 
 
 def resolve_to(to: str) -> tuple[str, str]:
-    """What to send for ``--to`` and how to describe it. A relative time is fixed now, so the
-    point confirmed at the prompt is the point used, however long the prompt waited."""
+    """What to send for ``--to`` and how to describe it. Every time is sent as an absolute
+    instant in UTC: one without a zone is read on the user's clock (this process's TZ), never
+    the service's; a relative one is fixed now, so the point confirmed at the prompt is the
+    point used, however long the prompt waited. A future time is refused here, before the
+    prompt and before anything is paused."""
+    target = _parse_time_option(to, "--to")
+    if target.kind != "time":
+        return to, target.describe()
+    now_us = int(time.time() * 1_000_000)
+    if target.time_us > now_us + 1_000_000:  # the service's own tolerance (backtrack.resolve_point)
+        raise click.BadParameter(f"{to!r} ({format_both_clocks(target.time_us)}) is in the future: a backtrack "
+                                 f"goes back in time (now is {format_both_clocks(now_us)})", param_hint="--to")
+    note = "; --to had no zone: read as your local time" if target.assumed_local else ""
+    return format_time_us(target.time_us), format_both_clocks(target.time_us) + note
+
+
+def resolve_time(value: str | None, option: str) -> str | None:
+    """``changes --since/--until``: a time on the user's clock, sent as an absolute instant."""
+    if value is None:
+        return None
+    target = _parse_time_option(value, option)
+    if target.kind != "time":
+        raise click.BadParameter(f"{value!r} is not a time", param_hint=option)
+    return format_time_us(target.time_us)
+
+
+def _parse_time_option(value: str, option: str) -> Target:
     try:
-        target = parse_target(to)
+        return parse_target(value, zone=LOCAL)
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--to") from None
-    if target.kind == "time" and to.strip().startswith("-"):
-        return format_time_us(target.time_us), target.describe()
-    return to, target.describe()
+        raise click.BadParameter(str(exc), param_hint=option) from None
 
 
 def require_serve(data_dir: Path) -> None:
@@ -315,8 +374,13 @@ def require_serve(data_dir: Path) -> None:
         raise click.ClickException(str(exc)) from None
 
 
-def confirm_backtrack(to: str, description: str, force: bool) -> None:
-    click.echo(f"Backtrack the database to {description} (--to {to})?", err=True)
+def confirm_backtrack(description: str, force: bool) -> None:
+    """Ask at the terminal. Without one (a script, cron, ssh without a tty) nobody can answer,
+    and a rewind nobody confirmed must not happen: refuse, exit 2, unless ``--yes`` was given."""
+    if not sys.stdin.isatty():
+        raise NeedsConfirmation(f"Nothing was done: there is no terminal to confirm a backtrack at (to {description}). "
+                                f"Pass --yes to backtrack without confirmation, or --dry-run to see the plan.")
+    click.echo(f"Backtrack the database to {description}?", err=True)
     click.echo("  Every client of the proxy is paused and disconnected (their uncommitted work is lost),\n"
                "  and every transaction committed after that point is undone"
                + (",\n  overwriting rows changed outside the log (--force)." if force else "."), err=True)
@@ -346,7 +410,7 @@ def show_outcome(record: dict, output: str, with_sql: bool) -> None:
     if output == "json":
         clioutput.print_json(record)
     else:
-        clioutput.print_view(clioutput.backtrack_view(record, show_sql=with_sql))
+        clioutput.print_backtrack(record, show_sql=with_sql)
     blocking = clioutput.blocking_conflicts(record) if record.get("dry_run") else []
     if record["status"] == "failed":
         click.echo(f"backtrack {record['id']} failed: {record.get('error') or 'no reason given'}", err=True)

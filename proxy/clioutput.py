@@ -7,7 +7,10 @@ those of proxy/admin.py and ``BacktrackRecord.to_json`` in proxy/backtrack.py.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
+import re
 import sys
 from typing import Any
 
@@ -15,6 +18,8 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from proxy.sqldisplay import readable_sql
+from proxy.timeparse import format_both_clocks, parse_target
 from proxy.units import format_duration
 
 TERMINAL_STATUSES = ("completed", "failed")
@@ -25,13 +30,15 @@ def print_json(value: Any) -> None:
 
 
 def print_view(renderable: RenderableType) -> None:
-    """Print a table: at a terminal's width and in colour there; otherwise (a pipe, a file) wide,
-    so IDs and times are never cut, without colour and without trailing blanks."""
+    """Print a table: at a terminal's width and in colour there; otherwise (a pipe, a file) at
+    COLUMNS when it is set, else wide, without colour and without trailing blanks. The tables
+    are laid out to fit 80 columns without cutting an ID or a time."""
     out = Console(highlight=False)
     if out.is_terminal:
         out.print(renderable)
         return
-    wide = Console(highlight=False, width=200, color_system=None)
+    width = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else 200
+    wide = Console(highlight=False, width=width, color_system=None)
     with wide.capture() as captured:
         wide.print(renderable)
     sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
@@ -51,6 +58,22 @@ def format_bytes(n: int | None) -> str:
 
 def format_seconds(seconds: float | None) -> str:
     return "-" if seconds is None else format_duration(seconds)
+
+
+def utc_text(time_us: int | None, fraction: bool = False) -> str:
+    """``2026-12-06 14:08:43`` (``.123456`` with ``fraction``) in UTC: the tables' time columns
+    say (UTC) in their heading, and a time is one unbreakable cell."""
+    if time_us is None:
+        return "-"
+    moment = dt.datetime.fromtimestamp(time_us // 1_000_000, dt.UTC)
+    text = moment.strftime("%Y-%m-%d %H:%M:%S")
+    return f"{text}.{time_us % 1_000_000:06d}" if fraction else text
+
+
+def short_id(backtrack_id: str) -> str:
+    """The first 8 characters: enough to tell backtracks apart (``describe-backtracks`` takes
+    any unique prefix), and the list then fits 80 columns."""
+    return backtrack_id[:8]
 
 
 def _grid() -> Table:
@@ -96,7 +119,7 @@ def _add_store_rows(grid: Table, store: dict | None) -> None:
     if store.get("window_alert"):
         window = Text(window + "  ALERT: shorter than the target (raise --max-store-bytes?)", style="red")
     grid.add_row("Backtrack window", window)
-    grid.add_row("Earliest backtrack", store.get("earliest_backtrack_time") or "-")
+    grid.add_row("Earliest backtrack", clocks(store.get("earliest_backtrack_time_us")))
     grid.add_row("Change store", f"{store['transactions']:,} transactions, {store['change_records']:,} change "
                                  f"records, {format_bytes(store['stored_bytes'])} stored "
                                  f"({format_bytes(store['file_bytes'])} on disk), "
@@ -124,24 +147,24 @@ def backtrack_line(record: dict) -> str:
 
 
 def backtracks_table(records: list[dict]) -> RenderableType:
-    """``describe-backtracks`` without an ID: one line per backtrack, oldest first."""
+    """``describe-backtracks`` without an ID: one line per backtrack, oldest first, in 80
+    columns (short IDs, times to the second; ``describe-backtracks ID`` has everything).
+    Errors follow the table, one line each, rather than squeezing a column."""
     if not records:
         return Text("No backtracks.")
     table = Table(box=None, pad_edge=False)
-    table.add_column("ID", min_width=36, overflow="fold")  # whole: it is what describe-backtracks ID takes
-    table.add_column("STATUS", no_wrap=True)
-    table.add_column("KIND", no_wrap=True)
-    table.add_column("CREATED", min_width=27, overflow="fold")
-    table.add_column("POINT", min_width=27, overflow="fold")
-    table.add_column("TOOK", no_wrap=True, justify="right")
-    table.add_column("ERROR")
+    for name, justify in (("ID", "left"), ("STATUS", "left"), ("KIND", "left"), ("CREATED (UTC)", "left"),
+                          ("POINT (UTC)", "left"), ("TOOK", "right")):
+        table.add_column(name, no_wrap=True, justify=justify)
+    errors = []
     for record in records:
-        table.add_row(
-            record["id"], status_text(record["status"]), "dry run" if record.get("dry_run") else "backtrack",
-            record.get("created", "-"), (record.get("point") or {}).get("time", "-"), format_took(record),
-            (record.get("error") or "").splitlines()[0] if record.get("error") else "",
-        )
-    return table
+        point = record.get("point") or {}
+        table.add_row(short_id(record["id"]), status_text(record["status"]),
+                      "dry run" if record.get("dry_run") else "backtrack", utc_text(record.get("created_us")),
+                      utc_text(point.get("time_us")), format_took(record))
+        if record.get("error"):
+            errors.append(Text(f"{short_id(record['id'])}: {record['error'].splitlines()[0]}", style="red"))
+    return Group(table, *([Text("")] + errors if errors else []))
 
 
 def status_text(status: str) -> Text:
@@ -151,23 +174,72 @@ def status_text(status: str) -> Text:
 
 def format_took(record: dict) -> str:
     total = (record.get("durations") or {}).get("total_s")
-    return "-" if total is None else f"{total:.3f} s"
+    if total is None:
+        return "-"  # at most 6 characters, so the list fits 80 columns
+    return f"{total:.2f} s" if total < 10 else f"{total:.1f} s" if total < 100 else format_duration(total)
 
 
-def backtrack_view(record: dict, show_sql: bool = False) -> RenderableType:
+# Readable names of a record's durations, in the order shown (its JSON keys stay as they are,
+# for scripts).
+DURATION_NAMES = {
+    "total_s": "total",
+    "paused_s": "clients paused",
+    "applying_s": "apply, in the pause",
+    "apply_prepare_load_temp_s": "load images, before the pause",
+    "prepare_missing_s": "load images, in the pause",
+    "apply_load_temp_s": "load images",
+    "extend_plan_s": "fold in late changes",
+    "check_s": "drift check",
+    "detailed_check_s": "detailed drift check",
+    "write_s": "write rows",
+    "apply_delete_s": "delete rows",
+    "apply_update_s": "update rows",
+    "apply_insert_s": "insert rows",
+    "write_marker_s": "write marker",
+    "commit_s": "commit",
+}
+
+
+def duration_name(key: str) -> str:
+    """``apply_prepare_load_temp_s`` -> ``load images, before the pause``; a key not known here
+    (a newer serve) still reads as words."""
+    return DURATION_NAMES.get(key) or key.removesuffix("_s").replace("_", " ")
+
+
+def durations_view(durations: dict[str, float]) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(no_wrap=True)
+    grid.add_column(justify="right", no_wrap=True)
+    order = list(DURATION_NAMES)
+    for key in sorted(durations, key=lambda k: order.index(k) if k in order else len(order)):
+        grid.add_row(duration_name(key), f"{durations[key]:.3f} s")
+    return grid
+
+
+def print_backtrack(record: dict, show_sql: bool = False) -> None:
+    """One backtrack in full, then (``show_sql``) its dry run's statements as plain lines: a
+    line break inside a string literal would change its value in a copied statement, so they
+    are never wrapped by us (the terminal still wraps long lines on screen)."""
+    print_view(backtrack_view(record))
+    lines = sql_block(record.get("plan") or {}) if show_sql else []
+    if lines:
+        sys.stdout.write("\n" + "\n".join(lines) + "\n")
+
+
+def backtrack_view(record: dict) -> RenderableType:
     """One backtrack in full: what was asked, the point, steps, rows, conflicts, the plan."""
     grid = _grid()
     grid.add_row("ID", record["id"])
     grid.add_row("Status", status_text(record["status"]))
     grid.add_row("Kind", ("dry run (nothing written)" if record.get("dry_run") else "backtrack")
                  + (", forced" if record.get("force") else ""))
-    grid.add_row("Asked", f"{record.get('requested_to')} -> {record.get('target')}")
+    grid.add_row("Asked", asked_text(record))
     grid.add_row("Point", point_text(record.get("point")))
-    grid.add_row("Created", record.get("created", "-"))
+    grid.add_row("Created", clocks(record.get("created_us")))
     if record.get("backtracked_from_us"):
-        grid.add_row("Backtracked from", record.get("backtracked_from", "-"))
+        grid.add_row("Backtracked from", clocks(record["backtracked_from_us"]))
     if record.get("durations"):
-        grid.add_row("Durations", ", ".join(f"{k} {v:.3f} s" for k, v in record["durations"].items()))
+        grid.add_row("Durations", durations_view(record["durations"]))
     if record.get("fence"):
         grid.add_row("Fence", record["fence"])
     if record.get("steps"):
@@ -178,7 +250,7 @@ def backtrack_view(record: dict, show_sql: bool = False) -> RenderableType:
     if record.get("rows"):
         parts += [Text("\nRows written back", style="bold"), rows_table(record["rows"])]
     if record.get("plan"):
-        parts += plan_parts(record["plan"], show_sql)
+        parts += plan_parts(record["plan"])
     elif record.get("conflicts"):
         parts += [Text("\nConflicts", style="bold"), conflicts_table(record["conflicts"])]
     if record.get("forced"):
@@ -186,10 +258,29 @@ def backtrack_view(record: dict, show_sql: bool = False) -> RenderableType:
     return Group(*parts)
 
 
+def clocks(time_us: int | None) -> str:
+    """An instant in UTC and on the user's clock, side by side."""
+    return "-" if time_us is None else format_both_clocks(time_us)
+
+
+def asked_text(record: dict) -> str:
+    """What ``--to`` the service got: an absolute time (the CLI resolves local ones) shown on
+    both clocks, or an exact point (LSN, GTID, binlog position) as it was given."""
+    asked = record.get("requested_to") or "-"
+    if asked.startswith(("-", "+")):  # relative to when it was asked: the service's reading says when
+        return f"{asked} -> {record.get('target')}"
+    try:
+        target = parse_target(asked)
+    except ValueError:  # an older record, or a client that sent something else: as it is
+        return f"{asked} -> {record.get('target')}"
+    return clocks(target.time_us) if target.kind == "time" else target.describe()
+
+
 def point_text(point: dict | None) -> str:
     if not point:
         return "-"
-    text = f"{point.get('time', '-')} (after transaction {point.get('txn_id')}, LSN {point.get('lsn')}"
+    when = clocks(point["time_us"]) if point.get("time_us") is not None else point.get("time", "-")
+    text = f"{when}, after transaction {point.get('txn_id')} (LSN {point.get('lsn')}"
     return text + (f", GTID {point['gtid']})" if point.get("gtid") else ")")
 
 
@@ -198,7 +289,8 @@ def step_text(step: Any) -> str:
     if not isinstance(step, dict):
         return str(step)
     duration = step.get("duration_s")
-    return f"{step.get('name', '?')} " + ("..." if duration is None else f"{duration:.3f} s")
+    name = str(step.get("name", "?")).replace("_", " ")
+    return f"{name} " + ("..." if duration is None else f"{duration:.3f} s")
 
 
 class ProgressLines:
@@ -241,21 +333,41 @@ def conflicts_table(conflicts: list[dict]) -> RenderableType:
     return table
 
 
-def plan_parts(plan: dict, show_sql: bool) -> list[RenderableType]:
+def plan_parts(plan: dict) -> list[RenderableType]:
     parts: list[RenderableType] = [
         Text(f"\nPlan: undo {plan.get('transactions_undone', '?')} transaction(s)", style="bold"),
         rows_table(plan.get("tables") or {}) if plan.get("tables") else Text("no rows to change"),
         Text("\nConflicts", style="bold"), conflicts_table(plan.get("conflicts") or []),
     ]
-    if show_sql and "sql" in plan:
-        shown, total = len(plan["sql"]), plan.get("sql_total", len(plan["sql"]))
-        note = f" (the first {shown} of {total})" if total > shown else ""
-        parts += [Text(f"\nSQL{note}", style="bold"), Text("\n".join(sql_lines(plan["sql"])))]
     return parts
 
 
+def sql_block(plan: dict) -> list[str]:
+    """The dry run's statements under a heading, with a note per table (empty without SQL)."""
+    if "sql" not in plan:
+        return []
+    shown, total = len(plan["sql"]), plan.get("sql_total", len(plan["sql"]))
+    note = f" (the first {shown} of {total})" if total > shown else ""
+    return [f"SQL{note}", *statement_notes(plan.get("tables") or {}), *sql_lines(plan["sql"])]
+
+
+def statement_notes(tables: dict[str, dict]) -> list[str]:
+    """How the plan's counts become the statements below, table by table. The dry run writes
+    what --force would (delete the affected rows, insert their images at the point); without
+    --force restored rows are updated in place instead, checked against their latest images.
+    Either way a table's INSERT rows are its restored plus re-inserted rows."""
+    notes = ["-- as --force writes them; without --force restored rows are updated in place"] if tables else []
+    for name, counts in sorted(tables.items()):
+        delete, reinsert, restore = (counts.get(k, 0) for k in ("delete", "reinsert", "restore"))
+        notes.append(f"-- {name}: {delete} to delete, {restore} to restore, {reinsert} to re-insert: DELETE the "
+                     f"affected rows, then INSERT {restore + reinsert} row(s) as they were at the point")
+    return notes
+
+
 def sql_lines(statements: list[str]) -> list[str]:
-    return [s if s.rstrip().endswith(";") else s + ";" for s in statements]
+    """Statements as a person reads them: strings as text where exact (proxy/sqldisplay.py)."""
+    lines = (readable_sql(s) for s in statements)
+    return [s if s.rstrip().endswith(";") else s + ";" for s in lines]
 
 
 def blocking_conflicts(record: dict) -> list[dict]:
@@ -274,20 +386,41 @@ def succeeded(record: dict) -> bool:
 
 
 def changes_table(transactions: list[dict]) -> RenderableType:
-    """``auroratrack changes``: one line per transaction, newest first."""
+    """``auroratrack changes``: one entry per transaction, newest first, in 80 columns. The
+    commit time, LSN range and GTID are never broken (they are what ``--to`` takes); the
+    rows per table and the statement share the last column and wrap there."""
     if not transactions:
         return Text("no transaction matches")
-    table = Table(show_lines=False)
-    for column in ("txn", "committed (UTC)", "LSN", "GTID", "rows", "statement"):
-        table.add_column(column, overflow="fold")
+    table = Table(box=None, pad_edge=False)
+    table.add_column("TXN", no_wrap=True, justify="right")
+    table.add_column("COMMITTED (UTC)", no_wrap=True)
+    table.add_column("LSN", no_wrap=True)
+    table.add_column("GTID", overflow="fold")  # a MySQL GTID (UUID:N) may have to fold; MariaDB's are short
+    table.add_column("CHANGES", overflow="fold", ratio=1, min_width=16)
     for txn in transactions:
-        rows = "; ".join(f"{name} " + ", ".join(f"{op} {n}" for op, n in sorted(ops.items()))
-                         for name, ops in txn["rows"].items()) or ", ".join(txn["operations"]) or "-"
-        statement = (txn["statements"][0] if txn["statements"] else "")[:120]
-        origin = " (backtrack)" if txn["origin"] == "backtrack" else ""
-        table.add_row(str(txn["txn_id"]), txn["commit_time"], f"{txn['first_lsn']}-{txn['last_lsn']}",
-                      txn["gtid"] or "-", rows + origin, statement)
+        table.add_row(str(txn["txn_id"]), utc_text(txn["commit_time_us"], fraction=True), lsn_range(txn),
+                      txn["gtid"] or "-", changes_text(txn))
     return table
+
+
+# The comment auroratrack tags its own statements with: the (backtrack) mark says it already.
+_AURORATRACK_TAG = re.compile(r"^/\* auroratrack [^*]*\*/ ")
+
+
+def lsn_range(txn: dict) -> str:
+    first, last = txn["first_lsn"], txn["last_lsn"]
+    return str(first) if first == last else f"{first}-{last}"
+
+
+def changes_text(txn: dict) -> Text:
+    """Rows per table and operation, then the statement (its first line, shortened), dimmed."""
+    rows = "; ".join(f"{name} " + ", ".join(f"{op} {n}" for op, n in sorted(ops.items()))
+                     for name, ops in txn["rows"].items()) or ", ".join(txn["operations"]) or "-"
+    text = Text(rows + (" (backtrack)" if txn["origin"] == "backtrack" else ""))
+    if txn["statements"]:
+        first = _AURORATRACK_TAG.sub("", " ".join(txn["statements"][0].split()))
+        text.append("\n" + (first if len(first) <= 100 else first[:99] + "…"), style="dim")
+    return text
 
 
 def transaction_rows_view(document: dict) -> RenderableType:

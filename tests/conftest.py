@@ -4,6 +4,12 @@ Where the server comes from, in order: ``AURORATRACK_TEST_DSN`` (mysql://user:pw
 else the ``mysql`` service of docker-compose.yml through pytest-docker when a Docker engine
 answers, else a private ``mariadbd``/``mysqld`` from PATH in a temporary directory. Tests isolate
 themselves by database name (the ``database`` fixture); none of them mocks the server.
+
+Every directory a test makes comes from pytest's ``tmp_path_factory`` (the private server's,
+which needs a short socket path, is removed when it stops), so pytest removes them all when
+the run passes (``tmp_path_retention_policy = "failed"`` in
+pyproject.toml keeps them after a failure, to look at); tests/integration/test_suite_hygiene.py
+checks that a run leaves nothing behind in the temp directory.
 """
 
 from __future__ import annotations
@@ -89,8 +95,9 @@ def mysql_server(request) -> Iterator[ServerHandle]:
         )
         yield ServerHandle(ip, port, "root", ADMIN_PASSWORD)
         return
-    base = Path(tempfile.mkdtemp(prefix="auroratrack-test-server-"))
-    server = PrivateServer(base)
+    # Not under pytest's basetemp: the server's socket path must stay under 108 bytes. Its
+    # directory is removed with it (destroy).
+    server = PrivateServer(Path(tempfile.mkdtemp(prefix="auroratrack-test-server-")))
     server.start()
     try:
         yield ServerHandle("127.0.0.1", server.port, ADMIN_USER, ADMIN_PASSWORD, private=server)
@@ -115,12 +122,12 @@ def database(mysql_server: ServerHandle, request) -> Iterator[str]:
         mysql_server.query(f"DROP DATABASE IF EXISTS `{name}`")
 
 
-def _proxy_config(server: ServerHandle, **overrides) -> ServeConfig:
+def _proxy_config(server: ServerHandle, tmp_path_factory: pytest.TempPathFactory, **overrides) -> ServeConfig:
     settings = dict(
         upstream=UpstreamCredentials(server.host, server.port, server.user, server.password),
         listen_host="127.0.0.1",
         listen_port=0,
-        data_dir=Path(tempfile.mkdtemp(prefix="auroratrack-test-data-")),
+        data_dir=tmp_path_factory.mktemp("data") if "data_dir" not in overrides else None,
         capture=False,  # proxy tests; the changelog tests turn capture on
         admin_port=0,  # a free port: tests start many services
     )
@@ -129,12 +136,12 @@ def _proxy_config(server: ServerHandle, **overrides) -> ServeConfig:
 
 
 @pytest.fixture(scope="session")
-def proxy(mysql_server: ServerHandle) -> Iterator[BackgroundService]:
+def proxy(mysql_server: ServerHandle, tmp_path_factory) -> Iterator[BackgroundService]:
     """One auroratrack proxy for the session, in front of the session's server.
 
     Shared: a test that closes its gate must reopen it. Tests that change settings or pause for
     long use ``make_proxy`` instead."""
-    service = BackgroundService(_proxy_config(mysql_server)).start()
+    service = BackgroundService(_proxy_config(mysql_server, tmp_path_factory)).start()
     try:
         yield service
     finally:
@@ -142,13 +149,13 @@ def proxy(mysql_server: ServerHandle) -> Iterator[BackgroundService]:
 
 
 @pytest.fixture
-def make_proxy(mysql_server: ServerHandle) -> Iterator:
+def make_proxy(mysql_server: ServerHandle, tmp_path_factory) -> Iterator:
     """Factory: ``make_proxy(hold_timeout=1.0, max_allowed_packet=...)`` starts a private proxy
     (any ``ServeConfig`` field) that is stopped when the test ends."""
     started: list[BackgroundService] = []
 
     def factory(**overrides) -> BackgroundService:
-        service = BackgroundService(_proxy_config(mysql_server, **overrides)).start()
+        service = BackgroundService(_proxy_config(mysql_server, tmp_path_factory, **overrides)).start()
         started.append(service)
         return service
 
