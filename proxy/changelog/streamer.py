@@ -686,6 +686,8 @@ class Streamer:
                                               transactional=self._transactional)
         self.connected = False
         self.last_error: str | None = None
+        self.down_since: float | None = None  # epoch seconds the stream broke; None while it flows
+        self.reconnects = 0
         self._last_retention = 0.0
         self._last_status = 0.0
         self._last_position_log = time.monotonic()
@@ -715,16 +717,20 @@ class Streamer:
             try:
                 self._stream_once()
                 backoff = 0.1
-            except (bl.StreamLost, pymysql.OperationalError, OSError, bl.EventsMissing) as exc:
+            except (bl.StreamLost, pymysql.MySQLError, OSError, bl.EventsMissing) as exc:
                 if self._is_purged(exc):
                     self._record_gap(str(exc))
                     continue
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("binlog stream interrupted (%s); resuming from the checkpoint in %.1f s",
-                            self.last_error, backoff)
+                self.reconnects += 1
+                self.down_since = self.down_since or time.time()
+                log.error("capture is DOWN: binlog stream interrupted (%s); the backtrack window is not growing; "
+                          "resuming from the checkpoint in %.1f s", self.last_error, backoff,
+                          extra={"capture_up": False})
             finally:
                 self.connected = False
                 self.assembler.reset_stream()
+            self._write_status(force=True)
             self.stop.wait(backoff)
             backoff = min(backoff * 2, 5.0)
         self._write_status(force=True)
@@ -749,7 +755,8 @@ class Streamer:
                 events += 1
                 # Housekeeping between transactions, and now and then inside a big one (status).
                 if assembler.txn is None or not events & 1023:
-                    self.connected = True
+                    if not self.connected:
+                        self._now_connected()
                     self._housekeeping()
                     if stop.is_set():
                         return
@@ -760,6 +767,14 @@ class Streamer:
         finally:
             with contextlib.suppress(Exception):
                 source.close()
+
+    def _now_connected(self) -> None:
+        self.connected = True
+        if self.down_since is not None:
+            log.warning("capture is back: streaming from the checkpoint again after %.1f s down",
+                        time.time() - self.down_since, extra={"capture_up": True})
+            self.down_since = None
+        self._write_status(force=True)  # the supervisor and status see it at once, idle or not
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
@@ -805,6 +820,7 @@ class Streamer:
         position = self.assembler.position
         status = {
             "pid": os.getpid(), "connected": self.connected, "last_error": self.last_error,
+            "down_since": self.down_since, "reconnects": self.reconnects,
             "position": f"{position[0]}:{position[1]}" if position else None,
             "last_event_time": self.assembler.last_event_time, "committed": self.assembler.committed,
             "updated_at": time.time(),
