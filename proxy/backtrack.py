@@ -430,14 +430,14 @@ class Backtracker:
         # with the plan (rows it changed would miss a row already equal to its target).
         # local_infile: bulk writes stream rows with LOAD DATA LOCAL (proxy.loaddata), which
         # answers the server's request for a local file only during its own statements.
-        conn = self.upstream.connect(autocommit=False, max_allowed_packet=64 * 1024 * 1024, read_timeout=3600,
-                                     client_flag=CLIENT.FOUND_ROWS, local_infile=True)
+        conn = self.upstream.connect(role="apply", autocommit=False, max_allowed_packet=64 * 1024 * 1024,
+                                     read_timeout=3600, client_flag=CLIENT.FOUND_ROWS, local_infile=True)
         return refuse_uploads(conn)
 
     def _fence(self, record: BacktrackRecord) -> bool:
         """read_only on the server, so writers that bypass the proxy cannot interfere."""
         try:
-            with self.upstream.connect() as conn, conn.cursor() as cur:
+            with self.upstream.connect(role="fence") as conn, conn.cursor() as cur:
                 cur.execute("/* auroratrack fence */ SELECT @@GLOBAL.read_only")
                 previous = int(cur.fetchone()[0])
                 self.fence_path.write_text(json.dumps({"previous_read_only": previous, "backtrack": record.id}))
@@ -455,12 +455,12 @@ class Backtracker:
         self.fence_path.unlink(missing_ok=True)
 
     def _set_read_only(self, value: int) -> None:
-        with self.upstream.connect() as conn, conn.cursor() as cur:
+        with self.upstream.connect(role="fence") as conn, conn.cursor() as cur:
             cur.execute(f"/* auroratrack fence */ SET GLOBAL read_only = {int(value)}")
 
     def _catch_up(self) -> None:
         """Wait until the streamer has stored everything the server has logged."""
-        with self.upstream.connect() as conn:
+        with self.upstream.connect(role="fence") as conn:
             target = current_binlog_position(conn)
         wait_for_checkpoint(self.store_path, target, self.catch_up_timeout)
 

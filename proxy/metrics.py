@@ -54,7 +54,7 @@ def capture_lag(upstream, checkpoint, last_commit_time_us: int | None) -> dict[s
     the newest stored commit when there is any (0 when caught up). Blocking."""
     if checkpoint is None:
         return {"bytes": None, "seconds": None, "server_position": None}
-    with upstream.connect() as conn:
+    with upstream.connect(role="status") as conn:
         server_file, server_pos = current_binlog_position(conn)
         behind = 0
         if (checkpoint.log_file, checkpoint.log_pos) < (server_file, server_pos):

@@ -853,11 +853,11 @@ class Streamer:
     # -- the control connection ---------------------------------------------------------------------------------
     def _connection_settings(self) -> dict:
         up = self.config.upstream
-        return {"host": up.host, "port": up.port, "user": up.user, "passwd": up.password}
+        return {"host": up.host, "port": up.port, "user": up.user, "password": up.password}
 
     def _control_conn(self) -> pymysql.Connection:
         if self._control is None or not self._control.open:
-            self._control = self.config.upstream.connect()
+            self._control = self.config.upstream.connect(role="capture_control")
         return self._control
 
     def _generated_columns(self, schema: str, table: str) -> list[str]:
@@ -912,7 +912,7 @@ class Streamer:
         """For the position clock, on a connection of its own (it runs in its own thread)."""
         try:
             if self._sampler_conn is None or not self._sampler_conn.open:
-                self._sampler_conn = self.config.upstream.connect()
+                self._sampler_conn = self.config.upstream.connect(role="position_clock")
             return current_binlog_position(self._sampler_conn)
         except pymysql.MySQLError:
             self._sampler_conn = None

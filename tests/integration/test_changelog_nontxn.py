@@ -127,7 +127,7 @@ def test_capture_survives_and_backtrack_is_exact_or_named(svc, mysql_server, dat
 
 def _events(server, start: tuple[str, int]) -> list[bl.RawEvent]:
     source = bl.BinlogSource({"host": server.host, "port": server.port, "user": server.user,
-                              "passwd": server.password}, 0x7F00_0002, bl.BinlogPosition(*start), blocking=False)
+                              "password": server.password}, 0x7F00_0002, bl.BinlogPosition(*start), blocking=False)
     try:
         return list(source.events())
     finally:
