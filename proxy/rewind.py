@@ -75,7 +75,7 @@ class Conflict:
     """Something that means the log cannot faithfully invert history for ``table``."""
 
     # gap | ddl | statement | rollback | drift | missing | unexpected | cascade | trigger | partial_image
-    # | non_transactional | uncaptured | unterminated
+    # | non_transactional | uncaptured | unterminated | incident
     kind: str
     table: str | None
     reason: str
@@ -324,6 +324,9 @@ def _log_conflicts(txn: StoredTransaction) -> list[Conflict]:
         for table in tables:
             conflicts.append(Conflict("uncaptured", table, f"txn {txn.txn_id} (GTID {txn.gtid}) holds binlog "
                                       f"events capture could not store: {statement}"))
+    if "incident" in txn.flags:  # streamer.FLAG_INCIDENT: the server could not log something
+        conflicts.append(Conflict("incident", None, f"the server logged an incident in the binlog (txn "
+                                  f"{txn.txn_id}): changes may be missing: {statement}"))
     if "unterminated" in txn.flags:  # streamer.FLAG_UNTERMINATED: the group never ended
         for table in tables:
             conflicts.append(Conflict("unterminated", table, f"txn {txn.txn_id} (GTID {txn.gtid}) never ended "

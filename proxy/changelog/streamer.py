@@ -15,7 +15,8 @@ Robustness:
   * capture never stops on content: every group the server can write is stored as a
     transaction of its own with its position, or flagged so the planner names a conflict for the
     tables it touches (``FLAG_UNCAPTURED``: compressed events or partial JSON images, whose rows
-    are not stored; ``FLAG_UNTERMINATED``: a group the server never ended). Rows the server logs
+    are not stored; ``FLAG_UNTERMINATED``: a group the server never ended; ``FLAG_INCIDENT``: the
+    server logged that it lost changes; LOAD DATA logged as a statement). Rows the server logs
     outside BEGIN/COMMIT (non-transactional writes: ``CREATE TABLE ... SELECT``, Aria/MyISAM
     tables) end at the group's COMMIT/XID or at the next group, whichever comes first;
   * a group that ends in ROLLBACK, or holds ROLLBACK TO a savepoint (logged when a transaction
@@ -36,6 +37,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -101,6 +103,12 @@ GROUP_LINGER_S = 0.002
 # capture lags by at most 50 ms more, no more than the position clock's interval already allows
 # a MariaDB commit time to be late (positionclock.py).
 READ_PACE_S = 0.05
+# Events the binlog module does not name (binlog.py stays the other capture's to extend).
+EXECUTE_LOAD_QUERY_EVENT = 18  # LOAD DATA logged as a statement (a session's binlog_format)
+INCIDENT_EVENT = 26  # the server could not log something: changes may be missing
+_EXECUTE_LOAD_EXTRA = 13  # file_id, start_pos, end_pos, dup_handling after the query post-header
+_LOAD_INTO = re.compile(rb"\bINTO\s+TABLE\s+((?:`[^`]+`|[\w$]+)(?:\s*\.\s*(?:`[^`]+`|[\w$]+))?)", re.IGNORECASE)
+FLAG_INCIDENT = "incident"
 # Unsupported events that are rows events underneath: their post-header names the table map.
 _UNSUPPORTED_ROWS = frozenset({
     bl.PARTIAL_UPDATE_ROWS_EVENT, bl.MARIADB_WRITE_ROWS_COMPRESSED, bl.MARIADB_UPDATE_ROWS_COMPRESSED,
@@ -186,6 +194,8 @@ class TransactionAssembler:
             bl.ROWS_QUERY_EVENT: self._rows_query,
             bl.XA_PREPARE_EVENT: self._xa_prepare,
             bl.ROTATE_EVENT: self._rotate,
+            EXECUTE_LOAD_QUERY_EVENT: self._execute_load_query,
+            INCIDENT_EVENT: self._incident,
             **dict.fromkeys(bl.UNSUPPORTED_EVENTS, self._unsupported),
         }
         checkpoint = store.checkpoint()
@@ -237,6 +247,37 @@ class TransactionAssembler:
                   "its transaction is kept as a conflict for a backtrack", event.type, event.log_file, event.end_pos)
         if event.type == bl.TRANSACTION_PAYLOAD_EVENT:
             self._commit(event)  # MySQL's compressed payload holds the whole group, its XID too
+
+    def _execute_load_query(self, event: bl.RawEvent) -> None:
+        """``LOAD DATA`` logged as a statement (a session set binlog_format=STATEMENT): its rows
+        are not in the binlog. Flagged "statement" for the table it names, like any DML logged
+        as a statement: the planner refuses to rewind over it."""
+        body = event.body
+        query = parse_query(body[:13] + body[13 + _EXECUTE_LOAD_EXTRA:])
+        txn = self._open_implicit(event)
+        txn.flags.add("statement")
+        found = _LOAD_INTO.search(query.query)
+        if found:
+            schema, _, table = found.group(1).decode("utf-8", "replace").replace(" ", "").rpartition(".")
+            txn.tables.add(f"{schema.strip('`') or query.default_schema}.{table.strip('`')}")
+        self._statement_text(query.query)
+        self._record(ChangeRecord("statement", event.type, query.query, None, query.default_schema or None))
+
+    def _incident(self, event: bl.RawEvent) -> None:
+        """The server logged that it could not log something (``LOST_EVENTS``): changes may be
+        missing from here on. Kept as a transaction of its own, flagged; the planner refuses to
+        rewind over it, as over a gap."""
+        if self.txn is not None:
+            self._close_unended(event)
+        length = event.body[2] if len(event.body) > 2 else 0
+        message = bytes(event.body[3:3 + length]).decode("utf-8", "replace")
+        self.txn = _OpenTransaction(event.log_file, event.start_pos, standalone=True)
+        self.txn.flags.add(FLAG_INCIDENT)
+        self._statement_text(f"/* auroratrack: the server logged an incident at {event.log_file}:{event.end_pos}: "
+                             f"{message or 'changes may be missing from the binlog'} */".encode())
+        log.error("the server logged an incident at %s:%d (%s): changes may be missing from the binlog; "
+                  "a backtrack across it is refused", event.log_file, event.end_pos, message or "-")
+        self._commit(event)
 
     def _open_implicit(self, event: bl.RawEvent) -> _OpenTransaction:
         """The open group, or a new one starting at ``event`` when the server logged changes

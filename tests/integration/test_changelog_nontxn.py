@@ -8,11 +8,11 @@ made by ``CREATE TEMPORARY ... SELECT`` (not logged in row format) feeding a rea
 each shape, through the proxy with capture on: capture is still running afterwards (an INSERT
 after it is captured), the shape's own changes are stored with their position, and a backtrack
 across it is either exact or refused with a named conflict (and exact when forced, where the
-images allow).
+images allow). ``LOAD DATA`` logged as a statement (Execute_load_query, no rows) is named too.
 
 The second half feeds the assembler real events spliced into groups a server may write but
-rarely does (a group that never ends, an event capture cannot store): they are kept and flagged,
-and the planner names them.
+rarely does (a group that never ends, rows without a group, an event capture cannot store, an
+incident): they are kept and flagged, and the planner names them.
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ from proxy.changelog import binlog as bl
 from proxy.changelog.store import ChangeStore
 from proxy.changelog.streamer import (
     FLAG_IMPLICIT,
+    FLAG_INCIDENT,
     FLAG_UNCAPTURED,
     FLAG_UNTERMINATED,
+    INCIDENT_EVENT,
     TransactionAssembler,
     current_binlog_position,
 )
@@ -122,6 +124,33 @@ def test_capture_survives_and_backtrack_is_exact_or_named(svc, mysql_server, dat
         assert state == before
 
 
+def test_load_data_logged_as_a_statement_is_a_named_conflict(svc, mysql_server, database, tmp_path):
+    """A session with binlog_format=STATEMENT logs LOAD DATA as Begin_load_query +
+    Execute_load_query: no rows in the binlog. Capture goes on and names the table."""
+    data = tmp_path / "rows.csv"
+    data.write_text("1,1\n2,2\n")
+    client = connect_via(svc, mysql_server, database, local_infile=True)
+    with client.cursor() as cur:
+        cur.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT) ENGINE=InnoDB")
+    wait_captured(svc, mysql_server)
+    moment = now_iso()
+    with client.cursor() as cur:
+        cur.execute("SET SESSION binlog_format = STATEMENT")
+        cur.execute(f"LOAD DATA LOCAL INFILE '{data}' INTO TABLE t FIELDS TERMINATED BY ','")
+        cur.execute("SET SESSION binlog_format = ROW")
+        cur.execute("INSERT INTO t VALUES (100, 100)")
+    wait_captured(svc, mysql_server)
+    stored = _stored(svc)
+    load = [txn for txn in stored if "statement" in txn.flags]
+    assert len(load) == 1 and load[0].tables == (f"{database}.t",)
+    assert any("VALUES (100, 100)" in s for txn in stored for s in txn.statements)
+    after = fingerprint(mysql_server, database)
+    record = backtrack(svc, moment)
+    assert record.status == "failed"
+    assert ("statement", f"{database}.t") in {(c["kind"], c["table"]) for c in record.conflicts}
+    assert fingerprint(mysql_server, database) == after
+
+
 # -- groups a server may write but rarely does, made of real events ------------------------------------
 
 
@@ -165,19 +194,26 @@ def test_odd_groups_are_kept_flagged_and_named_by_the_planner(mysql_server, data
     # 1. u's group without its XID, then w's group: u is kept, flagged unterminated
     # 2. rows with no GTID before them (table map, rows, XID): a group of their own
     # 3. u's group with its rows event replaced by a compressed one: kept, flagged uncaptured
+    # 4. an incident (what a server logs when it could not log a change): its own, flagged
+    message = b"the server could not write a change to the binlog"
+    last = u_group[-1]
+    incident = bl.RawEvent(INCIDENT_EVENT, last.timestamp, last.server_id, last.log_file, last.end_pos + 100,
+                           b"\x01\x00" + bytes([len(message)]) + message, size=100)
     sequence = (u_group[:-1] + w_group + [e for e in u_group if e.type != bl.MARIADB_GTID_EVENT]
-                + [compressed if e is rows_u else e for e in u_group])
+                + [compressed if e is rows_u else e for e in u_group] + [incident])
     for event in sequence:
         assembler.feed(event)
     store.commit_pending()
     stored = list(store.transactions())
-    assert [sorted(t.flags) for t in stored] == [[FLAG_UNTERMINATED], [], [FLAG_IMPLICIT], [FLAG_UNCAPTURED]]
+    assert [sorted(t.flags) for t in stored] == [[FLAG_UNTERMINATED], [], [FLAG_IMPLICIT], [FLAG_UNCAPTURED],
+                                                 [FLAG_INCIDENT]]
     assert [t.tables for t in stored] == [(f"{database}.u",), (f"{database}.w",), (f"{database}.u",),
-                                          (f"{database}.u",)]
-    assert [t.n_changes for t in stored] == [1, 1, 1, 0]
+                                          (f"{database}.u",), ()]
+    assert [t.n_changes for t in stored] == [1, 1, 1, 0, 0]
+    assert message.decode() in stored[-1].statements[0]
     # the group that never ended stops where the next one begins: resuming there loses nothing
     assert (stored[0].end_file, stored[0].end_pos) == (stored[1].start_file, stored[1].start_pos)
     plan = build_plan(store, 0, flavor="mariadb")
     assert {(c.kind, c.table) for c in plan.conflicts} == {("unterminated", f"{database}.u"),
-                                                           ("uncaptured", f"{database}.u")}
+                                                           ("uncaptured", f"{database}.u"), ("incident", None)}
     store.close()
