@@ -370,10 +370,9 @@ def with_health(streamer: dict[str, Any], health: Any) -> dict[str, Any]:
     if health is None:
         return streamer
     data = health.to_json()
-    if data["state"] in ("restarting", "reconnecting") or streamer["status"] == "stopped":
-        streamer["status"] = data["state"]
-    streamer["last_error"] = streamer.get("last_error") or data["last_error"]
-    return {**streamer, "up": data["up"], "down_since": iso_utc(int(data["down_since"] * 1e6))
+    # The supervisor's state: it knows a status file written by a process that is gone.
+    return {**streamer, "status": data["state"], "last_error": data["last_error"] or streamer.get("last_error"),
+            "up": data["up"], "down_since": iso_utc(int(data["down_since"] * 1e6))
             if data["down_since"] else None, "down_for_s": data["down_for_s"], "restarts": data["restarts"],
             "reconnects": data["reconnects"]}
 

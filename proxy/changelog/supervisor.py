@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import multiprocessing
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,18 +75,24 @@ class CaptureSupervisor:
         self._last_reminder = 0.0
         self._last_down_started: float | None = None
         self._task: asyncio.Task | None = None
+        # Held while a process is spawned or stopped: a restart that a stop interrupts (its
+        # thread cannot be cancelled) must not leave a process behind.
+        self._spawn_lock = threading.Lock()
         self._health = CaptureHealth(False, "starting", None, 0, 0, None)
 
     # -- the process ---------------------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the streamer process (blocking for the few ms a spawn takes)."""
-        # spawn, not fork: the parent has an event loop and threads that must not be copied.
-        context = multiprocessing.get_context("spawn")
-        self.process = context.Process(target=run_streamer_process,
-                                       args=(self.config, self.log_level, self.log_format),
-                                       name="auroratrack-streamer", daemon=True)
-        self.process.start()
-        self._started_at = time.monotonic()
+        """Start the streamer process (blocking for the few ms a spawn takes); not once stopping."""
+        with self._spawn_lock:
+            if self._stopping:
+                return
+            # spawn, not fork: the parent has an event loop and threads that must not be copied.
+            context = multiprocessing.get_context("spawn")
+            self.process = context.Process(target=run_streamer_process,
+                                           args=(self.config, self.log_level, self.log_format),
+                                           name="auroratrack-streamer", daemon=True)
+            self.process.start()
+            self._started_at = time.monotonic()
         log.info("changelog streamer started (pid %d, server_id %d, store %s)",
                  self.process.pid, self.config.server_id, self.config.store_path)
 
@@ -101,12 +108,16 @@ class CaptureSupervisor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        process = self.process
-        if process is not None and process.is_alive():
-            process.terminate()
-            await asyncio.to_thread(process.join, 10)
-            if process.is_alive():
-                process.kill()
+        await asyncio.to_thread(self._stop_process)
+
+    def _stop_process(self) -> None:
+        with self._spawn_lock:  # after any spawn under way; none starts after this
+            process = self.process
+            if process is not None and process.is_alive():
+                process.terminate()
+                process.join(10)
+                if process.is_alive():
+                    process.kill()
 
     # -- health ----------------------------------------------------------------------------------------------
     def health(self) -> CaptureHealth:
@@ -131,8 +142,10 @@ class CaptureSupervisor:
         if up:
             self._ever_up = True
             self._down_since = None
-        elif self._ever_up and self._down_since is None:
-            self._down_since = reported.get("down_since") if ours and reported.get("down_since") else now
+        elif ours and reported.get("down_since"):  # the streamer's own word: its stream broke then
+            self._down_since = self._down_since or reported["down_since"]
+        elif not alive or self._ever_up:  # dead, or not streaming any more (a restart starting)
+            self._down_since = self._down_since or now
         error = reported.get("last_error") if ours else None
         if not alive and process is not None:
             error = self._down_reason or f"the streamer process exited (code {process.exitcode})"
@@ -142,13 +155,14 @@ class CaptureSupervisor:
 
     # -- the watch loop --------------------------------------------------------------------------------------
     async def _watch(self) -> None:
-        was_up = True
+        was_down = False
         while not self._stopping:
             health = self._refresh()
-            if health.up != was_up and (health.up or self._ever_up):
+            down = health.down_since is not None  # not "starting" before the first connection
+            if down != was_down:
                 self._say_transition(health)
-                was_up = health.up
-            elif not health.up and health.down_since and time.monotonic() - self._last_reminder >= REMIND_EVERY_S:
+                was_down = down
+            elif down and time.monotonic() - self._last_reminder >= REMIND_EVERY_S:
                 self._remind(health)
             if health.up and time.monotonic() - self._started_at >= STABLE_S:
                 self._backoff = self.min_backoff_s
@@ -171,11 +185,15 @@ class CaptureSupervisor:
         if self._stopping:
             return
         self.restarts += 1
-        await asyncio.to_thread(self.start)
+        try:
+            await asyncio.to_thread(self.start)
+        except (OSError, RuntimeError) as exc:  # the next pass sees the same dead process: again, later
+            log.error("capture is DOWN: starting the streamer again failed (%s)", exc)
+            return
         self._down_reason = None
 
     def _say_transition(self, health: CaptureHealth) -> None:
-        if health.up:
+        if health.down_since is None:
             log.warning("capture is back: the streamer resumed from its checkpoint (down %.1f s, %d restarts so far)",
                         time.time() - (self._last_down_started or time.time()), health.restarts,
                         extra={"capture_up": True})
