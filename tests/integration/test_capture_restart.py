@@ -17,9 +17,11 @@ import time
 import uuid
 
 import pytest
+from click.testing import CliRunner
 
 from proxy.adminclient import AdminClient
 from proxy.changelog.store import ChangeStore
+from proxy.cli import main
 from proxy.serveradmin import UpstreamCredentials
 from tests.integration.backtrack_support import capturing_service, connect_via, wait_captured
 
@@ -79,7 +81,7 @@ def _back_up(admin: AdminClient) -> dict:
 def test_sigkilled_streamer_is_restarted_from_its_checkpoint(make_proxy, tmp_path, mysql_server, database, caplog):
     caplog.set_level(logging.WARNING)
     # A first backoff long enough for the outage to be watched.
-    svc = capturing_service(make_proxy, tmp_path / "data", capture_restart_backoff_s=2.0)
+    svc = capturing_service(make_proxy, tmp_path / "data", capture_restart_backoff_s=3.0)
     admin = AdminClient.from_data_dir(tmp_path / "data")
     with connect_via(svc, mysql_server, database) as client, client.cursor() as cur:
         cur.execute("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))")
@@ -92,6 +94,8 @@ def test_sigkilled_streamer_is_restarted_from_its_checkpoint(make_proxy, tmp_pat
     _insert(svc, mysql_server, database, range(20, 40))  # the proxy goes on relaying meanwhile
     status = _wait(lambda: _outage_seen(admin, "restarting"), 10, "status to show the outage")
     assert "exited" in status["streamer"]["last_error"]
+    shown = CliRunner().invoke(main, ["status", "--data-dir", str(tmp_path / "data")], catch_exceptions=False)
+    assert "capture_down" in shown.stdout and "the backtrack window is not growing" in " ".join(shown.stdout.split())
 
     _wait(lambda: _back_up(admin), 60, "capture to come back")
     _insert(svc, mysql_server, database, range(40, 60))
