@@ -125,7 +125,7 @@ class Service:
         )
         if config.capture:
             self.backtracker = Backtracker(config.upstream, self.gate, config.store_path, config.data_dir,
-                                           flavor=self.inspection.flavor.name)
+                                           flavor=self.inspection.flavor.name, capture_health=self.capture_health)
             await asyncio.to_thread(self.backtracker.startup_recovery)
         if self.capture is not None:
             self.capture.start_watching()  # from here on, a streamer that stops is started again

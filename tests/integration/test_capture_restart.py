@@ -20,6 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from proxy.adminclient import AdminClient
+from proxy.backtrack import BacktrackRefused, BacktrackRequest
 from proxy.changelog.store import ChangeStore
 from proxy.cli import main
 from proxy.serveradmin import UpstreamCredentials
@@ -143,6 +144,9 @@ def test_killed_replication_connection_reconnects_by_itself(make_proxy, tmp_path
         assert status["streamer"]["last_error"]
         time.sleep(1.0)  # an outage that lasts: still down, still said
         assert _outage_seen(admin, "reconnecting")
+        # a backtrack cannot catch up with the server now: refused before anything is paused
+        with pytest.raises(BacktrackRefused, match="capture is down"):
+            svc.call(lambda: svc.service.backtracker.request(BacktrackRequest(to="-1s")))
     finally:
         mysql_server.query(f"ALTER USER '{user}'@'%' ACCOUNT UNLOCK")
 
