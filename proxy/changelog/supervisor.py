@@ -155,6 +155,16 @@ class CaptureSupervisor:
 
     # -- the watch loop --------------------------------------------------------------------------------------
     async def _watch(self) -> None:
+        while not self._stopping:
+            try:
+                await self._watch_loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must not end supervision for the rest of the run
+                log.exception("the capture supervisor failed; watching again in %.1f s", POLL_S)
+                await asyncio.sleep(POLL_S)
+
+    async def _watch_loop(self) -> None:
         was_down = False
         while not self._stopping:
             health = self._refresh()
