@@ -196,8 +196,9 @@ async def get_status(request: web.Request) -> web.Response:
         "sessions": session_counts(service.proxy.session_infos() if service.proxy else []),
         "capture": config.capture,
         "store": store,
-        "streamer": streamer_status(config.streamer_status_path, service.streamer_process,
-                                    store["checkpoint"] if store else None) if config.capture else None,
+        "streamer": with_health(streamer_status(config.streamer_status_path, service.streamer_process,
+                                                store["checkpoint"] if store else None),
+                                service.capture_health()) if config.capture else None,
         "last_backtrack": last_backtrack(service),
         "capture_lag": (await asyncio.to_thread(metrics.gather, service)).get("lag") if config.capture else None,
         "creation_rate_per_s": _creation_rate(config) if config.capture else None,
@@ -274,7 +275,9 @@ def _int(query: Any, name: str, default: int | None = None) -> int:
 
 
 def service_state(service: Any) -> str:
-    """``backtracking`` while the gate is closed or a (non dry-run) backtrack runs."""
+    """``backtracking`` while the gate is closed or a (non dry-run) backtrack runs;
+    ``capture_down`` while capture is not growing the window (the streamer is restarting or
+    reconnecting; proxy/changelog/supervisor.py); else ``available``."""
     if service.gate is not None and not service.gate.is_open:
         return "backtracking"
     backtracker = getattr(service, "backtracker", None)
@@ -283,6 +286,9 @@ def service_state(service: Any) -> str:
             data = record.to_json()
             if data.get("status") in RUNNING_STATUSES and not data.get("dry_run"):
                 return "backtracking"
+    health = service.capture_health() if hasattr(service, "capture_health") else None
+    if health is not None and health.down_since is not None:
+        return "capture_down"
     return "available"
 
 
@@ -363,6 +369,18 @@ def streamer_status(status_path: Path, process: Any, checkpoint: str | None = No
         else None,
         "status_age_s": round(time.time() - updated_at, 3) if updated_at else None,
     }
+
+
+def with_health(streamer: dict[str, Any], health: Any) -> dict[str, Any]:
+    """The streamer's status with the supervisor's word on it: up or down since when, restarts."""
+    if health is None:
+        return streamer
+    data = health.to_json()
+    # The supervisor's state: it knows a status file written by a process that is gone.
+    return {**streamer, "status": data["state"], "last_error": data["last_error"] or streamer.get("last_error"),
+            "up": data["up"], "down_since": iso_utc(int(data["down_since"] * 1e6))
+            if data["down_since"] else None, "down_for_s": data["down_for_s"], "restarts": data["restarts"],
+            "reconnects": data["reconnects"]}
 
 
 def last_backtrack(service: Any) -> dict | None:

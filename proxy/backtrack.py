@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import json
 import logging
 import sqlite3
@@ -29,7 +30,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pymysql
 from pymysql.constants import CLIENT
@@ -155,8 +156,11 @@ class Backtracker:
     """Runs backtracks for the service; one at a time. Lives on the service's event loop."""
 
     def __init__(self, upstream: UpstreamCredentials, gate: Gate, store_path: Path, data_dir: Path,
-                 flavor: str | None = None, catch_up_timeout: float = 120.0):
+                 flavor: str | None = None, catch_up_timeout: float = 120.0,
+                 capture_health: Callable[[], Any] | None = None):
         self.upstream = upstream
+        # supervisor.CaptureHealth or None: while capture is down the store cannot catch up
+        self.capture_health = capture_health
         self.gate = gate
         self.store_path = store_path
         self.data_dir = data_dir
@@ -196,6 +200,7 @@ class Backtracker:
         if self.running is not None:
             raise BacktrackRefused(f"backtrack {self.running.id} is running; wait for it to finish",
                                    {"running": self.running.id})
+        self._refuse_while_capture_is_down()
         try:
             target = parse_target(req.to)
         except ValueError as exc:
@@ -211,6 +216,16 @@ class Backtracker:
             self.history.save(record)
         self._task = asyncio.get_running_loop().create_task(self._run(record, req, point))
         return record
+
+    def _refuse_while_capture_is_down(self) -> None:
+        """Refuse before anything is paused: a backtrack must first catch up with everything the
+        server has logged, which cannot happen while capture is down."""
+        health = self.capture_health() if self.capture_health is not None else None
+        if health is not None and health.down_since is not None:
+            since = dt.datetime.fromtimestamp(health.down_since, dt.UTC).isoformat(timespec="seconds")
+            raise BacktrackRefused(f"capture is down since {since} ({health.state}: {health.last_error or '-'}); "
+                                   "the change log is not complete until it is back: try again then",
+                                   {"capture": health.to_json()})
 
     async def wait(self, record_id: str, timeout: float = 600.0) -> BacktrackRecord:
         """For tests and the CLI-less callers: the record once it is finished."""
@@ -430,14 +445,14 @@ class Backtracker:
         # with the plan (rows it changed would miss a row already equal to its target).
         # local_infile: bulk writes stream rows with LOAD DATA LOCAL (proxy.loaddata), which
         # answers the server's request for a local file only during its own statements.
-        conn = self.upstream.connect(autocommit=False, max_allowed_packet=64 * 1024 * 1024, read_timeout=3600,
-                                     client_flag=CLIENT.FOUND_ROWS, local_infile=True)
+        conn = self.upstream.connect(role="apply", autocommit=False, max_allowed_packet=64 * 1024 * 1024,
+                                     read_timeout=3600, client_flag=CLIENT.FOUND_ROWS, local_infile=True)
         return refuse_uploads(conn)
 
     def _fence(self, record: BacktrackRecord) -> bool:
         """read_only on the server, so writers that bypass the proxy cannot interfere."""
         try:
-            with self.upstream.connect() as conn, conn.cursor() as cur:
+            with self.upstream.connect(role="fence") as conn, conn.cursor() as cur:
                 cur.execute("/* auroratrack fence */ SELECT @@GLOBAL.read_only")
                 previous = int(cur.fetchone()[0])
                 self.fence_path.write_text(json.dumps({"previous_read_only": previous, "backtrack": record.id}))
@@ -455,12 +470,12 @@ class Backtracker:
         self.fence_path.unlink(missing_ok=True)
 
     def _set_read_only(self, value: int) -> None:
-        with self.upstream.connect() as conn, conn.cursor() as cur:
+        with self.upstream.connect(role="fence") as conn, conn.cursor() as cur:
             cur.execute(f"/* auroratrack fence */ SET GLOBAL read_only = {int(value)}")
 
     def _catch_up(self) -> None:
         """Wait until the streamer has stored everything the server has logged."""
-        with self.upstream.connect() as conn:
+        with self.upstream.connect(role="fence") as conn:
             target = current_binlog_position(conn)
         wait_for_checkpoint(self.store_path, target, self.catch_up_timeout)
 

@@ -99,7 +99,9 @@ def status_view(status: dict) -> RenderableType:
         grid.add_row("Capture", "off (serve runs with --no-capture: no backtracks possible)")
     else:
         _add_store_rows(grid, status.get("store"))
-        grid.add_row("Streamer", streamer_text(status.get("streamer")))
+        streamer = status.get("streamer")
+        text = streamer_text(streamer)
+        grid.add_row("Streamer", Text(text, style="red bold") if streamer and streamer.get("down_since") else text)
     last = status.get("last_backtrack")
     grid.add_row("Last backtrack", backtrack_line(last) if last else "none")
     return grid
@@ -135,6 +137,9 @@ def streamer_text(streamer: dict | None) -> str:
         text += f", last event {streamer['last_event_time']}"
     if streamer.get("last_error"):
         text += f"; last error: {streamer['last_error']}"
+    if streamer.get("down_since"):
+        text = (f"DOWN since {streamer['down_since']} ({streamer.get('down_for_s')} s, "
+                f"{streamer.get('restarts', 0)} restarts): the backtrack window is not growing; {text}")
     return text
 
 

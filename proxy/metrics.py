@@ -7,6 +7,10 @@ Aurora's four Backtrack metrics under Prometheus names, plus the proxy's:
   auroratrack_backtrack_window_alert         gauge 0/1 (BacktrackWindowAlert)
   auroratrack_backtrack_window_target_seconds, auroratrack_store_bytes,
   auroratrack_capture_lag_seconds, auroratrack_capture_lag_bytes,
+  auroratrack_capture_up (gauge 0/1: 0 while the window is not growing),
+  auroratrack_capture_down_seconds, auroratrack_capture_restarts_total (streamer processes
+  started again), auroratrack_capture_reconnects_total (server connections re-opened by the
+  running streamer; starts from 0 in each new process),
   auroratrack_proxy_sessions{state}, auroratrack_proxy_sessions_in_transaction,
   auroratrack_queries_relayed_total, auroratrack_gate_open,
   auroratrack_backtracks{status}, auroratrack_backtrack_duration_seconds (histogram).
@@ -50,7 +54,7 @@ def capture_lag(upstream, checkpoint, last_commit_time_us: int | None) -> dict[s
     the newest stored commit when there is any (0 when caught up). Blocking."""
     if checkpoint is None:
         return {"bytes": None, "seconds": None, "server_position": None}
-    with upstream.connect() as conn:
+    with upstream.connect(role="status") as conn:
         server_file, server_pos = current_binlog_position(conn)
         behind = 0
         if (checkpoint.log_file, checkpoint.log_pos) < (server_file, server_pos):
@@ -81,7 +85,23 @@ class ServiceCollector:
     def collect(self):
         yield from self._proxy()
         yield from self._store()
+        yield from self._capture()
         yield from self._backtracks()
+
+    def _capture(self):
+        health = self.service.capture_health() if hasattr(self.service, "capture_health") else None
+        if health is None:
+            return
+        # "starting" (before the first connection) counts as up: serve lets no client in before.
+        up = health.up or health.down_since is None
+        yield GaugeMetricFamily("auroratrack_capture_up", "1 while capture streams the binlog (the window grows).",
+                                value=1 if up else 0)
+        yield GaugeMetricFamily("auroratrack_capture_down_seconds", "How long capture has been down (0 while up).",
+                                value=max(0.0, time.time() - health.down_since) if health.down_since else 0.0)
+        yield CounterMetricFamily("auroratrack_capture_restarts", "Streamer processes started again after one stopped.",
+                                  value=health.restarts)
+        yield CounterMetricFamily("auroratrack_capture_reconnects",
+                                  "Server connections the running streamer re-opened.", value=health.reconnects)
 
     def _proxy(self):
         proxy = self.service.proxy

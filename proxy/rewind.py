@@ -74,7 +74,9 @@ JOIN_BUFFER_BYTES = 1024 * 1024 * 1024  # in-memory limit of the server's intern
 class Conflict:
     """Something that means the log cannot faithfully invert history for ``table``."""
 
-    kind: str  # gap | ddl | statement | rollback | drift | missing | unexpected | cascade | trigger | partial_image
+    # gap | ddl | statement | rollback | drift | missing | unexpected | cascade | trigger | partial_image
+    # | non_transactional | uncaptured | unterminated | incident
+    kind: str
     table: str | None
     reason: str
     key: str | None = None
@@ -318,6 +320,18 @@ def _log_conflicts(txn: StoredTransaction) -> list[Conflict]:
                                       f"(GTID {txn.gtid}) and capture could not tell which row changes "
                                       "(a table's engine is unknown, e.g. dropped since): they may never "
                                       "have happened"))
+    if "uncaptured" in txn.flags:  # streamer.FLAG_UNCAPTURED: rows the store does not hold
+        for table in tables:
+            conflicts.append(Conflict("uncaptured", table, f"txn {txn.txn_id} (GTID {txn.gtid}) holds binlog "
+                                      f"events capture could not store: {statement}"))
+    if "incident" in txn.flags:  # streamer.FLAG_INCIDENT: the server could not log something
+        conflicts.append(Conflict("incident", None, f"the server logged an incident in the binlog (txn "
+                                  f"{txn.txn_id}): changes may be missing: {statement}"))
+    if "unterminated" in txn.flags:  # streamer.FLAG_UNTERMINATED: the group never ended
+        for table in tables:
+            conflicts.append(Conflict("unterminated", table, f"txn {txn.txn_id} (GTID {txn.gtid}) never ended "
+                                      "in the binlog (no COMMIT/XID before the next group): it may have "
+                                      "rolled back"))
     return conflicts
 
 
@@ -394,8 +408,9 @@ class Applier:
 
     # -- checks the server must answer ----------------------------------------------------------------
     def server_conflicts(self, plan: Plan) -> list[Conflict]:
-        """Drift, missing rows, unexpected rows, cascading foreign keys and triggers."""
-        conflicts = self._cascade_conflicts(plan.tables) + self._trigger_conflicts(plan.tables)
+        """Drift, missing rows, unexpected rows, cascading foreign keys, triggers and
+        non-transactional tables."""
+        conflicts = self._table_conflicts(plan.tables)
         for table in plan.tables.values():
             if table.has_key:
                 conflicts.extend(self._keyed_drift(table))
@@ -405,12 +420,31 @@ class Applier:
 
     def conflicts_before_writing(self, plan: Plan) -> list[Conflict]:
         """What the checked apply cannot fold into its writes: cascading foreign keys, triggers,
-        and drift of tables without a key (checked image by image)."""
-        conflicts = self._cascade_conflicts(plan.tables) + self._trigger_conflicts(plan.tables)
+        non-transactional tables, and drift of tables without a key (checked image by image)."""
+        conflicts = self._table_conflicts(plan.tables)
         for table in plan.tables.values():
             if not table.has_key:
                 conflicts.extend(self._multiset_drift(table))
         return conflicts
+
+    def _table_conflicts(self, tables: dict[str, TableChanges]) -> list[Conflict]:
+        return (self._cascade_conflicts(tables) + self._trigger_conflicts(tables)
+                + self._engine_conflicts(tables))
+
+    def _engine_conflicts(self, tables: dict[str, TableChanges]) -> list[Conflict]:
+        """Tables whose engine does not roll back (Aria, MyISAM, ...): the undo's writes to them
+        stay if the backtrack fails halfway, so it could not leave the database as it was."""
+        if not tables:
+            return []
+        schemas = sorted({name.split(".", 1)[0] for name in tables})
+        with self.conn.cursor() as cur:
+            cur.execute(self.tag + "SELECT t.TABLE_SCHEMA, t.TABLE_NAME, t.ENGINE FROM information_schema.TABLES t "
+                        "JOIN information_schema.ENGINES e ON e.ENGINE = t.ENGINE WHERE e.TRANSACTIONS = 'NO' "
+                        f"AND t.TABLE_SCHEMA IN ({','.join(['%s'] * len(schemas))})", schemas)
+            rows = cur.fetchall()
+        return [Conflict("non_transactional", f"{s}.{t}", f"engine {engine} does not roll back: if the backtrack "
+                         "failed halfway, the undo's writes to this table would stay")
+                for s, t, engine in rows if f"{s}.{t}" in tables]
 
     def _cascade_conflicts(self, tables: dict[str, TableChanges]) -> list[Conflict]:
         if not tables:

@@ -5,6 +5,11 @@ the process list and ``max_allowed_packet``), each tagged ``/* auroratrack ... *
 process list shows who sent it. PyMySQL is blocking, so every call runs in a worker thread;
 these are rare statements, never on the relay's hot path. The credentials here are
 auroratrack's own, never a relayed client's.
+
+Every connection auroratrack opens itself goes through ``open_connection`` here: it sends the
+connection attributes ``program_name=auroratrack`` and ``auroratrack_role=<role>`` (``ROLES``), so
+the server (``performance_schema.session_connect_attrs``) and its operators can tell
+auroratrack's own sessions from the clients it relays.
 """
 
 from __future__ import annotations
@@ -18,6 +23,33 @@ from dataclasses import dataclass
 import pymysql
 
 ER_NO_SUCH_THREAD = 1094
+PROGRAM_NAME = "auroratrack"
+ROLE_ATTRIBUTE = "auroratrack_role"
+# Who opens which connection (the README lists them):
+ROLES = {
+    "control": "serve's control connection: KILL, the process list, max_allowed_packet (kept open)",
+    "inspector": "the server checks at start (closed after)",
+    "capture": "the streamer's replication connection, COM_BINLOG_DUMP (kept open)",
+    "capture_control": "the streamer's questions: start position, generated columns, engines (kept open)",
+    "position_clock": "the streamer's binlog position samples for commit times (kept open)",
+    "apply": "a backtrack's writes, in one transaction (while a backtrack runs)",
+    "fence": "a backtrack's read_only fence and catch-up (while a backtrack runs)",
+    "status": "capture lag for status and /metrics (per request)",
+}
+
+
+def open_connection(role: str, connection_class: type[pymysql.connections.Connection] = pymysql.connections.Connection,
+                    **kwargs) -> pymysql.Connection:
+    """A connection of ``connection_class`` that tells the server who opened it (connection
+    attributes ``program_name`` and ``auroratrack_role``)."""
+    kwargs.pop("defer_connect", None)
+    kwargs.setdefault("program_name", PROGRAM_NAME)
+    conn = connection_class(defer_connect=True, **kwargs)
+    # PyMySQL sends ``_connect_attrs`` in its handshake response but takes only program_name as a
+    # parameter; the role is added to the same dict before it connects.
+    conn._connect_attrs[ROLE_ATTRIBUTE] = role
+    conn.connect()
+    return conn
 
 
 @dataclass(frozen=True)
@@ -29,12 +61,12 @@ class UpstreamCredentials:
     user: str
     password: str = ""
 
-    def connect(self, **kwargs) -> pymysql.Connection:
+    def connect(self, role: str = "control", **kwargs) -> pymysql.Connection:
+        """A connection as auroratrack, telling the server its ``role`` (one of ``ROLES``)."""
         kwargs.setdefault("autocommit", True)
         kwargs.setdefault("connect_timeout", 10)
-        return pymysql.connect(
-            host=self.host, port=self.port, user=self.user, password=self.password, **kwargs
-        )
+        return open_connection(role, host=self.host, port=self.port, user=self.user, password=self.password,
+                               **kwargs)
 
 
 class ServerAdmin:
@@ -51,7 +83,7 @@ class ServerAdmin:
             for attempt in (1, 2):
                 try:
                     if self._conn is None:
-                        self._conn = self.credentials.connect()
+                        self._conn = self.credentials.connect(role="control")
                     with self._conn.cursor() as cur:
                         cur.execute(sql, args)
                         return list(cur.fetchall())

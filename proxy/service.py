@@ -2,7 +2,8 @@
 
 ``auroratrack serve`` runs a ``Service`` on the main thread (uvloop when installed); the
 streamer runs in a child process of its own (it is CPU work and must not take the GIL from the
-relay). Tests and benchmarks run the same ``Service`` on a background thread with
+relay), kept running by ``CaptureSupervisor`` (restarted from its checkpoint whenever it
+stops). Tests and benchmarks run the same ``Service`` on a background thread with
 ``BackgroundService`` and reach its parts (the gate above all) with ``call``. Components get
 what they need, not the service.
 """
@@ -23,7 +24,8 @@ from typing import TypeVar
 from proxy.backtrack import Backtracker
 from proxy.changelog.inspector import InspectionReport, require_ready
 from proxy.changelog.store import ChangeStore
-from proxy.changelog.streamer import StreamerConfig, run_streamer_process, stable_server_id
+from proxy.changelog.streamer import StreamerConfig, stable_server_id
+from proxy.changelog.supervisor import CaptureHealth, CaptureSupervisor
 from proxy.gate import Gate
 from proxy.relay import ProxyServer
 from proxy.serveradmin import ServerAdmin, UpstreamCredentials
@@ -51,6 +53,7 @@ class ServeConfig:
     log_format: str = "text"  # or "json"
     admin_host: str = "127.0.0.1"  # the admin API (proxy/admin.py); loopback by default
     admin_port: int = 3308  # 0: pick a free port (serve writes the bound one to <data_dir>/admin.json)
+    capture_restart_backoff_s: float = 1.0  # first wait before a stopped streamer is started again
 
     @property
     def store_path(self) -> Path:
@@ -79,7 +82,7 @@ class Service:
         self.proxy: ProxyServer | None = None
         self.listen_address: tuple[str, int] | None = None
         self.inspection: InspectionReport | None = None
-        self.streamer_process: multiprocessing.Process | None = None
+        self.capture: CaptureSupervisor | None = None
         self.backtracker: Backtracker | None = None
         self.admin_runner = None  # aiohttp AppRunner of the admin API
         self.admin_address: tuple[str, int] | None = None
@@ -106,7 +109,9 @@ class Service:
                      self.inspection.flavor.version_text, ", ".join(passed),
                      extra={"checks": passed, "server": self.inspection.server})
             ChangeStore(config.store_path).close()  # create the schema before anyone reads it
-            self._start_streamer(streamer_config)
+            self.capture = CaptureSupervisor(streamer_config, config.log_level, config.log_format,
+                                             min_backoff_s=config.capture_restart_backoff_s)
+            self.capture.start()
             # Clients get in only once capture has fixed where it starts: a write before that
             # would never be captured, and nothing before it could be rewound.
             await asyncio.to_thread(self._wait_capture_started, 60.0)
@@ -120,8 +125,10 @@ class Service:
         )
         if config.capture:
             self.backtracker = Backtracker(config.upstream, self.gate, config.store_path, config.data_dir,
-                                           flavor=self.inspection.flavor.name)
+                                           flavor=self.inspection.flavor.name, capture_health=self.capture_health)
             await asyncio.to_thread(self.backtracker.startup_recovery)
+        if self.capture is not None:
+            self.capture.start_watching()  # from here on, a streamer that stops is started again
         self.listen_address = await self.proxy.start(config.listen_host, config.listen_port)
         log.info("proxy listening on %s:%d, relaying to %s:%d (max_allowed_packet %d)",
                  *self.listen_address, config.upstream.host, config.upstream.port, max_packet)
@@ -149,16 +156,14 @@ class Service:
             time.sleep(0.02)
         raise TimeoutError(f"the changelog streamer did not start within {timeout:.0f} s")
 
-    def _start_streamer(self, streamer_config: StreamerConfig) -> None:
-        # spawn, not fork: the parent has an event loop and threads that must not be copied.
-        context = multiprocessing.get_context("spawn")
-        self.streamer_process = context.Process(
-            target=run_streamer_process, args=(streamer_config, self.config.log_level, self.config.log_format),
-            name="auroratrack-streamer", daemon=True,
-        )
-        self.streamer_process.start()
-        log.info("changelog streamer started (pid %d, server_id %d, store %s)",
-                 self.streamer_process.pid, streamer_config.server_id, self.config.store_path)
+    @property
+    def streamer_process(self) -> multiprocessing.Process | None:
+        """The streamer's current process (a new one after each restart)."""
+        return self.capture.process if self.capture is not None else None
+
+    def capture_health(self) -> CaptureHealth | None:
+        """Whether capture is growing the window now; None when capture is off."""
+        return self.capture.health() if self.capture is not None else None
 
     async def stop(self) -> None:
         if self.admin_runner is not None:  # first, so clients see at once that serve is gone
@@ -168,11 +173,8 @@ class Service:
             self.admin_runner = None
         if self.proxy is not None:
             await self.proxy.close()
-        if self.streamer_process is not None and self.streamer_process.is_alive():
-            self.streamer_process.terminate()
-            await asyncio.to_thread(self.streamer_process.join, 10)
-            if self.streamer_process.is_alive():
-                self.streamer_process.kill()
+        if self.capture is not None:
+            await self.capture.stop()
         await asyncio.to_thread(self.admin.close)
 
 

@@ -41,6 +41,7 @@ from pymysql.constants.COMMAND import COM_BINLOG_DUMP
 from pymysqlreplication import BinLogStreamReader
 
 from proxy.changelog.events import parse_rotate
+from proxy.serveradmin import open_connection
 
 # Binlog event type codes (MySQL's and MariaDB's Log_event_type).
 QUERY_EVENT = 2
@@ -227,7 +228,7 @@ class BinlogSource:
 
         def connect(**kwargs) -> pymysql.Connection:
             conn_class = _DumpConnection if send_annotate_rows else pymysql.connections.Connection
-            return conn_class(**kwargs)
+            return open_connection("capture", conn_class, **kwargs)  # tells the server who it is
 
         self.start = start
         self.read_timeout_s = float(settings["read_timeout"])

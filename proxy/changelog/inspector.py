@@ -86,7 +86,7 @@ def inspect_server(credentials: UpstreamCredentials, streamer_server_id: int,
                    window_s: float | None) -> InspectionReport:
     """Check the server; the report's ``problems`` must be empty before capture starts."""
     server = f"{credentials.host}:{credentials.port}"
-    conn = credentials.connect()
+    conn = credentials.connect(role="inspector")
     try:
         with conn.cursor() as cur:
             settings = _variables(cur)

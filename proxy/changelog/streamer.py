@@ -12,7 +12,13 @@ Robustness:
     oldest binlog the server still has;
   * a transaction of any size streams into the store (no rows are held in memory), except a
     prepared XA transaction, which is kept until its outcome is known;
-  * events it cannot capture faithfully (compressed, partial JSON) stop it with the fix;
+  * capture never stops on content: every group the server can write is stored as a
+    transaction of its own with its position, or flagged so the planner names a conflict for the
+    tables it touches (``FLAG_UNCAPTURED``: compressed events or partial JSON images, whose rows
+    are not stored; ``FLAG_UNTERMINATED``: a group the server never ended; ``FLAG_INCIDENT``: the
+    server logged that it lost changes; LOAD DATA logged as a statement). Rows the server logs
+    outside BEGIN/COMMIT (non-transactional writes: ``CREATE TABLE ... SELECT``, Aria/MyISAM
+    tables) end at the group's COMMIT/XID or at the next group, whichever comes first;
   * a group that ends in ROLLBACK, or holds ROLLBACK TO a savepoint (logged when a transaction
     touched something non-transactional), keeps only the non-transactional tables' rows: the
     rest never happened (``TransactionAssembler._rolled_back``).
@@ -31,6 +37,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -75,6 +82,14 @@ MAX_STATEMENTS_PER_TXN = 32
 FLAG_ROLLED_BACK = "rolled_back"
 FLAG_SAVEPOINT_ROLLBACK = "savepoint_rollback"
 FLAG_ROLLBACK_UNRESOLVED = "rollback_unresolved"
+# Flags of a group capture could not take whole (the planner names a conflict for each):
+# UNCAPTURED: an event whose rows cannot be stored faithfully (compressed, partial JSON);
+# UNTERMINATED: the next group began before this one's COMMIT/XID (it may have rolled back);
+# IMPLICIT: rows the server logged without a GTID/BEGIN before them (kept, no conflict: the
+# images are whole, only the group's start was not marked).
+FLAG_UNCAPTURED = "uncaptured"
+FLAG_UNTERMINATED = "unterminated"
+FLAG_IMPLICIT = "implicit_group"
 # Group commit waits this long for the next transaction before it commits the ones received:
 # under a steady load (sysbench, 8 writers) commits then cover several transactions each, and
 # capture spends less CPU per transaction, for at most this much more lag.
@@ -89,6 +104,18 @@ GROUP_LINGER_S = 0.002
 # capture lags by at most 50 ms more, no more than the position clock's interval already allows
 # a MariaDB commit time to be late (positionclock.py).
 READ_PACE_S = 0.05
+# Events the binlog module does not name (binlog.py stays the other capture's to extend).
+EXECUTE_LOAD_QUERY_EVENT = 18  # LOAD DATA logged as a statement (a session's binlog_format)
+INCIDENT_EVENT = 26  # the server could not log something: changes may be missing
+_EXECUTE_LOAD_EXTRA = 13  # file_id, start_pos, end_pos, dup_handling after the query post-header
+_LOAD_INTO = re.compile(rb"\bINTO\s+TABLE\s+((?:`[^`]+`|[\w$]+)(?:\s*\.\s*(?:`[^`]+`|[\w$]+))?)", re.IGNORECASE)
+FLAG_INCIDENT = "incident"
+# Unsupported events that are rows events underneath: their post-header names the table map.
+_UNSUPPORTED_ROWS = frozenset({
+    bl.PARTIAL_UPDATE_ROWS_EVENT, bl.MARIADB_WRITE_ROWS_COMPRESSED, bl.MARIADB_UPDATE_ROWS_COMPRESSED,
+    bl.MARIADB_DELETE_ROWS_COMPRESSED, bl.MARIADB_WRITE_ROWS_COMPRESSED_V1, bl.MARIADB_UPDATE_ROWS_COMPRESSED_V1,
+    bl.MARIADB_DELETE_ROWS_COMPRESSED_V1,
+})
 
 
 @dataclass(frozen=True)
@@ -112,6 +139,10 @@ class _OpenTransaction:
     start_pos: int
     gtid: str | None = None
     standalone: bool = False
+    # The group ends with its own COMMIT/XID event, even after DDL: MariaDB's GTID without
+    # FL_STANDALONE (``CREATE TABLE ... SELECT``: the CREATE, its rows, then XID or COMMIT),
+    # MySQL's atomic ``CREATE TABLE ... START TRANSACTION``.
+    explicit_end: bool = False
     xa_prepared: bool = False
     mysql_commit_us: int | None = None
     origin: str = "client"
@@ -166,6 +197,8 @@ class TransactionAssembler:
             bl.ROWS_QUERY_EVENT: self._rows_query,
             bl.XA_PREPARE_EVENT: self._xa_prepare,
             bl.ROTATE_EVENT: self._rotate,
+            EXECUTE_LOAD_QUERY_EVENT: self._execute_load_query,
+            INCIDENT_EVENT: self._incident,
             **dict.fromkeys(bl.UNSUPPORTED_EVENTS, self._unsupported),
         }
         checkpoint = store.checkpoint()
@@ -200,11 +233,86 @@ class TransactionAssembler:
             self.store.advance_checkpoint(event.log_file, event.end_pos)
 
     def _unsupported(self, event: bl.RawEvent) -> None:
-        raise CaptureRefused(
-            f"binlog event type {event.type} at {event.log_file}:{event.end_pos} cannot be captured "
-            "faithfully (compressed events or partial JSON images): set log_bin_compress=OFF "
-            "(MariaDB) / binlog_transaction_compression=OFF and binlog_row_value_options='' (MySQL)"
-        )
+        """An event whose content cannot be stored faithfully (compressed, partial JSON): its
+        group is kept and flagged, and the table it touches (when a table map names it) becomes a
+        conflict for the planner. The inspector refuses the settings that produce these at start;
+        one that shows up anyway (settings changed while running) must not stop capture."""
+        txn = self._open_implicit(event)
+        txn.flags.add(FLAG_UNCAPTURED)
+        mapped = self.table_maps.get(rows_table_id(event.body)) if event.type in _UNSUPPORTED_ROWS else None
+        if mapped is not None:
+            txn.tables.add(mapped[1])
+        self._statement_text(
+            f"/* auroratrack: binlog event type {event.type} at {event.log_file}:{event.end_pos} not captured "
+            "(compressed events or partial JSON images): set log_bin_compress=OFF (MariaDB) / "
+            "binlog_transaction_compression=OFF and binlog_row_value_options='' (MySQL) */".encode())
+        log.error("binlog event type %d at %s:%d cannot be captured faithfully (compressed or partial JSON); "
+                  "its transaction is kept as a conflict for a backtrack", event.type, event.log_file, event.end_pos)
+        if event.type == bl.TRANSACTION_PAYLOAD_EVENT:
+            self._commit(event)  # MySQL's compressed payload holds the whole group, its XID too
+
+    def _execute_load_query(self, event: bl.RawEvent) -> None:
+        """``LOAD DATA`` logged as a statement (a session set binlog_format=STATEMENT): its rows
+        are not in the binlog. Flagged "statement" for the table it names, like any DML logged
+        as a statement: the planner refuses to rewind over it."""
+        body = event.body
+        query = parse_query(body[:13] + body[13 + _EXECUTE_LOAD_EXTRA:])
+        txn = self._open_implicit(event)
+        txn.flags.add("statement")
+        found = _LOAD_INTO.search(query.query)
+        if found:
+            schema, _, table = found.group(1).decode("utf-8", "replace").replace(" ", "").rpartition(".")
+            txn.tables.add(f"{schema.strip('`') or query.default_schema}.{table.strip('`')}")
+        self._statement_text(query.query)
+        self._record(ChangeRecord("statement", event.type, query.query, None, query.default_schema or None))
+
+    def _incident(self, event: bl.RawEvent) -> None:
+        """The server logged that it could not log something (``LOST_EVENTS``): changes may be
+        missing from here on. Kept as a transaction of its own, flagged; the planner refuses to
+        rewind over it, as over a gap."""
+        if self.txn is not None:
+            self._close_unended(event)
+        length = event.body[2] if len(event.body) > 2 else 0
+        message = bytes(event.body[3:3 + length]).decode("utf-8", "replace")
+        self.txn = _OpenTransaction(event.log_file, event.start_pos, standalone=True)
+        self.txn.flags.add(FLAG_INCIDENT)
+        self._statement_text(f"/* auroratrack: the server logged an incident at {event.log_file}:{event.end_pos}: "
+                             f"{message or 'changes may be missing from the binlog'} */".encode())
+        log.error("the server logged an incident at %s:%d (%s): changes may be missing from the binlog; "
+                  "a backtrack across it is refused", event.log_file, event.end_pos, message or "-")
+        self._commit(event)
+
+    def _open_implicit(self, event: bl.RawEvent) -> _OpenTransaction:
+        """The open group, or a new one starting at ``event`` when the server logged changes
+        without a GTID/BEGIN before them."""
+        if self.txn is None:
+            self.txn = _OpenTransaction(event.log_file, event.start_pos, explicit_end=True)
+            self.txn.flags.add(FLAG_IMPLICIT)
+        return self.txn
+
+    def _close_unended(self, event: bl.RawEvent) -> None:
+        """A new group starts at ``event`` while one is open: store the open one as it is, ending
+        where ``event`` starts (flagged unless it was an implicit group, whose end is its next
+        boundary anyway)."""
+        txn = self.txn
+        if txn is None:
+            return
+        if not txn.n_records and not txn.flags - {FLAG_IMPLICIT}:
+            self._abort_open()  # nothing in it (a GTID whose group carried nothing we keep)
+            self.txn = None
+            return
+        if FLAG_IMPLICIT not in txn.flags:
+            txn.flags.add(FLAG_UNTERMINATED)
+            log.warning("transaction %s at %s:%d never ended before the group at %s:%d; kept, flagged %s",
+                        txn.gtid, txn.start_file, txn.start_pos, event.log_file, event.start_pos, FLAG_UNTERMINATED)
+        boundary = bl.RawEvent(0, event.timestamp, event.server_id, event.log_file, max(event.start_pos, 4), b"",
+                               size=0)
+        if txn.xa_prepared:
+            txn.xa_prepared = False  # stored now, as it is: its outcome never came in this group
+            for record in txn.xa_records:
+                self.store.add_change(record)
+            txn.xa_records = []
+        self._commit(boundary)
 
     def _mariadb_gtid(self, event: bl.RawEvent) -> None:
         gtid = parse_mariadb_gtid(event.body, event.server_id)
@@ -224,15 +332,15 @@ class TransactionAssembler:
     # -- transaction boundaries --------------------------------------------------------------------
     def _begin(self, event: bl.RawEvent, gtid: str | None, mariadb_flags: int = 0,
                mysql_commit_us: int | None = None) -> None:
-        if self.txn is not None and self.txn.n_records:
-            raise CaptureRefused(f"transaction {self.txn.gtid} never ended before {gtid}")
         if self.txn is not None:
-            self._abort_open()
+            self._close_unended(event)
         # The event's own size, not one assumed: with binlog_checksum=NONE there is no CRC32.
         self.txn = _OpenTransaction(event.log_file, max(event.start_pos, 4), gtid=gtid,
                                     mysql_commit_us=mysql_commit_us)
         if mariadb_flags & MARIADB_FL_STANDALONE:
             self.txn.standalone = True
+        elif event.type == bl.MARIADB_GTID_EVENT:
+            self.txn.explicit_end = True
         if mariadb_flags & MARIADB_FL_PREPARED_XA:
             self.txn.xa_prepared = True
         if mariadb_flags & MARIADB_FL_COMPLETED_XA:
@@ -242,8 +350,10 @@ class TransactionAssembler:
         query = parse_query(event.body)
         kind = classify_query(query.query)
         if kind == "begin":
+            if self.txn is not None and FLAG_IMPLICIT in self.txn.flags:
+                self._close_unended(event)
             if self.txn is None:
-                self.txn = _OpenTransaction(event.log_file, event.start_pos)
+                self.txn = _OpenTransaction(event.log_file, event.start_pos, explicit_end=True)
             return
         if kind == "commit":
             # Non-transactional engines end their group with COMMIT.
@@ -263,6 +373,8 @@ class TransactionAssembler:
         if kind == "rollback_to":
             self._rollback_to_savepoint(query.query)
             return
+        if self.txn is not None and FLAG_IMPLICIT in self.txn.flags:
+            self._close_unended(event)  # rows logged without a group, then a statement: two groups
         if self.txn is None:
             self.txn = _OpenTransaction(event.log_file, event.start_pos, standalone=True)
         self.txn.flags.add(kind)
@@ -270,9 +382,13 @@ class TransactionAssembler:
         self.txn.tables.update(named)
         if kind == "ddl":
             self._forget_engines(named)
+            if _starts_transaction(query.query):
+                self.txn.explicit_end = True
         self._statement_text(query.query)
         self._record(ChangeRecord(kind, event.type, query.query, None, query.default_schema or None))
-        if self.txn.standalone or kind == "ddl":
+        # DDL ends its group unless the group says its end comes later (CREATE ... SELECT: its
+        # rows follow the CREATE, then XID or COMMIT).
+        if self.txn.standalone or (kind == "ddl" and not self.txn.explicit_end):
             self._commit(event)
 
     # -- changes the server rolled back (rare) -------------------------------------------------------------
@@ -383,7 +499,15 @@ class TransactionAssembler:
             self.position = (event.log_file, event.end_pos)
             return
         if txn.xa_prepared:
-            raise CaptureRefused(f"prepared XA transaction {txn.gtid} ended without XA PREPARE")
+            # A group marked prepared XA that ends with a plain commit: not what servers write.
+            # Keep its changes (as the commit says) and let the planner name it.
+            log.warning("prepared XA transaction %s ended without XA PREPARE at %s:%d; kept, flagged %s",
+                        txn.gtid, event.log_file, event.end_pos, FLAG_UNTERMINATED)
+            txn.xa_prepared = False
+            txn.flags.add(FLAG_UNTERMINATED)
+            for record in txn.xa_records:
+                self.store.add_change(record)
+            txn.xa_records = []
         commit_us, precision = self._commit_time(event, txn)
         header = self._header(txn, event, commit_us, precision)
         self.store.commit_transaction(header, defer=self.group_commit)
@@ -435,6 +559,8 @@ class TransactionAssembler:
 
     # -- row changes ------------------------------------------------------------------------------------------
     def _table_map(self, event: bl.RawEvent) -> None:
+        if self.txn is None:
+            self._open_implicit(event)  # a table map always comes first in its group
         body = event.body
         key = body[6:]
         mapped = self._map_cache.get(key)
@@ -449,12 +575,15 @@ class TransactionAssembler:
         self.table_maps[rows_table_id(body)] = mapped
 
     def _rows(self, event: bl.RawEvent) -> None:
-        txn = self.txn
-        if txn is None:
-            raise CaptureRefused(f"rows event outside a transaction at {event.log_file}:{event.end_pos}")
+        txn = self.txn or self._open_implicit(event)
         mapped = self.table_maps.get(rows_table_id(event.body))
         if mapped is None:
-            raise CaptureRefused(f"rows event without its table map at {event.log_file}:{event.end_pos}")
+            # Cannot be decoded without its table map (never seen from a real server): keep the
+            # group, flagged, rather than stop.
+            txn.flags.add(FLAG_UNCAPTURED)
+            self._statement_text(f"/* auroratrack: rows event without its table map at "
+                                 f"{event.log_file}:{event.end_pos} not captured */".encode())
+            return
         store_id, name = mapped
         if name not in txn.tables:
             txn.tables.add(name)
@@ -526,7 +655,14 @@ class TransactionAssembler:
 
 
 class CaptureRefused(RuntimeError):
-    """Capture cannot go on faithfully; the message says why and how to fix it."""
+    """Capture cannot go on (the server has no binlog, the binlog cannot be read); the message
+    says why and how to fix it. Never raised for binlog content."""
+
+
+def _starts_transaction(query: bytes) -> bool:
+    """MySQL logs an atomic ``CREATE TABLE ... SELECT`` as ``CREATE TABLE ... START TRANSACTION``
+    followed by its rows and XID."""
+    return query.rstrip().rstrip(b";").rstrip().upper().endswith(b"START TRANSACTION")
 
 
 def ddl_tables(query: bytes, default_schema: str) -> set[str]:
@@ -540,6 +676,8 @@ def ddl_tables(query: bytes, default_schema: str) -> set[str]:
     if len(words) >= 3 and words[1].upper() in ("DATABASE", "SCHEMA"):
         names = [w for w in words[2:] if w.upper() not in ("IF", "NOT", "EXISTS")]
         return {f"{names[0].strip('`;')}.*"} if names else set()
+    if len(words) >= 3 and words[0].upper() in _MAINTENANCE_VERBS and words[1].upper() in ("TABLE", "TABLES"):
+        return _maintenance_tables(words[2:], default_schema)
     try:
         trees = sqlglot.parse(text, read="mysql")
     except Exception:  # sqlglot raises several error types on dialect gaps
@@ -551,6 +689,25 @@ def ddl_tables(query: bytes, default_schema: str) -> set[str]:
         for table in tree.find_all(exp.Table):
             if table.name:
                 tables.add(f"{table.db or default_schema}.{table.name}")
+    return tables
+
+
+# ``ANALYZE|OPTIMIZE|CHECK|REPAIR [NO_WRITE_TO_BINLOG|LOCAL] TABLE a, b [options]``: sqlglot
+# returns these as a bare Command, so the names are read here (the planner then names the table).
+_MAINTENANCE_VERBS = frozenset({"ANALYZE", "OPTIMIZE", "CHECK", "REPAIR"})
+_MAINTENANCE_OPTIONS = frozenset({"PERSISTENT", "QUICK", "EXTENDED", "USE_FRM", "FAST", "MEDIUM", "CHANGED",
+                                  "FOR", "UPGRADE", "WAIT", "NOWAIT"})
+
+
+def _maintenance_tables(words: list[str], default_schema: str) -> set[str]:
+    tables = set()
+    for word in " ".join(words).replace(",", " , ").split():
+        if word.upper() in _MAINTENANCE_OPTIONS:
+            break
+        name = word.strip(";")
+        if name and name != ",":
+            schema, _, table = name.rpartition(".")
+            tables.add(f"{schema.strip('`') or default_schema}.{table.strip('`')}")
     return tables
 
 
@@ -574,6 +731,8 @@ class Streamer:
                                               transactional=self._transactional)
         self.connected = False
         self.last_error: str | None = None
+        self.down_since: float | None = None  # epoch seconds the stream broke; None while it flows
+        self.reconnects = 0
         self._last_retention = 0.0
         self._last_status = 0.0
         self._last_position_log = time.monotonic()
@@ -603,16 +762,20 @@ class Streamer:
             try:
                 self._stream_once()
                 backoff = 0.1
-            except (bl.StreamLost, pymysql.OperationalError, OSError, bl.EventsMissing) as exc:
+            except (bl.StreamLost, pymysql.MySQLError, OSError, bl.EventsMissing) as exc:
                 if self._is_purged(exc):
                     self._record_gap(str(exc))
                     continue
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("binlog stream interrupted (%s); resuming from the checkpoint in %.1f s",
-                            self.last_error, backoff)
+                self.reconnects += 1
+                self.down_since = self.down_since or time.time()
+                log.error("capture is DOWN: binlog stream interrupted (%s); the backtrack window is not growing; "
+                          "resuming from the checkpoint in %.1f s", self.last_error, backoff,
+                          extra={"capture_up": False})
             finally:
                 self.connected = False
                 self.assembler.reset_stream()
+            self._write_status(force=True)
             self.stop.wait(backoff)
             backoff = min(backoff * 2, 5.0)
         self._write_status(force=True)
@@ -637,7 +800,8 @@ class Streamer:
                 events += 1
                 # Housekeeping between transactions, and now and then inside a big one (status).
                 if assembler.txn is None or not events & 1023:
-                    self.connected = True
+                    if not self.connected:
+                        self._now_connected()
                     self._housekeeping()
                     if stop.is_set():
                         return
@@ -648,6 +812,14 @@ class Streamer:
         finally:
             with contextlib.suppress(Exception):
                 source.close()
+
+    def _now_connected(self) -> None:
+        self.connected = True
+        if self.down_since is not None:
+            log.warning("capture is back: streaming from the checkpoint again after %.1f s down",
+                        time.time() - self.down_since, extra={"capture_up": True})
+            self.down_since = None
+        self._write_status(force=True)  # the supervisor and status see it at once, idle or not
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
@@ -693,6 +865,7 @@ class Streamer:
         position = self.assembler.position
         status = {
             "pid": os.getpid(), "connected": self.connected, "last_error": self.last_error,
+            "down_since": self.down_since, "reconnects": self.reconnects,
             "position": f"{position[0]}:{position[1]}" if position else None,
             "last_event_time": self.assembler.last_event_time, "committed": self.assembler.committed,
             "updated_at": time.time(),
@@ -728,11 +901,11 @@ class Streamer:
     # -- the control connection ---------------------------------------------------------------------------------
     def _connection_settings(self) -> dict:
         up = self.config.upstream
-        return {"host": up.host, "port": up.port, "user": up.user, "passwd": up.password}
+        return {"host": up.host, "port": up.port, "user": up.user, "password": up.password}
 
     def _control_conn(self) -> pymysql.Connection:
         if self._control is None or not self._control.open:
-            self._control = self.config.upstream.connect()
+            self._control = self.config.upstream.connect(role="capture_control")
         return self._control
 
     def _generated_columns(self, schema: str, table: str) -> list[str]:
@@ -787,7 +960,7 @@ class Streamer:
         """For the position clock, on a connection of its own (it runs in its own thread)."""
         try:
             if self._sampler_conn is None or not self._sampler_conn.open:
-                self._sampler_conn = self.config.upstream.connect()
+                self._sampler_conn = self.config.upstream.connect(role="position_clock")
             return current_binlog_position(self._sampler_conn)
         except pymysql.MySQLError:
             self._sampler_conn = None
