@@ -112,7 +112,7 @@ _LOAD_INTO = re.compile(rb"\bINTO\s+TABLE\s+((?:`[^`]+`|[\w$]+)(?:\s*\.\s*(?:`[^
 FLAG_INCIDENT = "incident"
 # Unsupported events that are rows events underneath: their post-header names the table map.
 _UNSUPPORTED_ROWS = frozenset({
-    bl.PARTIAL_UPDATE_ROWS_EVENT, bl.MARIADB_WRITE_ROWS_COMPRESSED, bl.MARIADB_UPDATE_ROWS_COMPRESSED,
+    bl.MARIADB_WRITE_ROWS_COMPRESSED, bl.MARIADB_UPDATE_ROWS_COMPRESSED,
     bl.MARIADB_DELETE_ROWS_COMPRESSED, bl.MARIADB_WRITE_ROWS_COMPRESSED_V1, bl.MARIADB_UPDATE_ROWS_COMPRESSED_V1,
     bl.MARIADB_DELETE_ROWS_COMPRESSED_V1,
 })
@@ -233,8 +233,9 @@ class TransactionAssembler:
             self.store.advance_checkpoint(event.log_file, event.end_pos)
 
     def _unsupported(self, event: bl.RawEvent) -> None:
-        """An event whose content cannot be stored faithfully (compressed, partial JSON): its
-        group is kept and flagged, and the table it touches (when a table map names it) becomes a
+        """An event whose content cannot be stored faithfully (MariaDB's compressed events; MySQL's
+        compressed transactions and partial JSON are captured, see binlog.py): its group is kept and
+        flagged, and the table it touches (when a table map names it) becomes a
         conflict for the planner. The inspector refuses the settings that produce these at start;
         one that shows up anyway (settings changed while running) must not stop capture."""
         txn = self._open_implicit(event)
@@ -244,12 +245,9 @@ class TransactionAssembler:
             txn.tables.add(mapped[1])
         self._statement_text(
             f"/* auroratrack: binlog event type {event.type} at {event.log_file}:{event.end_pos} not captured "
-            "(compressed events or partial JSON images): set log_bin_compress=OFF (MariaDB) / "
-            "binlog_transaction_compression=OFF and binlog_row_value_options='' (MySQL) */".encode())
-        log.error("binlog event type %d at %s:%d cannot be captured faithfully (compressed or partial JSON); "
+            "(MariaDB compressed events): SET GLOBAL log_bin_compress=OFF */".encode())
+        log.error("binlog event type %d at %s:%d cannot be captured faithfully (MariaDB compressed event); "
                   "its transaction is kept as a conflict for a backtrack", event.type, event.log_file, event.end_pos)
-        if event.type == bl.TRANSACTION_PAYLOAD_EVENT:
-            self._commit(event)  # MySQL's compressed payload holds the whole group, its XID too
 
     def _execute_load_query(self, event: bl.RawEvent) -> None:
         """``LOAD DATA`` logged as a statement (a session set binlog_format=STATEMENT): its rows
