@@ -97,12 +97,23 @@ def inflate(payload: bytes | memoryview, uncompressed_length: int) -> bytes:
     return content
 
 
+class LegSequence:
+    """The next compressed sequence id of one leg, as both its peers count it: each reads the
+    other's id and goes on from it, so the two directions of a leg share the counter."""
+
+    __slots__ = ("next_id",)
+
+    def __init__(self) -> None:
+        self.next_id = 0
+
+
 class CompressedPacketReader:
     """Splits one direction's bytes into whole compressed packets (keeping a partial one)."""
 
-    def __init__(self) -> None:
+    def __init__(self, sequence: LegSequence | None = None) -> None:
         self._buf = b""
         self.last_sequence_id: int | None = None  # of the last whole packet read
+        self.sequence = sequence or LegSequence()
 
     @property
     def partial(self) -> bool:
@@ -119,13 +130,14 @@ class CompressedPacketReader:
             end = pos + COMPRESSED_HEADER_SIZE + length
             if end > n:
                 break
+            self.last_sequence_id = seq
+            self.sequence.next_id = (seq + 1) & 0xFF  # even if it turns out malformed
             try:
                 content = inflate(memoryview(buf)[pos + COMPRESSED_HEADER_SIZE:end], uncompressed)
             except ProtocolError:
                 self._buf = buf[pos:]  # stays ``partial``: nothing may be sent after it
                 raise
             packets.append((buf[pos:end], content))
-            self.last_sequence_id = seq
             pos = end
         self._buf = buf[pos:]
         return packets
@@ -143,13 +155,13 @@ class CompressedSession:
     bytes themselves go to the client as they are."""
 
     def __init__(self) -> None:
-        self._client = CompressedPacketReader()
-        self._server = CompressedPacketReader()
+        self._sequence = LegSequence()
+        self._client = CompressedPacketReader(self._sequence)
+        self._server = CompressedPacketReader(self._sequence)
         # Client packets not yet forwarded, with how many plain bytes each carries; the first
         # ``_covered`` plain bytes of them are already let go by the tracker.
         self._waiting: deque[tuple[bytes, int]] = deque()
         self._covered = 0
-        self._next_seq = 0  # the leg's next compressed sequence id, as both peers count it
 
     def from_client(self, data: bytes) -> bytes:
         """The plain bytes inside the client packets ``data`` completes."""
@@ -157,7 +169,6 @@ class CompressedSession:
         if not packets:
             return b""
         self._waiting.extend((raw, len(content)) for raw, content in packets)
-        self._next_seq = (self._client.last_sequence_id + 1) & 0xFF
         return packets[0][1] if len(packets) == 1 else b"".join(c for _, c in packets)
 
     def forwarded(self, plain_bytes: int) -> bytes:
@@ -185,7 +196,6 @@ class CompressedSession:
         packets = self._server.feed(data)
         if not packets:
             return b""
-        self._next_seq = (self._server.last_sequence_id + 1) & 0xFF
         return packets[0][1] if len(packets) == 1 else b"".join(c for _, c in packets)
 
     def to_client(self, plain: bytes) -> bytes | None:
@@ -193,5 +203,5 @@ class CompressedSession:
         sequence id; None in the middle of a server packet (they cannot go there)."""
         if self._server.partial:
             return None
-        out, self._next_seq = make_compressed_packets(plain, self._next_seq)
+        out, self._sequence.next_id = make_compressed_packets(plain, self._sequence.next_id)
         return out

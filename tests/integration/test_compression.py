@@ -11,11 +11,15 @@ PyMySQL does not compress (``compress`` raises NotImplementedError), so it is no
 
 from __future__ import annotations
 
+import socket
 import subprocess
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import mysql.connector
 import pytest
 
+from proxy.compression import inflate, read_compressed_header
+from proxy.gate import BACKTRACKING_ERRNO
 from tests.clients import external, mariadbcli
 from tests.clients.clientscript import comparable_all, expected, infile_text, steps_for
 from tests.clients.pyclients import ADAPTERS, Target, run_script
@@ -26,8 +30,10 @@ from tests.integration.test_clients import (
     proxy_counters,
     wait_sessions_closed,
 )
+from tests.integration.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(180)
+LOST_CONNECTION_ERRNOS = (2006, 2013, 2055)  # gone away, lost, lost (mysql-connector's own)
 
 
 def compressed_sessions(proxy) -> int:
@@ -100,3 +106,137 @@ def test_session_status_says_compression_on(proxy, mysql_server):
     with mysql.connector.connect(host="127.0.0.1", port=proxy.port, user=mysql_server.user,
                                  password=mysql_server.password, use_pure=True) as conn:
         assert status_compression(conn) == "OFF"
+
+
+# -- the gate ---------------------------------------------------------------------------------------
+
+
+def execute(conn, sql: str) -> int:
+    cur = conn.cursor()
+    cur.execute(sql)
+    if cur.with_rows:
+        cur.fetchall()
+    count = cur.rowcount
+    cur.close()
+    return count
+
+
+def query_one(conn, sql: str) -> tuple:
+    cur = conn.cursor()
+    cur.execute(sql)
+    row = cur.fetchone()
+    cur.fetchall()
+    cur.close()
+    return row
+
+
+def session_of(svc, server_id: int):
+    """The proxy's view of the session whose server connection is ``server_id``."""
+    infos = svc.call_soon(svc.service.proxy.session_infos)
+    (info,) = [i for i in infos if i.server_connection_id == server_id]
+    return info
+
+
+def wait_state(svc, server_id: int, state: str):
+    return wait_for(lambda: (info := session_of(svc, server_id)).state == state and info,
+                    what=f"session state {state!r}")
+
+
+@pytest.fixture
+def table(mysql_server, database: str) -> str:
+    mysql_server.query("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))", database=database)
+    return database
+
+
+@pytest.fixture
+def pool():
+    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="client")
+    yield executor
+    executor.shutdown(wait=False, cancel_futures=True)
+
+
+def test_gate_holds_a_compressed_command_and_runs_it_after_resume(make_proxy, mysql_server,
+                                                                  table, pool):
+    svc = make_proxy(hold_timeout=30)
+    conn = connect(svc.port, mysql_server, table)
+    server_id = query_one(conn, "SELECT CONNECTION_ID()")[0]
+    execute(conn, "BEGIN")
+    assert wait_state(svc, server_id, "idle").in_transaction
+    execute(conn, "COMMIT")
+    assert not wait_state(svc, server_id, "idle").in_transaction
+    svc.call_soon(svc.gate.pause)
+    insert: Future = pool.submit(execute, conn, "INSERT INTO t VALUES (1, 'held')")
+    wait_state(svc, server_id, "held")
+    assert not insert.done()
+    assert not mysql_server.query("SELECT 1 FROM t", database=table), "a held command ran"
+    svc.call_soon(svc.gate.resume)
+    assert insert.result(timeout=10) == 1
+    assert query_one(conn, "SELECT v FROM t WHERE id = 1") == ("held",)
+    assert wait_state(svc, server_id, "idle").commands >= 5
+    conn.close()
+
+
+def test_held_compressed_command_gets_backtracking_error_and_session_goes_on(
+        make_proxy, mysql_server):
+    svc = make_proxy(hold_timeout=1.0)
+    conn = connect(svc.port, mysql_server)
+    cur = conn.cursor()  # before the pause: cursor() pings the server, which would be held too
+    svc.call_soon(svc.gate.pause)
+    with pytest.raises(mysql.connector.Error) as caught:
+        cur.execute("SELECT 'held too long'")
+    assert caught.value.errno == BACKTRACKING_ERRNO, caught.value
+    svc.call_soon(svc.gate.resume)
+    # The ERR came as a compressed packet in sequence: the same session goes on.
+    assert query_one(conn, "SELECT REPEAT('after', 20)") == ("after" * 20,)
+    assert status_compression(conn) == "ON"
+    conn.close()
+
+
+def test_drop_all_ends_a_compressed_session_and_rolls_back(make_proxy, mysql_server, table):
+    svc = make_proxy(hold_timeout=30)
+    conn = connect(svc.port, mysql_server, table)
+    execute(conn, "BEGIN")
+    assert execute(conn, "INSERT INTO t VALUES (7, 'uncommitted')") == 1
+    server_id = query_one(conn, "SELECT CONNECTION_ID()")[0]
+    assert session_of(svc, server_id).in_transaction
+    cur = conn.cursor()  # now: cursor() pings, and reports a lost connection as "not available"
+    svc.call_soon(svc.gate.pause)
+    assert svc.call(lambda: svc.gate.drain(5)).killed == []
+    assert svc.call(svc.gate.drop_all) == [server_id]
+    svc.call_soon(svc.gate.resume)
+    assert not mysql_server.query("SELECT 1 FROM t WHERE id = 7", database=table)
+    with pytest.raises(mysql.connector.Error) as caught:
+        cur.execute("COMMIT")
+    assert caught.value.errno in LOST_CONNECTION_ERRNOS, caught.value
+
+
+# -- malformed input ----------------------------------------------------------------------------------
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    sock.settimeout(10)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_malformed_compressed_packet_ends_only_its_session(make_proxy, mysql_server):
+    svc = make_proxy(hold_timeout=30)
+    bystander = connect(svc.port, mysql_server)
+    victim = connect(svc.port, mysql_server)
+    errors_before = svc.call_soon(lambda: svc.service.proxy.protocol_errors)
+    # Claims 68 bytes of deflated content; carries 15 bytes that are not zlib.
+    victim._socket.sock.sendall(bytes.fromhex("0f000000440000") + b"\x00" * 15)
+    answer = read_until_closed(victim._socket.sock)
+    # One compressed packet with the next sequence id (the bad one had 0), carrying the proxy's
+    # ERR, then the connection closes.
+    length, seq, uncompressed = read_compressed_header(answer)
+    assert (len(answer), seq) == (7 + length, 1)
+    err = inflate(answer[7:], uncompressed)
+    assert err[4] == 0xFF and b"does not inflate" in err
+    assert svc.call_soon(lambda: svc.service.proxy.protocol_errors) == errors_before + 1
+    assert query_one(bystander, "SELECT REPEAT('still here', 10)") == ("still here" * 10,)
+    with connect(svc.port, mysql_server) as fresh:
+        assert status_compression(fresh) == "ON"
+    bystander.close()
