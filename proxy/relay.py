@@ -6,6 +6,11 @@ follows the protocol (DESIGN.md decision 1: authentication is relayed untouched,
 capabilities the relay cannot follow are masked). The relay knows nothing of backtracks: it asks
 the gate whether a command may start, and tells it when a session goes idle.
 
+Protocol compression: when authentication ends, each session picks its steady-state handlers
+once. A plain session gets the byte relay below; a session that negotiated CLIENT_COMPRESS gets
+handlers that pass its compressed packets through ``proxy.compression.CompressedSession`` (the
+tracker reads an inflated copy). So compression costs a plain session nothing per read.
+
 Why asyncio Protocols and not streams: a ``StreamReader`` relay costs a coroutine wake-up and a
 buffer copy per read on each side; callbacks write the received ``bytes`` object straight to the
 other transport. On this 2-core machine that difference is most of the gap to haproxy.
