@@ -240,3 +240,27 @@ def test_malformed_compressed_packet_ends_only_its_session(make_proxy, mysql_ser
     with connect(svc.port, mysql_server) as fresh:
         assert status_compression(fresh) == "ON"
     bystander.close()
+
+
+
+def test_change_user_in_a_compressed_session(proxy, mysql_server, database):
+    """COM_CHANGE_USER's authentication exchange runs inside compressed packets (MariaDB
+    Connector/Python: mysql-connector refuses to change user with compression)."""
+    mariadb = pytest.importorskip("mariadb")
+    conn = mariadb.connect(host="127.0.0.1", port=proxy.port, user=mysql_server.user,
+                           password=mysql_server.password, compress=True, autocommit=True)
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT CONNECTION_ID()")
+        (server_id,) = cur.fetchone()
+        conn.change_user(mysql_server.user, mysql_server.password, database)
+        cur = conn.cursor()
+        cur.execute("SELECT DATABASE(), CONNECTION_ID()")
+        assert cur.fetchone() == (database, server_id)
+        info = wait_for(lambda: (i := session_of(proxy, server_id)).database == database and i,
+                        what="the tracker to see the new database")
+        assert info.user == mysql_server.user and info.state == "idle"
+        cur.execute("SHOW SESSION STATUS LIKE 'Compression'")
+        assert cur.fetchone() == ("Compression", "ON")
+    finally:
+        conn.close()
