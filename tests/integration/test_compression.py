@@ -264,3 +264,40 @@ def test_change_user_in_a_compressed_session(proxy, mysql_server, database):
         assert cur.fetchone() == ("Compression", "ON")
     finally:
         conn.close()
+
+
+def mariadb_connector_run(port: int, server, database: str, compress: bool) -> list:
+    """Prepared statements (Connector/C sends PREPARE and EXECUTE together) and executemany."""
+    import mariadb
+
+    conn = mariadb.connect(host="127.0.0.1", port=port, user=server.user, password=server.password,
+                           database=database, compress=compress, autocommit=True)
+    try:
+        table = f"t_{int(compress)}_{port}"
+        conn.cursor().execute(f"CREATE TABLE {table} (id INT PRIMARY KEY, v TEXT)")
+        results = []
+        for sql, params in [("SELECT ?, REPEAT('z', ?)", (1, 300)),
+                            (f"SELECT COUNT(*), SUM(LENGTH(v)) FROM {table} WHERE id > ?", (-1,)),
+                            (f"SELECT id, v FROM {table} WHERE id < ? ORDER BY id", (500,))]:
+            if not results:
+                conn.cursor(prepared=True).executemany(
+                    f"INSERT INTO {table} VALUES (?, ?)", [(i, f"v{i}" * 20) for i in range(1000)])
+            cur = conn.cursor(prepared=True)
+            cur.execute(sql, params)
+            results.append([tuple(row) for row in cur.fetchall()])
+        cur = conn.cursor()
+        cur.execute("SHOW SESSION STATUS LIKE 'Compression'")
+        results.append(cur.fetchone()[1])
+        return results
+    finally:
+        conn.close()
+
+
+def test_mariadb_connector_prepared_and_executemany_compressed(proxy, mysql_server, database):
+    pytest.importorskip("mariadb")
+    errors_before = proxy_counters(proxy)[1]
+    direct = mariadb_connector_run(mysql_server.port, mysql_server, database, compress=True)
+    through = mariadb_connector_run(proxy.port, mysql_server, database, compress=True)
+    assert direct[-1] == through[-1] == "ON"
+    assert through == direct and len(through[2]) == 500
+    assert proxy_counters(proxy)[1] == errors_before
