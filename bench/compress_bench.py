@@ -165,14 +165,49 @@ def report(runs: list[Run], clients: int) -> str:
     return "\n".join(lines) + f"\n\n{clients} client processes, medians over rounds."
 
 
+def ratios(runs: list[Run], rounds: int) -> str:
+    """Per-round ratios of QPS and of CPU per query, median [min-max] over rounds."""
+    def of(workload: str, target: str, compressed: bool, round_no: int) -> Run:
+        cell = [r for r in runs if (r.workload, r.target, r.compressed)
+                == (workload, target, compressed)]
+        return cell[round_no]
+
+    def spread(values: list[float]) -> str:
+        return f"{statistics.median(values):.2f} [{min(values):.2f}-{max(values):.2f}]"
+
+    lines = ["| workload | QPS compressed/plain, direct | QPS compressed/plain, auroratrack "
+             "| QPS auroratrack/direct, plain | QPS auroratrack/direct, compressed "
+             "| proxy CPU/query compressed/plain |", "|---|---|---|---|---|---|"]
+    for w in WORKLOADS:
+        cols = []
+        for num, den in [((w, "direct", True), (w, "direct", False)),
+                         ((w, PROXY, True), (w, PROXY, False)),
+                         ((w, PROXY, False), (w, "direct", False)),
+                         ((w, PROXY, True), (w, "direct", True))]:
+            cols.append(spread([(of(*num, i).queries / of(*num, i).seconds)
+                                / (of(*den, i).queries / of(*den, i).seconds) for i in range(rounds)]))
+        cols.append(spread([of(w, PROXY, True, i).per_query_us(of(w, PROXY, True, i).proxy_cpu)
+                            / of(w, PROXY, False, i).per_query_us(of(w, PROXY, False, i).proxy_cpu)
+                            for i in range(rounds)]))
+        lines.append(f"| {w} | " + " | ".join(cols) + " |")
+    return "\n".join(lines) + "\n\nper-round ratios: median [min-max] over rounds."
+
+
 def bench(args: argparse.Namespace, lab: Lab) -> None:
     lab.server.start()
     load_table(lab)
-    cells = [(w, t, c) for w in WORKLOADS for t in TARGETS for c in (False, True)]
     runs = []
     for round_no in range(args.rounds):
-        order = cells[:]
-        random.Random(round_no).shuffle(order)
+        # A workload's four cells back to back (in an order that changes), so that the ratios
+        # within a round compare runs a few seconds apart.
+        shuffle = random.Random(round_no).shuffle
+        workloads = list(WORKLOADS)
+        shuffle(workloads)
+        order = []
+        for workload in workloads:
+            cells = [(workload, t, c) for t in TARGETS for c in (False, True)]
+            shuffle(cells)
+            order += cells
         for workload, target, compressed in order:
             run = measure(lab, workload, target, compressed, args.clients, args.seconds)
             progress(f"round {round_no + 1}: {workload} {target} "
@@ -180,6 +215,8 @@ def bench(args: argparse.Namespace, lab: Lab) -> None:
                      f"QPS, proxy {run.per_query_us(run.proxy_cpu):.1f} us/query")
             runs.append(run)
     print(report(runs, args.clients))
+    print()
+    print(ratios(runs, args.rounds))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
