@@ -10,9 +10,11 @@ payloads under ``MIN_COMPRESS_LENGTH`` bytes (MySQL's rule: deflating them gains
 any payload that deflating would not shrink.
 
 Sequence ids: the compressed sequence id is one counter per connection (per leg), shared by both
-directions and reset to 0 at each command, like the plain one; the sequence ids of the plain
-packets inside are not checked by MySQL or MariaDB on either side (both resynchronise them to
-the compressed counter whenever they flush), so they need not run on across packets.
+directions and reset to 0 at each command, like the plain one. The sequence ids of the plain
+packets inside do not run on as in a plain session (the sender resynchronises its plain counter
+to the compressed one when it flushes: after a LOAD DATA LOCAL upload of several packets, the
+server's OK carries the compressed counter's next id), and the receivers do not check them; so
+the tracker does not check them either in a compressed session (``check_sequence_ids``).
 
 The relay's codec (``CompressedSession``): a pass-through, not a re-encoder. Both legs of a
 compressed session are compressed (the client asked; the proxy relays its capability upstream),

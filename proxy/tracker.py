@@ -209,7 +209,7 @@ class SessionTracker:
         self.held_by_gate = False
         self._server_capabilities = 0
         # Off in a compressed session (proxy/compression.py): there the peers number and check
-        # the compressed packets; the plain sequence ids inside skip when a side flushes, and
+        # the compressed packets; the plain sequence ids inside jump when a side flushes, and
         # neither peer checks them. Read only when a sequence id is out of order.
         self.check_sequence_ids = True
 
