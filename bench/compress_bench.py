@@ -194,6 +194,11 @@ def ratios(runs: list[Run], rounds: int) -> str:
 
 
 def bench(args: argparse.Namespace, lab: Lab) -> None:
+    from proxy.tracker import IMPLEMENTATION
+
+    if IMPLEMENTATION != "compiled":
+        progress(f"warning: auroratrack runs the {IMPLEMENTATION} tracker: slower than the "
+                 "product built with a C compiler (`.venv/bin/pip install -e .` builds it)")
     lab.server.start()
     load_table(lab)
     runs = []
