@@ -2,10 +2,12 @@
 """Protocol compression through the proxy: the same query loop compressed and plain, direct and
 through auroratrack, in one run.
 
-sysbench cannot be used for this: its MySQL driver has no option to ask for CLIENT_COMPRESS.
-So the clients here are processes of MariaDB Connector/Python (the C client library, the
-``mariadb`` package: ``compress=True`` sets CLIENT_COMPRESS), each on one persistent connection,
-running text-protocol queries back to back for ``--seconds``:
+sysbench compresses too (``bench/proxy_bench.py --compression``), but its answers are small
+(a point select's row is ~150 bytes). This script adds a 100-row range (~8.6 KB per answer),
+where compression saves bytes on the wire, and reports those bytes. Its clients are processes
+of MariaDB Connector/Python (the C client library, the ``mariadb`` package: ``compress=True``
+sets CLIENT_COMPRESS), each on one persistent connection, running text-protocol queries back to
+back for ``--seconds``:
 
 * ``point``: ``SELECT id, k, c FROM t WHERE id = ?`` over 10,000 rows (one ~130-byte row; the
   answer is over MySQL's 50-byte threshold, so the server deflates it);

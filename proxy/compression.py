@@ -28,7 +28,9 @@ holds commands at command boundaries: the packet that carries a held command is 
 
 Failure rule: a malformed compressed packet (bad zlib data, a length that does not match) raises
 ``ProtocolError``, which ends that one session. zstd (``CLIENT_ZSTD_COMPRESSION_ALGORITHM``,
-MySQL 8.0.18+ only) is not supported: ``proxy.wire`` masks it, so such clients fall back to zlib.
+MySQL 8.0.18+ only) is not supported: ``proxy.wire`` masks it, so a client that also permits zlib
+gets zlib, and one that permits zstd alone gets an uncompressed session (MySQL's own fallback
+when client and server share no algorithm).
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ class Capability(IntFlag):
 
 # Capabilities the relay cannot follow, so it never advertises them:
 #  - ZSTD compression (MySQL 8.0.18+ only): the relay inflates zlib only (proxy/compression.py);
-#    clients that ask for it fall back to zlib (CLIENT_COMPRESS, which is relayed) or to none;
+#    clients fall back to zlib (CLIENT_COMPRESS, which is relayed) or, zstd alone, to none;
 #  - SSL: the proxy does not terminate TLS yet, and a relayed TLS stream cannot be framed;
 #  - OPTIONAL_RESULTSET_METADATA and MariaDB's CACHE_METADATA: result sets without column
 #    definitions cannot be delimited without remembering statement metadata;
