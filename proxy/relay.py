@@ -260,6 +260,8 @@ class ClientSession(asyncio.Protocol):
         compressed = self.compressed
         try:
             plain = compressed.from_client(data)
+            if not plain:  # a packet's first part: nothing for the tracker yet
+                return
             out = self.tracker.feed_client(plain, None if gate.is_open else gate.may_start_command)
         except wire.ProtocolError as exc:
             self._fail(exc, from_client=True)
