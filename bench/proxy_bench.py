@@ -157,6 +157,9 @@ class BenchConfig:
     warmup: int
     profile: bool
     results_dir: Path
+    # sysbench's --mysql-compression=on: every session asks for CLIENT_COMPRESS (zlib), which
+    # auroratrack relays (proxy/compression.py) and haproxy passes through as bytes.
+    compression: bool = False
 
     @property
     def proxies(self) -> list[str]:
@@ -204,11 +207,13 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
     parser.add_argument("--profile", action="store_true",
                         help="after the rounds, record auroratrack with py-spy at 8 threads")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--compression", action="store_true",
+                        help="sysbench sessions use protocol compression (CLIENT_COMPRESS, zlib)")
     a = parser.parse_args(argv)
     if "direct" not in a.targets:
         parser.error("--targets must include direct (it loads the tables and warms up)")
     return BenchConfig(a.duration, a.rounds, a.threads, a.workloads, a.targets, a.tables,
-                       a.table_size, a.warmup, a.profile, a.results_dir)
+                       a.table_size, a.warmup, a.profile, a.results_dir, a.compression)
 
 
 # -- processes ------------------------------------------------------------------------------------
@@ -463,7 +468,7 @@ def sysbench_command(config: BenchConfig, workload: str, port: int, threads: int
         f"--mysql-password={ADMIN_PASSWORD}", "--mysql-db=sbtest",
         f"--tables={config.tables}", f"--table-size={config.table_size}",
         f"--threads={threads}", f"--time={seconds}", "--report-interval=0",
-        "--percentile=95", action,
+        "--percentile=95", *(["--mysql-compression=on"] if config.compression else []), action,
     ]
 
 
@@ -949,7 +954,8 @@ def target_verdict(ratio: Spread) -> str:
 
 def report(config: BenchConfig, env: dict, summaries: list[CellSummary]) -> str:
     return "\n\n".join([
-        f"sysbench, 1 connection per thread, server-side prepared statements; "
+        f"sysbench, 1 connection per thread, server-side prepared statements"
+        f"{', protocol compression (zlib)' if config.compression else ''}; "
         f"{config.rounds} rounds × {config.duration} s per cell, balanced order; "
         f"{env['server']}; haproxy {env['haproxy']} (TCP, nbthread 1); "
         f"auroratrack on Python {env['python']} + uvloop {env['uvloop']}, tracker {env['tracker']}; "

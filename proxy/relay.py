@@ -6,6 +6,11 @@ follows the protocol (DESIGN.md decision 1: authentication is relayed untouched,
 capabilities the relay cannot follow are masked). The relay knows nothing of backtracks: it asks
 the gate whether a command may start, and tells it when a session goes idle.
 
+Protocol compression: when authentication ends, each session picks its steady-state handlers
+once. A plain session gets the byte relay below; a session that negotiated CLIENT_COMPRESS gets
+handlers that pass its compressed packets through ``proxy.compression.CompressedSession`` (the
+tracker reads an inflated copy). So compression costs a plain session nothing per read.
+
 Why asyncio Protocols and not streams: a ``StreamReader`` relay costs a coroutine wake-up and a
 buffer copy per read on each side; callbacks write the received ``bytes`` object straight to the
 other transport. On this 2-core machine that difference is most of the gap to haproxy.
@@ -19,11 +24,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from proxy import wire
+from proxy.compression import CompressedSession
 from proxy.gate import BACKTRACKING_ERRNO, BACKTRACKING_SQLSTATE, Gate, backtracking_message
-from proxy.tracker import SessionTracker
+from proxy.tracker import AUTH, HANDSHAKE, SessionTracker
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +67,7 @@ class ClientSession(asyncio.Protocol):
         self._held_since = 0.0
         self._reading_paused_for = set()  # reasons: "gate", "flow"
         self._connect_task: asyncio.Task | None = None
+        self.compressed: CompressedSession | None = None  # a CLIENT_COMPRESS session, once authenticated
 
     # -- what the gate and status see --------------------------------------------------------------
     @property
@@ -188,6 +196,8 @@ class ClientSession(asyncio.Protocol):
         except wire.ProtocolError as exc:
             self._fail(exc, from_client=True)
             return
+        if out and self.compressed is not None:
+            out = self.compressed.forwarded(len(out))
         if out:
             self.upstream.write(out)
         if self.tracker.held_by_gate:
@@ -208,6 +218,9 @@ class ClientSession(asyncio.Protocol):
         self._held_timer = None
         waited = time.monotonic() - self._held_since
         whole = self.tracker.take_held_command()
+        if self.compressed is not None and whole and (
+                self.tracker.held_by_gate or not self.compressed.drop_held()):
+            whole = False  # the held packets carry more than the command: cannot drop just it
         self._send_err(1, BACKTRACKING_ERRNO, BACKTRACKING_SQLSTATE, backtracking_message(waited))
         if not whole:
             self.close()
@@ -220,6 +233,61 @@ class ClientSession(asyncio.Protocol):
         self._send_err(0, BACKTRACKING_ERRNO, BACKTRACKING_SQLSTATE,
                        backtracking_message(self.gate.hold_timeout))
         self.close()
+
+    # -- compression (proxy/compression.py) ---------------------------------------------------------
+    def server_data_during_auth(self, data: bytes) -> None:
+        """Server bytes until authentication ends; then the steady-state handlers take over,
+        chosen once, so that a plain session's hot path asks nothing more per read."""
+        self.server_data(data)
+        if self.closed or self.tracker.phase in (HANDSHAKE, AUTH):
+            return
+        if self.tracker.capabilities & wire.Capability.CLIENT_COMPRESS:
+            # Both legs compress from the packet after the server's OK on.
+            self.compressed = CompressedSession()
+            self.proxy.compressed_sessions += 1
+            self.tracker.check_sequence_ids = False
+            self.transport.set_protocol(CompressedClientSide(self))
+            self.upstream.set_protocol(UpstreamConnection(self, self.compressed_server_data))
+        else:
+            self.upstream.set_protocol(UpstreamConnection(self, self.server_data))
+
+    def compressed_client_data(self, data: bytes) -> None:
+        """``data_received`` of a compressed session: the tracker reads the inflated copy; the
+        client's packets go upstream as they came, once the tracker lets all they carry go."""
+        if self.closed:
+            return
+        gate = self.gate
+        compressed = self.compressed
+        try:
+            plain = compressed.from_client(data)
+            if not plain:  # a packet's first part: nothing for the tracker yet
+                return
+            out = self.tracker.feed_client(plain, None if gate.is_open else gate.may_start_command)
+        except wire.ProtocolError as exc:
+            self._fail(exc, from_client=True)
+            return
+        if out:
+            out = compressed.forwarded(len(out))
+            if out:
+                self.upstream.write(out)
+        if self.tracker.held_by_gate:
+            self._start_holding()
+
+    def compressed_server_data(self, data: bytes) -> None:
+        """``server_data`` of a compressed session: the server's bytes go to the client as they
+        came; the tracker reads the inflated copy first."""
+        if self.closed:
+            return
+        try:
+            plain = self.compressed.from_server(data)
+            if plain:
+                self.tracker.feed_server(plain)
+        except wire.ProtocolError as exc:
+            self._fail(exc, from_client=False)
+            return
+        self.transport.write(data)
+        if self.gate.draining:
+            self.gate.notify_idle()
 
     # -- ending -------------------------------------------------------------------------------------------
     def _fail(self, exc: wire.ProtocolError, from_client: bool) -> None:
@@ -237,7 +305,12 @@ class ClientSession(asyncio.Protocol):
 
     def _send_err(self, seq: int, errno: int, sqlstate: str, message: str) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(wire.make_err_packet(seq, errno, sqlstate, message))
+            packet = wire.make_err_packet(seq, errno, sqlstate, message)
+            if self.compressed is not None:
+                packet = self.compressed.to_client(packet)
+                if packet is None:  # in the middle of a server packet: only closing is left
+                    return
+            self.transport.write(packet)
 
     def close(self) -> None:
         """End the session: both sockets closed, nothing left scheduled."""
@@ -260,11 +333,13 @@ class ClientSession(asyncio.Protocol):
 class UpstreamConnection(asyncio.Protocol):
     """The server side of a session: hands everything to its ``ClientSession``."""
 
-    def __init__(self, session: ClientSession):
+    def __init__(self, session: ClientSession, on_data: Callable[[bytes], None] | None = None):
         self.session = session
-        # The event loop looks ``data_received`` up once, when the connection is made: bound
-        # straight to the session, each server read costs one Python call instead of two.
-        self.data_received = session.server_data
+        # The event loop looks ``data_received`` up once, when the connection is made (and again
+        # on ``set_protocol``): bound straight to the session, each server read costs one Python
+        # call instead of two. Until authentication ends, the session's handler that then picks
+        # the steady-state one (plain or compressed).
+        self.data_received = on_data or session.server_data_during_auth
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         # Set here, not after create_connection returns: the server may speak first.
@@ -293,6 +368,18 @@ class UpstreamConnection(asyncio.Protocol):
                 session.transport.resume_reading()
 
 
+class CompressedClientSide(asyncio.Protocol):
+    """The client transport's protocol once a compressed session is authenticated: the
+    session's own callbacks, with the reads going through its codec."""
+
+    def __init__(self, session: ClientSession):
+        self.data_received = session.compressed_client_data
+        self.eof_received = session.eof_received
+        self.connection_lost = session.connection_lost
+        self.pause_writing = session.pause_writing
+        self.resume_writing = session.resume_writing
+
+
 class ProxyServer:
     """Accepts clients on ``listen`` and relays each to ``upstream``."""
 
@@ -312,6 +399,7 @@ class ProxyServer:
         self.sessions: dict[int, ClientSession] = {}
         self.sessions_total = 0
         self.protocol_errors = 0
+        self.compressed_sessions = 0  # sessions that negotiated CLIENT_COMPRESS
         self.commands_closed_sessions = 0
         self._server: asyncio.base_events.Server | None = None
 

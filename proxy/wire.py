@@ -63,15 +63,15 @@ class Capability(IntFlag):
 
 
 # Capabilities the relay cannot follow, so it never advertises them:
-#  - COMPRESS / ZSTD: the relay frames plain packets;
+#  - ZSTD compression (MySQL 8.0.18+ only): the relay inflates zlib only (proxy/compression.py);
+#    clients fall back to zlib (CLIENT_COMPRESS, which is relayed) or, zstd alone, to none;
 #  - SSL: the proxy does not terminate TLS yet, and a relayed TLS stream cannot be framed;
 #  - OPTIONAL_RESULTSET_METADATA and MariaDB's CACHE_METADATA: result sets without column
 #    definitions cannot be delimited without remembering statement metadata;
 #  - MariaDB PROGRESS: progress reports are 0xFF packets in the middle of a response;
 #  - COM_MULTI / STMT_BULK / BULK_UNIT_RESULTS: commands whose responses we do not track.
 MASKED_CAPABILITIES = (
-    Capability.CLIENT_COMPRESS
-    | Capability.CLIENT_ZSTD_COMPRESSION_ALGORITHM
+    Capability.CLIENT_ZSTD_COMPRESSION_ALGORITHM
     | Capability.CLIENT_SSL
     | Capability.CLIENT_OPTIONAL_RESULTSET_METADATA
     | Capability.MARIADB_CLIENT_PROGRESS

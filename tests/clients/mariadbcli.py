@@ -165,8 +165,10 @@ def observe(step: Step, results: list[ResultSet], error: str | None) -> Any:
     return int(value)  # the step's SELECT ROW_COUNT()
 
 
-def run_cli(target: Target, steps: list[Step], timeout: float = 120.0) -> ClientRun:
-    """Run the script in one ``mariadb`` process through ``target``."""
+def run_cli(target: Target, steps: list[Step], timeout: float = 120.0,
+            options: tuple[str, ...] = ()) -> ClientRun:
+    """Run the script in one ``mariadb`` process through ``target`` (``options``: more
+    command-line options, e.g. ``--compress``)."""
     binary = client_binary()
     if binary is None:
         raise FileNotFoundError("neither mariadb nor mysql is on PATH")
@@ -174,7 +176,7 @@ def run_cli(target: Target, steps: list[Step], timeout: float = 120.0) -> Client
     command = [
         binary, "--no-defaults", "--skip-ssl", f"-h{target.host}", f"-P{target.port}",
         f"-u{target.user}", "--local-infile=1", "--max-allowed-packet=256M", "--force",
-        "--xml", "--binary-as-hex", target.database,
+        "--xml", "--binary-as-hex", *options, target.database,
     ]
     env = {**os.environ, "MYSQL_PWD": target.password}
     done = subprocess.run(command, input=script.text.encode(), capture_output=True,

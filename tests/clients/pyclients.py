@@ -182,13 +182,14 @@ class ConnectorAdapter:
     Prepared steps and the BLOB write go through ``cursor(prepared=True)``: server-side
     prepared statements (COM_STMT_PREPARE / COM_STMT_EXECUTE, binary protocol)."""
 
-    def __init__(self, target: Target, use_pure: bool):
+    def __init__(self, target: Target, use_pure: bool, compress: bool = False):
         if not use_pure and not mysql.connector.HAVE_CEXT:
             raise RuntimeError("mysql-connector's C extension cannot be loaded in this process")
         self.pure = use_pure
         self.conn = mysql.connector.connect(
             host=target.host, port=target.port, user=target.user, password=target.password,
             database=target.database, autocommit=True, use_pure=use_pure, allow_local_infile=True,
+            compress=compress,
         )  # TLS left at its default (preferred): the proxy does not offer it, so none is used
         if use_pure == hasattr(self.conn, "_cmysql"):  # only CMySQLConnection has _cmysql
             raise RuntimeError(f"asked for use_pure={use_pure}, got {type(self.conn).__name__}")
@@ -376,5 +377,8 @@ ADAPTERS = {
     "pymysql": PyMySQLAdapter,
     "connector-pure": lambda target: ConnectorAdapter(target, use_pure=True),
     "connector-cext": lambda target: ConnectorAdapter(target, use_pure=False),
+    # Protocol compression (CLIENT_COMPRESS): tests/integration/test_compression.py
+    "connector-pure-compressed": lambda target: ConnectorAdapter(target, True, compress=True),
+    "connector-cext-compressed": lambda target: ConnectorAdapter(target, False, compress=True),
     "sqlalchemy-orm": SQLAlchemyAdapter,
 }

@@ -164,15 +164,14 @@ def test_parse_captured_mariadb_handshake():
 
 def test_mask_captured_mariadb_handshake():
     masked = wire.mask_initial_handshake(MARIADB_HANDSHAKE)
-    # Only the capability bytes change: CLIENT_COMPRESS and CLIENT_SSL (0x0820) go from the low
-    # half; PROGRESS, STMT_BULK and CACHE_METADATA from MariaDB's extended flags.
+    # Only the capability bytes change: CLIENT_SSL (0x0800, not offered here) would go from the
+    # low half, CLIENT_COMPRESS (0x0020) stays (relayed: proxy/compression.py); PROGRESS,
+    # STMT_BULK and CACHE_METADATA go from MariaDB's extended flags.
     expected = bytearray(MARIADB_HANDSHAKE)
-    caps1 = MARIADB_HANDSHAKE.index(b"\xfe\xf7")
-    expected[caps1 : caps1 + 2] = b"\xde\xf7"
     ext = MARIADB_HANDSHAKE.index(b"\x1d\x00\x00\x00")
     expected[ext : ext + 4] = b"\x08\x00\x00\x00"
     assert masked == bytes(expected)
-    assert wire.parse_initial_handshake(masked).capabilities == 0x08_81FF_F7DE
+    assert wire.parse_initial_handshake(masked).capabilities == 0x08_81FF_F7FE
 
 
 def test_mysql_style_handshake_has_no_extended_capabilities():
@@ -185,7 +184,7 @@ def test_mysql_style_handshake_has_no_extended_capabilities():
     parsed = wire.parse_initial_handshake(bytes(mysql8))
     assert parsed.capabilities == 0x81FF_FFFF and parsed.server_version == "8.4.3"
     masked = wire.mask_initial_handshake(bytes(mysql8))
-    assert masked[caps1 : caps1 + 2] == b"\xdf\xf7"
+    assert masked[caps1 : caps1 + 2] == b"\xff\xf7"  # CLIENT_SSL masked, CLIENT_COMPRESS kept
     assert masked[caps1 + 2 :] == bytes(mysql8[caps1 + 2 :])
 
 
@@ -257,7 +256,8 @@ def test_malformed_handshake_response_is_a_protocol_error(payload):
 def test_mask_handshake_response():
     asks_compress_and_ssl = b"\x2d\xaa\x2a\x00" + HANDSHAKE_RESPONSE[4:]
     masked = wire.mask_handshake_response(asks_compress_and_ssl)
-    assert masked[:4] == b"\x0d\xa2\x2a\x00" and masked[4:] == asks_compress_and_ssl[4:]
+    # CLIENT_SSL is masked, CLIENT_COMPRESS relayed (proxy/compression.py).
+    assert masked[:4] == b"\x2d\xa2\x2a\x00" and masked[4:] == asks_compress_and_ssl[4:]
     # MariaDB extended flags (no LONG_PASSWORD): PROGRESS (bit 32) is masked, EXT_METADATA kept.
     mariadb = b"\x04\x82\x08\x00" + b"\x00" * 24 + b"\x09\x00\x00\x00" + b"bob\x00\x00"
     assert wire.mask_handshake_response(mariadb)[28:32] == b"\x08\x00\x00\x00"
