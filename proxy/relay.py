@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 from proxy import wire
+from proxy.ddlhold import FIRST_BYTES as DDL_FIRST_BYTES
 from proxy.gate import BACKTRACKING_ERRNO, BACKTRACKING_SQLSTATE, Gate, backtracking_message
 from proxy.tracker import SessionTracker
 
@@ -60,6 +61,7 @@ class ClientSession(asyncio.Protocol):
         self._held_since = 0.0
         self._reading_paused_for = set()  # reasons: "gate", "flow"
         self._connect_task: asyncio.Task | None = None
+        self._ddl_running = False  # proxy.ddlhold has the session (ddl_begin .. ddl_done)
 
     # -- what the gate and status see --------------------------------------------------------------
     @property
@@ -68,7 +70,7 @@ class ClientSession(asyncio.Protocol):
 
     @property
     def busy(self) -> bool:
-        return self.tracker.busy
+        return self.tracker.busy or self._ddl_running
 
     def info(self) -> SessionInfo:
         tracker = self.tracker
@@ -92,6 +94,11 @@ class ClientSession(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
+            return
+        # DDL hold hook (proxy.ddlhold): a byte test per read; DROP/TRUNCATE go to the holder.
+        ddl = self.proxy.ddl
+        if (ddl is not None and len(data) > 5 and data[4] == 3 and data[5] in DDL_FIRST_BYTES
+                and ddl.claims(self, data)):
             return
         gate = self.gate
         try:
@@ -165,6 +172,26 @@ class ClientSession(asyncio.Protocol):
             self._send_err(seq, wire.CR_SERVER_LOST, "HY000",
                            "auroratrack: lost connection to the server during the query")
         self.close()
+
+    # -- a held DDL statement (proxy.ddlhold) --------------------------------------------------------------
+    def ddl_begin(self) -> None:
+        """The holder answers the client's statement: read nothing more until it has."""
+        self._ddl_running = True
+        self._reading_paused_for.add("ddl")
+        self.transport.pause_reading()
+
+    def ddl_done(self, answer: bytes | None) -> None:
+        """The holder's answer (already framed) goes to the client; the session goes on."""
+        self._ddl_running = False
+        if self.closed:
+            return
+        if answer:
+            self.transport.write(answer)
+        self._reading_paused_for.discard("ddl")
+        if not self._reading_paused_for:
+            self.transport.resume_reading()
+        if self.gate.draining:
+            self.gate.notify_idle()
 
     # -- the gate ---------------------------------------------------------------------------------------
     def _start_holding(self) -> None:
@@ -313,6 +340,7 @@ class ProxyServer:
         self.sessions_total = 0
         self.protocol_errors = 0
         self.commands_closed_sessions = 0
+        self.ddl = None  # proxy.ddlhold.DdlHolder when DROP/TRUNCATE are held
         self._server: asyncio.base_events.Server | None = None
 
     async def start(self, host: str, port: int) -> tuple[str, int]:

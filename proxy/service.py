@@ -24,6 +24,7 @@ from proxy.backtrack import Backtracker
 from proxy.changelog.inspector import InspectionReport, require_ready
 from proxy.changelog.store import ChangeStore
 from proxy.changelog.streamer import StreamerConfig, run_streamer_process, stable_server_id
+from proxy.ddlhold import DdlHolder
 from proxy.gate import Gate
 from proxy.relay import ProxyServer
 from proxy.serveradmin import ServerAdmin, UpstreamCredentials
@@ -51,6 +52,7 @@ class ServeConfig:
     log_format: str = "text"  # or "json"
     admin_host: str = "127.0.0.1"  # the admin API (proxy/admin.py); loopback by default
     admin_port: int = 3308  # 0: pick a free port (serve writes the bound one to <data_dir>/admin.json)
+    hold_ddl: bool | None = None  # hold DROP TABLE / TRUNCATE (proxy.ddlhold); None: when capturing
 
     @property
     def store_path(self) -> Path:
@@ -83,6 +85,7 @@ class Service:
         self.backtracker: Backtracker | None = None
         self.admin_runner = None  # aiohttp AppRunner of the admin API
         self.admin_address: tuple[str, int] | None = None
+        self.ddl_holder: DdlHolder | None = None
 
     async def start(self) -> None:
         try:
@@ -122,6 +125,10 @@ class Service:
             self.backtracker = Backtracker(config.upstream, self.gate, config.store_path, config.data_dir,
                                            flavor=self.inspection.flavor.name)
             await asyncio.to_thread(self.backtracker.startup_recovery)
+        if config.capture if config.hold_ddl is None else config.hold_ddl:
+            self.ddl_holder = DdlHolder(config.upstream, config.data_dir)
+            await asyncio.to_thread(self.ddl_holder.start)  # settles ops a crash interrupted
+            self.proxy.ddl = self.ddl_holder
         self.listen_address = await self.proxy.start(config.listen_host, config.listen_port)
         log.info("proxy listening on %s:%d, relaying to %s:%d (max_allowed_packet %d)",
                  *self.listen_address, config.upstream.host, config.upstream.port, max_packet)
@@ -174,6 +181,8 @@ class Service:
             if self.streamer_process.is_alive():
                 self.streamer_process.kill()
         await asyncio.to_thread(self.admin.close)
+        if self.ddl_holder is not None:
+            self.ddl_holder.close()
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

@@ -1,0 +1,249 @@
+"""Keep instead of destroy: DROP TABLE and TRUNCATE from clients become held tables.
+
+The relay hands this module a COM_QUERY only when its first byte could start ``DROP`` or
+``TRUNCATE`` (``FIRST_BYTES``, one byte test on the hot path) and the session is idle;
+``DdlHolder.claims`` then decides off that path (a regex on the prefix, then sqlglot, ~0.2 ms,
+DDL only) whether it is a statement it holds. If so it takes the session over until the answer
+is sent: it runs the checks and the hold on the client's own server connection
+(proxy.ddllink.SessionLink) and writes the answer the real statement would have given.
+
+What the client sees is what the server would have said (MariaDB semantics, which drop what they
+can and report the rest):
+  * the tables that exist as base tables, are not the session's TEMPORARY tables, and are not a
+    parent still referenced by a foreign key from outside the statement (with
+    foreign_key_checks on) are held in one op (proxy.ddlops);
+  * the others (missing, temporary, views, referenced parents) are dropped for real with the
+    same statement limited to them: nothing is destroyed that the server keeps, and the server
+    itself writes the error or the Note 1051 warnings;
+  * when nothing can be held, the original statement goes to the server unchanged.
+The RENAME commits the session's open transaction implicitly, exactly as the DROP would have.
+
+Not held (the statement runs for real, and a backtrack over it reports a DDL conflict, as
+before): DROP TEMPORARY TABLE, statements with options sqlglot does not parse (WAIT n), a
+statement among several in one COM_QUERY, prepared statements, non-ASCII statements, TRUNCATE
+of a table referenced by foreign keys from other tables, a hold the session's privileges refuse
+(e.g. no rights on ``auroratrack_hold``: a warning is logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlglot
+from sqlglot import exp
+
+from proxy import ddlops, wire
+from proxy.ddllink import PyMySQLExecutor, Result, SessionExecutor, SessionLink, reframe
+from proxy.ddlops import HOLD_SCHEMA, Journal, Op, Swap, qname, quote, sql_string
+from proxy.serveradmin import UpstreamCredentials
+
+log = logging.getLogger(__name__)
+
+# First payload byte after COM_QUERY that may start a statement this module holds (checked by
+# the relay before it calls ``claims``): d/D, t/T, whitespace, or a comment.
+FIRST_BYTES = frozenset(b"dDtT \t\r\n/")
+_PREFIX = re.compile(rb"\A\s*(?:/\*.*?\*/\s*)*(drop\s+table|truncate)\b", re.IGNORECASE | re.DOTALL)
+_IN_TRANS = int(wire.ServerStatus.SERVER_STATUS_IN_TRANS)
+
+
+@dataclass(frozen=True)
+class Statement:
+    kind: str  # drop | truncate
+    text: str
+    tables: list[tuple[str | None, str]]  # (schema or None for the session's, table)
+    if_exists: bool = False
+
+
+def parse_statement(query: bytes) -> Statement | None:
+    """The DROP TABLE / TRUNCATE this module holds, or None (relay it unchanged)."""
+    if not _PREFIX.match(query[:200]) or not query.isascii():
+        return None
+    text = query.decode("ascii")
+    try:
+        parsed = [e for e in sqlglot.parse(text, read="mysql") if e is not None]
+    except sqlglot.errors.SqlglotError:
+        return None
+    if len(parsed) != 1:
+        return None
+    node = parsed[0]
+    if isinstance(node, exp.TruncateTable):
+        tables = node.expressions
+        if len(tables) != 1 or node.args.get("exists"):
+            return None
+        return Statement("truncate", text, [(tables[0].db or None, tables[0].name)])
+    if isinstance(node, exp.Drop) and node.args.get("kind") == "TABLE" and not node.args.get("temporary"):
+        tables = node.args.get("tables") or ([node.this] if node.this is not None else [])
+        if not tables or any(not isinstance(t, exp.Table) or t.catalog for t in tables):
+            return None
+        return Statement("drop", text, [(t.db or None, t.name) for t in tables], bool(node.args.get("exists")))
+    return None
+
+
+class DdlHolder:
+    """Holds what DROP TABLE / TRUNCATE would destroy, for every session of one proxy."""
+
+    def __init__(self, control: UpstreamCredentials, data_dir: Path):
+        self.control_credentials = control
+        self.journal = Journal(data_dir / "ddl.db")
+        self.holds = 0  # statements answered by a hold
+        self.passed = 0  # statements claimed but run unchanged (nothing to hold)
+
+    def start(self) -> list[str]:
+        """At service start: the hold schema exists; ops a crash interrupted are settled."""
+        conn = self.control_credentials.connect()
+        try:
+            control = PyMySQLExecutor(conn)
+            ddlops.ensure_hold_schema(control)
+            return ddlops.recover(self.journal, control)
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.journal.close()
+
+    # -- from the relay -----------------------------------------------------------------------------
+    def claims(self, session, data: bytes) -> bool:
+        """Whether this whole COM_QUERY packet is a statement to hold; if so the session is
+        taken over until its answer is written (``session.ddl_done`` gives it back)."""
+        length = data[0] | data[1] << 8 | data[2] << 16
+        tracker = session.tracker
+        if (len(data) != 4 + length or length >= 0xFFFFFF or data[3] != 0 or tracker.busy
+                or tracker.phase != "command" or session.upstream is None):
+            return False
+        statement = parse_statement(bytes(data[5:]))
+        if statement is None:
+            return False
+        if any(db is None for db, _ in statement.tables) and not tracker.database:
+            return False  # the server's own "No database selected"
+        session.ddl_begin()
+        asyncio.get_running_loop().create_task(self._serve(session, statement, bytes(data[5:])))
+        return True
+
+    async def _serve(self, session, statement: Statement, query: bytes) -> None:
+        answer: bytes | None = None
+        try:
+            gate = session.gate
+            if not gate.is_open and not await gate.wait_open(gate.hold_timeout):
+                answer = wire.make_err_packet(1, 1205, "HY000", "auroratrack: a backtrack is running; try again")
+                return
+            link = SessionLink(session.upstream, session.tracker.deprecate_eof)
+            try:
+                loop = asyncio.get_running_loop()
+                result = await asyncio.to_thread(self._hold, SessionExecutor(link, loop), statement,
+                                                 session.tracker.database)
+                if result is None:
+                    self.passed += 1
+                    result = await link.query_bytes(query)
+                else:
+                    self.holds += 1
+            finally:
+                link.release()
+            answer = reframe(result.payload, 1)
+            flags = wire.ok_status_flags(result.payload) if result.kind == "ok" else \
+                session.tracker.status_flags & ~_IN_TRANS
+            session.tracker.status_flags = flags
+        except Exception as exc:  # the session cannot go on in an unknown state
+            log.exception("held %s failed", statement.kind)
+            answer = wire.make_err_packet(1, 1105, "HY000", f"auroratrack: {statement.kind} failed: {exc}")
+        finally:
+            session.ddl_done(answer)
+
+    # -- the decision (worker thread) ------------------------------------------------------------------
+    def _hold(self, session: SessionExecutor, statement: Statement, current_db: str | None) -> Result | None:
+        """Run the hold; returns the answer for the client, or None to run the statement as is."""
+        conn = self.control_credentials.connect()
+        try:
+            control = PyMySQLExecutor(conn)
+            if statement.kind == "truncate":
+                return self._truncate(session, control, statement, current_db)
+            return self._drop(session, control, statement, current_db)
+        finally:
+            conn.close()
+
+    def _drop(self, session: SessionExecutor, control: PyMySQLExecutor, statement: Statement,
+              current_db: str | None) -> Result | None:
+        names = [(db or current_db, name) for db, name in statement.tables]
+        kinds = {n: _table_kind(session, *n) for n in dict.fromkeys(names)}
+        candidates = [n for n in dict.fromkeys(names) if kinds[n] == "base" and n[0] != HOLD_SCHEMA]
+        blocked = _referenced_from_outside(session, control, candidates)
+        held = [n for n in candidates if n not in blocked]
+        if not held:
+            return None
+        rest = [n for n in names if n not in held]
+        op = Op(ddlops.new_op_id(), "drop", statement.text, [], created_us=ddlops.now_us())
+        for i, (db, name) in enumerate(held):
+            hold_name = _hold_name(op.op_id, i, name)
+            op.swaps.append(Swap(db, name, hold_name, None))
+            op.defs[hold_name] = ddlops.read_defs(control, db, name)
+        renamed = ddlops.run_op(op, session, control, self.journal)
+        if op.state == "failed":
+            log.warning("DROP TABLE not held (%s %s): running it as sent", renamed.errno, renamed.message)
+            return None
+        if rest:
+            if_exists = "IF EXISTS " if statement.if_exists else ""
+            listed = ", ".join(qname(db, name) for db, name in rest)
+            return session.run(f"DROP TABLE {if_exists}{listed}")
+        return renamed
+
+    def _truncate(self, session: SessionExecutor, control: PyMySQLExecutor, statement: Statement,
+                  current_db: str | None) -> Result | None:
+        db, name = statement.tables[0]
+        db = db or current_db
+        if db == HOLD_SCHEMA or _table_kind(session, db, name) != "base":
+            return None
+        if _referenced_from_outside(session, control, [(db, name)], always=True):
+            return None  # the server refuses (1701) or, foreign key checks off, truncates for real
+        op = Op(ddlops.new_op_id(), "truncate", statement.text, [], created_us=ddlops.now_us())
+        out, into = _hold_name(op.op_id, 0, name), _hold_name(op.op_id, 1, name)
+        op.swaps.append(Swap(db, name, out, into))
+        op.new_tables.append(into)
+        defs = ddlops.read_defs(control, db, name)
+        op.defs[out] = defs
+        op.defs[into] = ddlops.TableDefs(defs.create, defs.triggers, defs.foreign_keys, 0)
+        renamed = ddlops.run_op(op, session, control, self.journal)
+        if op.state == "failed":
+            log.warning("TRUNCATE not held (%s %s): running it as sent", renamed.errno, renamed.message)
+            return None
+        return renamed
+
+
+def _hold_name(op_id: str, index: int, name: str) -> str:
+    return f"{op_id}_{index}_{name}"[:64]
+
+
+def _table_kind(session: SessionExecutor, db: str, name: str) -> str:
+    """base | temporary | missing | other, as the client's own session sees the name (a
+    TEMPORARY table shadows a base table of the same name only there)."""
+    shown = session.run(f"/* auroratrack ddl */ SHOW CREATE TABLE {qname(db, name)}")
+    if not shown.ok:
+        return "missing" if shown.errno in (1146, 1049) else "other"
+    create = shown.rows[0][1] if shown.rows and len(shown.rows[0]) == 2 else ""
+    if create.startswith("CREATE TEMPORARY TABLE"):
+        return "temporary"
+    return "base" if create.startswith("CREATE TABLE") else "other"
+
+
+def _referenced_from_outside(session: SessionExecutor, control: PyMySQLExecutor,
+                             tables: list[tuple[str, str]], always: bool = False) -> set[tuple[str, str]]:
+    """Tables among ``tables`` that a foreign key of a table not among them references, when
+    the session checks foreign keys (``always``: whatever it does). The server would refuse to
+    drop those (1451): they are left to it."""
+    if not tables:
+        return set()
+    if not always:
+        checks = session.run("/* auroratrack ddl */ SELECT @@foreign_key_checks")
+        if checks.ok and checks.rows and checks.rows[0][0] == "0":
+            return set()
+    wanted = " OR ".join(f"(REFERENCED_TABLE_SCHEMA = {sql_string(db)} AND REFERENCED_TABLE_NAME = {sql_string(t)})"
+                         for db, t in tables)
+    found = control.run("/* auroratrack ddl */ SELECT DISTINCT TABLE_SCHEMA, TABLE_NAME, REFERENCED_TABLE_SCHEMA, "
+                        f"REFERENCED_TABLE_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE {wanted}")
+    inside = set(tables)
+    return {(r[2], r[3]) for r in found.rows if (r[0], r[1]) not in inside}
+
+
+__all__ = ["FIRST_BYTES", "DdlHolder", "Statement", "parse_statement", "quote"]
