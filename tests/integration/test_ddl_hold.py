@@ -1,0 +1,163 @@
+"""Held DROP TABLE / TRUNCATE (proxy.ddlhold): the client sees what the server itself answers.
+
+Each scenario runs twice on the real server, once directly and once through the proxy, in two
+databases built the same way; the raw answer packets (OK: affected rows, status flags, warning
+count; ERR: code, SQLSTATE, message), the warnings and the tables left must be equal byte for
+byte (the database name replaced). Through the proxy, what was dropped must be held."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.ddlops import HOLD_SCHEMA
+from tests.integration.rawmysql import COM_QUERY, RawConnection
+
+SETUP = [
+    "CREATE TABLE p (id INT PRIMARY KEY) ENGINE=InnoDB",
+    "CREATE TABLE c (id INT PRIMARY KEY, pid INT, FOREIGN KEY (pid) REFERENCES p (id)) ENGINE=InnoDB",
+    "INSERT INTO p VALUES (1), (2)",
+    "INSERT INTO c VALUES (10, 1)",
+    "CREATE TABLE a (id INT PRIMARY KEY)",
+    "CREATE TABLE a2 (id INT PRIMARY KEY)",
+    "CREATE TABLE a3 (id INT PRIMARY KEY)",
+    "CREATE TABLE s (id INT PRIMARY KEY)",
+    "INSERT INTO s VALUES (7)",
+    "CREATE TABLE k (id INT PRIMARY KEY)",
+    "CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, v INT)",
+    "INSERT INTO t (v) VALUES (1), (2), (3)",
+    "CREATE TABLE t2 (id INT PRIMARY KEY)",
+]
+
+# (statement, whether to read SHOW WARNINGS after it)
+SCENARIO = [
+    "DROP TABLE missing",
+    "DROP TABLE IF EXISTS missing, a",
+    "SHOW WARNINGS",
+    "DROP TABLE p",
+    "DROP TABLE a2, p",
+    "SHOW WARNINGS",
+    "DROP TABLE IF EXISTS a2, p",
+    "SHOW WARNINGS",
+    "CREATE TEMPORARY TABLE s (x INT)",
+    "DROP TABLE s",
+    "SELECT * FROM s",
+    "DROP TABLE s",
+    "BEGIN",
+    "INSERT INTO k VALUES (1)",
+    "DROP TABLE a3",
+    "ROLLBACK",
+    "SELECT * FROM k",
+    "TRUNCATE TABLE t",
+    "INSERT INTO t (v) VALUES (9)",
+    "SELECT * FROM t",
+    "TRUNCATE p",
+    "TRUNCATE missing",
+    "drop   table /* x */ t2",
+    "SHOW TABLES",
+]
+
+
+def _answers(host: str, port: int, user: str, password: str, db: str) -> list[tuple[str, bytes]]:
+    conn = RawConnection(host, port)
+    try:
+        conn.login(user, password, db)
+        for sql in SETUP:
+            conn.query(sql)
+        out = []
+        for sql in SCENARIO:
+            conn.send_command(COM_QUERY, sql.encode())
+            first = conn.read_packet()
+            packets = [first]
+            if first[0] not in (0x00, 0xFF):  # a result set: read it all, keep every packet
+                while True:
+                    packet = conn.read_packet()
+                    packets.append(packet)
+                    if packet[0] == 0xFE and len(packet) < 0xFFFFFF and len(packets) > 2:
+                        break
+            out.append((sql, b"|".join(packets).replace(db.encode(), b"D" * len(db))))
+        return out
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def twin(mysql_server, database):
+    # Same length: the names are replaced in length-prefixed values of the answers.
+    names = (database[:50] + "_a", database[:50] + "_b")
+    for name in names:
+        mysql_server.query(f"CREATE DATABASE `{name}`")
+    try:
+        yield names
+    finally:
+        for name in names:
+            mysql_server.query(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def _held(mysql_server) -> list[str]:
+    # Hold names are "<op>_<i>_<table>": the tables each op took out of ``db``'s statements.
+    rows = mysql_server.query(
+        "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s", (HOLD_SCHEMA,))
+    return sorted(r[0] for r in rows)
+
+
+def test_client_sees_what_the_server_answers(mysql_server, make_proxy, twin):
+    direct_db, proxied_db = twin
+    server = mysql_server
+    service = make_proxy(hold_ddl=True)
+    before = set(_held(server))
+    direct = _answers(server.host, server.port, server.user, server.password, direct_db)
+    proxied = _answers("127.0.0.1", service.port, server.user, server.password, proxied_db)
+    for (sql, want), (_, got) in zip(direct, proxied, strict=True):
+        assert got == want, f"{sql}: proxy {got!r} != server {want!r}"
+    # Each table the scenario dropped or truncated for real is held through the proxy.
+    new = sorted(set(_held(server)) - before)
+    held_tables = sorted(name.split("_", 2)[2] for name in new)
+    assert held_tables == ["a", "a2", "a3", "s", "t", "t2"]
+    # The held rows are all there.
+    by_table = {name.split("_", 2)[2]: name for name in new}
+    assert server.query(f"SELECT * FROM `{HOLD_SCHEMA}`.`{by_table['s']}`") == [(7,)]
+    assert server.query(f"SELECT id, v FROM `{HOLD_SCHEMA}`.`{by_table['t']}` ORDER BY id") == [(1, 1), (2, 2), (3, 3)]
+    for name in new:
+        server.query(f"DROP TABLE `{HOLD_SCHEMA}`.`{name}`")
+
+
+def test_held_table_constrains_nothing_and_loses_triggers(mysql_server, make_proxy, database):
+    service = make_proxy(hold_ddl=True)
+    with service_conn(service, mysql_server, database) as cur:
+        cur.execute("CREATE TABLE parent (id INT PRIMARY KEY)")
+        cur.execute("CREATE TABLE child (id INT PRIMARY KEY, pid INT, CONSTRAINT fk_p FOREIGN KEY (pid) "
+                    "REFERENCES parent (id) ON DELETE CASCADE)")
+        cur.execute("CREATE TRIGGER child_bi BEFORE INSERT ON child FOR EACH ROW SET NEW.pid = NEW.pid")
+        cur.execute("INSERT INTO parent VALUES (1)")
+        cur.execute("INSERT INTO child VALUES (1, 1)")
+        cur.execute("DROP TABLE child")
+        # The parent's rows may go: the held child neither refuses nor cascades.
+        cur.execute("DELETE FROM parent")
+        cur.execute("DROP TABLE parent")
+        cur.execute("SHOW TABLES")
+        assert cur.fetchall() == ()
+    held = mysql_server.query(
+        "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME LIKE %s",
+        (HOLD_SCHEMA, "%_child"))
+    name = held[-1][0]
+    assert mysql_server.query(f"SELECT * FROM `{HOLD_SCHEMA}`.`{name}`") == [(1, 1)]
+    assert mysql_server.query("SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS "
+                              "WHERE CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s", (HOLD_SCHEMA, name)) == [(0,)]
+    assert mysql_server.query("SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s",
+                              (database,)) == [(0,)]
+
+
+class service_conn:
+    """A PyMySQL cursor through the proxy, in ``database``."""
+
+    def __init__(self, service, server, database: str):
+        import pymysql
+
+        self.conn = pymysql.connect(host="127.0.0.1", port=service.port, user=server.user,
+                                    password=server.password, database=database, autocommit=True)
+
+    def __enter__(self):
+        return self.conn.cursor()
+
+    def __exit__(self, *exc) -> None:
+        self.conn.close()
