@@ -36,6 +36,7 @@ from pymysql.constants import CLIENT
 
 from proxy.changelog.store import ChangeStore, now_us, wait_for_checkpoint
 from proxy.changelog.streamer import current_binlog_position
+from proxy.ddlundo import run_backtrack
 from proxy.gate import Gate
 from proxy.loaddata import refuse_uploads
 from proxy.rewind import (
@@ -167,6 +168,7 @@ class Backtracker:
         self.running: BacktrackRecord | None = None
         self._task: asyncio.Task | None = None
         self.fence_path = data_dir / "fence.json"
+        self.ddl_undo = None  # proxy.ddlundo.DdlUndo when DROP/TRUNCATE are held (set by the service)
 
     def startup_recovery(self) -> None:
         """Mark what a killed process left unfinished as failed, and lift its fence."""
@@ -319,6 +321,8 @@ class Backtracker:
         applier.discard_stale(plan)
         applier.configure_session()  # the checks load images too
         applier.ensure_marker_table()
+        if self.ddl_undo is not None and self.ddl_undo.crosses(plan):  # held DDL in the window
+            return run_backtrack(self.ddl_undo, applier, record, req.force, plan, self.store_path)
         try:
             if req.force:
                 self._apply_forced(applier, record, plan)

@@ -91,6 +91,16 @@ def op_of_statement(text: str) -> tuple[str, str | None] | None:
     return (found.group(1), found.group(2)) if found else None
 
 
+# The server logs CREATE TRIGGER rebuilt from its definition, without the tag: the triggers ops
+# re-created are known by their text instead (this process's journal fills it).
+_op_trigger_statements: set[str] = set()
+
+
+def is_op_statement(text: str) -> bool:
+    """Whether a logged statement is one an op sent (not DDL of the user's)."""
+    return op_of_statement(text) is not None or text[:200] in _op_trigger_statements
+
+
 # -- what an op is ------------------------------------------------------------------------------------
 
 
@@ -167,6 +177,9 @@ class Journal:
         self.db.execute("CREATE TABLE IF NOT EXISTS ops (op_id TEXT PRIMARY KEY, kind TEXT NOT NULL,"
                         " state TEXT NOT NULL, created_us INTEGER NOT NULL, body TEXT NOT NULL)")
         self._lock = threading.Lock()
+        for op in self.ops():
+            for defs in op.defs.values():
+                _op_trigger_statements.update(t.statement[:200] for t in defs.triggers)
 
     def save(self, op: Op) -> None:
         with self._lock:
@@ -338,12 +351,36 @@ def _add_foreign_keys(op_id: str, post: Executor, db: str, name: str, clauses: l
         "/* auroratrack ddl */ SELECT CONSTRAINT_NAME FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE "
         f"CONSTRAINT_SCHEMA = {sql_string(db)} AND TABLE_NAME = {sql_string(name)}"))
     present = {row[0] for row in found.rows}
-    missing = [c for c in clauses if _fk_name(c) not in present]
-    if missing:
+    indexes: dict[str, list[str]] = {}
+    for index, column in _must(post.run(
+            "/* auroratrack ddl */ SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS WHERE "
+            f"TABLE_SCHEMA = {sql_string(db)} AND TABLE_NAME = {sql_string(name)} AND INDEX_NAME <> 'PRIMARY' "
+            "ORDER BY INDEX_NAME, SEQ_IN_INDEX")).rows:
+        indexes.setdefault(index, []).append(column)
+    table = qname(db, name)
+    for clause in clauses:
+        if _fk_name(clause) in present:
+            continue
+        # The server replaces an index that serves the new foreign key by a new one at the end
+        # of the table's index list (SHOW CREATE TABLE would change): renamed aside, the index
+        # is reused where it stands, then gets its name back. All metadata-only ALTERs.
+        columns = _fk_columns(clause)
+        aside = {index: f"at_{op_id}_{n}"[:64] for n, index in enumerate(sorted(indexes))
+                 if indexes[index][: len(columns)] == columns}
+        renames = ", ".join(f"RENAME INDEX {quote(a)} TO {quote(b)}" for a, b in aside.items())
+        if renames:
+            _must(post.run(f"{tag(op_id, 'fk')}ALTER TABLE {table} {renames}"))
         # foreign_key_checks = 0: added in place, the rows are not checked again (they were
         # valid when the table went out, as far as the server's own rules went).
-        adds = ", ".join(f"ADD {clause}" for clause in missing)
-        _must(post.run(f"{tag(op_id, 'fk')}ALTER TABLE {qname(db, name)} {adds}"))
+        _must(post.run(f"{tag(op_id, 'fk')}ALTER TABLE {table} ADD {clause}"))
+        if renames:
+            back = ", ".join(f"RENAME INDEX {quote(b)} TO {quote(a)}" for a, b in aside.items())
+            _must(post.run(f"{tag(op_id, 'fk')}ALTER TABLE {table} {back}"))
+
+
+def _fk_columns(clause: str) -> list[str]:
+    listed = re.search(r"FOREIGN KEY \(((?:`(?:[^`]|``)+`(?:, )?)+)\)", clause).group(1)
+    return [c.replace("``", "`") for c in re.findall(r"`((?:[^`]|``)+)`", listed)]
 
 
 def _recreate_triggers(op_id: str, post: Executor, db: str, name: str, triggers: list[TriggerDef]) -> None:
@@ -366,6 +403,7 @@ def _create_trigger(op_id: str, post: Executor, db: str, trigger: TriggerDef) ->
     charset = sql_string(trigger.character_set_client)
     _must(post.run(f"/* auroratrack ddl */ SET SESSION character_set_client = {charset}, "
                    f"collation_connection = {sql_string(trigger.collation_connection)}"))
+    _op_trigger_statements.add(trigger.statement[:200])
     try:
         _must(post.run(tag(op_id, "trigger") + trigger.statement))
     finally:

@@ -25,6 +25,7 @@ from proxy.changelog.inspector import InspectionReport, require_ready
 from proxy.changelog.store import ChangeStore
 from proxy.changelog.streamer import StreamerConfig, run_streamer_process, stable_server_id
 from proxy.ddlhold import DdlHolder
+from proxy.ddlundo import DdlUndo
 from proxy.gate import Gate
 from proxy.relay import ProxyServer
 from proxy.serveradmin import ServerAdmin, UpstreamCredentials
@@ -129,6 +130,8 @@ class Service:
             self.ddl_holder = DdlHolder(config.upstream, config.data_dir)
             await asyncio.to_thread(self.ddl_holder.start)  # settles ops a crash interrupted
             self.proxy.ddl = self.ddl_holder
+            if self.backtracker is not None:
+                self.backtracker.ddl_undo = DdlUndo(self.ddl_holder.journal, self.inspection.flavor.name)
         self.listen_address = await self.proxy.start(config.listen_host, config.listen_port)
         log.info("proxy listening on %s:%d, relaying to %s:%d (max_allowed_packet %d)",
                  *self.listen_address, config.upstream.host, config.upstream.port, max_packet)

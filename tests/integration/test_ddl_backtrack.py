@@ -1,0 +1,135 @@
+"""Backtrack across held DROP TABLE / TRUNCATE (proxy.ddlhold, proxy.ddlundo), then forward again.
+
+The seed's story: a table with foreign keys to and from other tables, triggers, a view over it,
+an AUTO_INCREMENT counter and rows is dropped through the proxy; a backtrack to before brings
+back every definition (SHOW CREATE TABLE of every table, every trigger, the view) and every row;
+a backtrack forward to after the drop takes it away again."""
+
+from __future__ import annotations
+
+import difflib
+import time
+
+from tests.integration.backtrack_support import backtrack, connect_via, fingerprint, now_iso, wait_captured
+
+
+def execute(conn, *statements: str) -> None:
+    with conn.cursor() as cur:
+        for statement in statements:
+            cur.execute(statement)
+
+
+def schema_snapshot(server, database: str) -> dict:
+    """Rows (exact bytes) and every definition of the schema."""
+    snap = {"rows": fingerprint(server, database)}
+    with server.connect(database) as conn, conn.cursor() as cur:
+        cur.execute("SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                    "ORDER BY TABLE_NAME", (database,))
+        for name, kind in cur.fetchall():
+            cur.execute(f"SHOW CREATE {'VIEW' if kind == 'VIEW' else 'TABLE'} `{name}`")
+            snap[f"create {name}"] = cur.fetchone()[1]
+        cur.execute("SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s "
+                    "ORDER BY TRIGGER_NAME", (database,))
+        for (name,) in cur.fetchall():
+            cur.execute(f"SHOW CREATE TRIGGER `{name}`")
+            row = cur.fetchone()
+            snap[f"trigger {name}"] = (row[1], row[2], row[3], row[4], row[5])  # mode, text, charsets
+    return snap
+
+
+def assert_same(got: dict, want: dict) -> None:
+    """Equal snapshots; on a difference, the lines that differ (pytest cuts long strings)."""
+    if got != want:
+        lines = []
+        for key in sorted(set(got) | set(want)):
+            if got.get(key) != want.get(key):
+                lines += [f"--- {key}", *difflib.unified_diff(str(want.get(key)).splitlines(),
+                                                              str(got.get(key)).splitlines(), lineterm="")]
+        raise AssertionError("\n".join(lines))
+
+
+def moment(svc, server) -> str:
+    wait_captured(svc, server)
+    time.sleep(0.01)
+    at = now_iso()
+    time.sleep(0.01)
+    return at
+
+
+SEED = [
+    "CREATE TABLE parent (id INT PRIMARY KEY, name VARCHAR(20))",
+    "CREATE TABLE kind (id INT PRIMARY KEY)",
+    "CREATE TABLE item (id INT AUTO_INCREMENT PRIMARY KEY, parent_id INT, v INT, note VARCHAR(30), kind_id INT, "
+    "CONSTRAINT item_parent FOREIGN KEY (parent_id) REFERENCES parent (id), KEY (v), "
+    "FOREIGN KEY (kind_id) REFERENCES kind (id) ON UPDATE CASCADE, KEY (note))",
+    "CREATE TABLE note (id INT PRIMARY KEY, item_id INT, FOREIGN KEY (item_id) REFERENCES item (id))",
+    "CREATE TABLE audit (id INT AUTO_INCREMENT PRIMARY KEY, item_id INT, what VARCHAR(10))",
+    "CREATE TRIGGER item_bi BEFORE INSERT ON item FOR EACH ROW SET NEW.v = COALESCE(NEW.v, 0) + 1",
+    "CREATE TRIGGER item_au AFTER UPDATE ON item FOR EACH ROW INSERT INTO audit (item_id, what) VALUES (NEW.id, 'upd')",
+    "CREATE VIEW item_view AS SELECT i.id, p.name, i.v FROM item i JOIN parent p ON p.id = i.parent_id",
+    "INSERT INTO parent VALUES (1, 'one'), (2, 'two')",
+    "INSERT INTO item (parent_id, v, note) VALUES (1, 10, 'a'), (1, 20, 'b'), (2, 30, 'c'), (2, 40, 'd')",
+    "DELETE FROM item WHERE id = 4",  # the counter stays ahead of the rows
+    "UPDATE item SET v = v + 1 WHERE id = 1",
+    "INSERT INTO note VALUES (1, 1), (2, 3)",
+]
+
+
+def test_drop_table_undone_then_redone(svc, mysql_server, database):
+    client = connect_via(svc, mysql_server, database)
+    execute(client, *SEED)
+    before_at = moment(svc, mysql_server)
+    before = schema_snapshot(mysql_server, database)
+    execute(client, "INSERT INTO parent VALUES (3, 'three')",
+            "SET foreign_key_checks = 0", "DROP TABLE item", "SET foreign_key_checks = 1",
+            "INSERT INTO parent VALUES (4, 'four')")
+    after_at = moment(svc, mysql_server)
+    after = schema_snapshot(mysql_server, database)
+    assert "create item" not in after and "trigger item_bi" not in after
+
+    record = backtrack(svc, before_at)
+    assert record.status == "completed", (record.error, record.conflicts)
+    assert_same(schema_snapshot(mysql_server, database), before)
+    assert any(s["name"].startswith("ddl_undo_op_") for s in record.steps)
+    # (SHOW CREATE TABLE item says AUTO_INCREMENT=5: the counter came back with the table.)
+    wait_captured(svc, mysql_server)
+
+    record = backtrack(svc, after_at)
+    assert record.status == "completed", (record.error, record.conflicts)
+    assert_same(schema_snapshot(mysql_server, database), after)
+
+
+def test_truncate_undone_then_redone(svc, mysql_server, database):
+    client = connect_via(svc, mysql_server, database)
+    execute(client, *SEED[:3], SEED[4], *SEED[5:7], SEED[8], SEED[9])
+    before_at = moment(svc, mysql_server)
+    before = schema_snapshot(mysql_server, database)
+    # (No rows written to item after it: undoing them would fire its triggers, a conflict.)
+    execute(client, "TRUNCATE TABLE item", "INSERT INTO parent VALUES (5, 'five')")
+    after_at = moment(svc, mysql_server)
+    after = schema_snapshot(mysql_server, database)
+    assert after["rows"]["item"] == [] and "AUTO_INCREMENT=" not in after["create item"]
+    assert after["trigger item_bi"] == before["trigger item_bi"]  # TRUNCATE keeps the triggers
+
+    record = backtrack(svc, before_at)
+    assert record.status == "completed", (record.error, record.conflicts)
+    assert_same(schema_snapshot(mysql_server, database), before)
+    wait_captured(svc, mysql_server)
+
+    record = backtrack(svc, after_at)
+    assert record.status == "completed", (record.error, record.conflicts)
+    assert_same(schema_snapshot(mysql_server, database), after)
+
+
+def test_ddl_the_proxy_did_not_hold_is_still_a_conflict(svc, mysql_server, database):
+    client = connect_via(svc, mysql_server, database)
+    execute(client, "CREATE TABLE a (id INT PRIMARY KEY)", "CREATE TABLE b (id INT PRIMARY KEY)",
+            "INSERT INTO a VALUES (1)")
+    before_at = moment(svc, mysql_server)
+    execute(client, "DROP TABLE a")  # held
+    mysql_server.query(f"DROP TABLE `{database}`.`b`")  # around the proxy: destroyed
+    wait_captured(svc, mysql_server)
+    record = backtrack(svc, before_at)
+    assert record.status == "failed"
+    assert any(c["kind"] == "ddl" and "DROP TABLE" in c["reason"] for c in record.conflicts), record.conflicts
+    assert mysql_server.query(f"SHOW TABLES FROM `{database}`") == []  # nothing was written
