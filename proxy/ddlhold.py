@@ -36,9 +36,10 @@ from pathlib import Path
 import sqlglot
 from sqlglot import exp
 
-from proxy import ddlops, wire
+from proxy import ddlops, ddlretention, wire
 from proxy.ddllink import PyMySQLExecutor, Result, SessionExecutor, SessionLink, reframe
 from proxy.ddlops import HOLD_SCHEMA, Journal, Op, Swap, qname, quote, sql_string
+from proxy.ddlretention import HeldTable
 from proxy.serveradmin import UpstreamCredentials
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class DdlHolder:
         self.journal = Journal(data_dir / "ddl.db")
         self.holds = 0  # statements answered by a hold
         self.passed = 0  # statements claimed but run unchanged (nothing to hold)
+        self.held: list[HeldTable] = []  # as of the last sweep (status, metrics)
 
     def start(self) -> list[str]:
         """At service start: the hold schema exists; ops a crash interrupted are settled."""
@@ -104,6 +106,23 @@ class DdlHolder:
 
     def close(self) -> None:
         self.journal.close()
+
+    # -- retention (proxy.ddlretention) ---------------------------------------------------------------
+    async def sweep_forever(self, store_path: Path, interval: float = 5.0) -> None:
+        """Held tables leave with their transaction; ``held`` kept fresh for status."""
+        while True:
+            try:
+                self.held = await asyncio.to_thread(self.sweep, store_path)
+            except Exception:  # the server is away: next time
+                log.exception("sweep of held tables failed")
+            await asyncio.sleep(interval)
+
+    def sweep(self, store_path: Path) -> list[HeldTable]:
+        conn = self.control_credentials.connect()
+        try:
+            return ddlretention.sweep(self.journal, PyMySQLExecutor(conn), store_path)
+        finally:
+            conn.close()
 
     # -- from the relay -----------------------------------------------------------------------------
     def claims(self, session, data: bytes) -> bool:

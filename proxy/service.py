@@ -87,6 +87,7 @@ class Service:
         self.admin_runner = None  # aiohttp AppRunner of the admin API
         self.admin_address: tuple[str, int] | None = None
         self.ddl_holder: DdlHolder | None = None
+        self._sweep_task: asyncio.Task | None = None
 
     async def start(self) -> None:
         try:
@@ -132,6 +133,8 @@ class Service:
             self.proxy.ddl = self.ddl_holder
             if self.backtracker is not None:
                 self.backtracker.ddl_undo = DdlUndo(self.ddl_holder.journal, self.inspection.flavor.name)
+                self._sweep_task = asyncio.get_running_loop().create_task(
+                    self.ddl_holder.sweep_forever(config.store_path))
         self.listen_address = await self.proxy.start(config.listen_host, config.listen_port)
         log.info("proxy listening on %s:%d, relaying to %s:%d (max_allowed_packet %d)",
                  *self.listen_address, config.upstream.host, config.upstream.port, max_packet)
@@ -184,6 +187,10 @@ class Service:
             if self.streamer_process.is_alive():
                 self.streamer_process.kill()
         await asyncio.to_thread(self.admin.close)
+        if self._sweep_task is not None:
+            self._sweep_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._sweep_task
         if self.ddl_holder is not None:
             self.ddl_holder.close()
 

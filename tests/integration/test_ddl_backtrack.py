@@ -133,3 +133,32 @@ def test_ddl_the_proxy_did_not_hold_is_still_a_conflict(svc, mysql_server, datab
     assert record.status == "failed"
     assert any(c["kind"] == "ddl" and "DROP TABLE" in c["reason"] for c in record.conflicts), record.conflicts
     assert mysql_server.query(f"SHOW TABLES FROM `{database}`") == []  # nothing was written
+
+
+def test_held_table_leaves_with_its_transaction(make_proxy, tmp_path, mysql_server, database):
+    from proxy.ddlops import HOLD_SCHEMA
+    from tests.integration.backtrack_support import capturing_service
+
+    svc = capturing_service(make_proxy, tmp_path / "data")
+    client = connect_via(svc, mysql_server, database)
+    execute(client, "CREATE TABLE t (id INT PRIMARY KEY, c CHAR(200))",
+            "INSERT INTO t SELECT seq, REPEAT('x', 200) FROM seq_1_to_2000", "DROP TABLE t")
+    wait_captured(svc, mysql_server)
+    holder = svc.service.ddl_holder
+    store_path = svc.service.config.store_path
+    held = holder.sweep(store_path)
+    assert [(h.table, h.kind, h.restorable) for h in held] == [(f"{database}.t", "drop", True)]
+    assert held[0].bytes > 0
+    # The window moves past the DROP's transaction: the store evicts it, the table goes for real.
+    from proxy.changelog.store import ChangeStore
+
+    store = ChangeStore(store_path)
+    try:
+        store.evict(window_us=0, max_bytes=None)
+    finally:
+        store.close()
+    assert holder.sweep(store_path) == []
+    assert mysql_server.query("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                              "AND TABLE_NAME = %s", (HOLD_SCHEMA, held[0].hold_name)) == [(0,)]
+    status_ops = [op.state for op in holder.journal.ops() if op.op_id == held[0].op_id]
+    assert status_ops == ["evicted"]
