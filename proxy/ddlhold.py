@@ -28,11 +28,14 @@ of a table referenced by foreign keys from other tables, a hold the session's pr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import pymysql
 import sqlglot
 from sqlglot import exp
 
@@ -93,6 +96,8 @@ class DdlHolder:
         self.holds = 0  # statements answered by a hold
         self.passed = 0  # statements claimed but run unchanged (nothing to hold)
         self.held: list[HeldTable] = []  # as of the last sweep (status, metrics)
+        self._control: pymysql.Connection | None = None  # reused: a connect costs ~10 ms
+        self._control_lock = threading.Lock()
 
     def start(self) -> list[str]:
         """At service start: the hold schema exists; ops a crash interrupted are settled."""
@@ -106,6 +111,9 @@ class DdlHolder:
 
     def close(self) -> None:
         self.journal.close()
+        if self._control is not None:
+            with contextlib.suppress(Exception):
+                self._control.close()
 
     # -- retention (proxy.ddlretention) ---------------------------------------------------------------
     async def sweep_forever(self, store_path: Path, interval: float = 5.0) -> None:
@@ -174,20 +182,32 @@ class DdlHolder:
     # -- the decision (worker thread) ------------------------------------------------------------------
     def _hold(self, session: SessionExecutor, statement: Statement, current_db: str | None) -> Result | None:
         """Run the hold; returns the answer for the client, or None to run the statement as is."""
-        conn = self.control_credentials.connect()
-        try:
-            control = PyMySQLExecutor(conn)
-            if statement.kind == "truncate":
-                return self._truncate(session, control, statement, current_db)
-            return self._drop(session, control, statement, current_db)
-        finally:
-            conn.close()
+        with self._control_lock:  # one hold at a time on the control connection
+            if self._control is not None:
+                try:
+                    self._control.ping()
+                except pymysql.MySQLError:
+                    with contextlib.suppress(Exception):
+                        self._control.close()
+                    self._control = None
+            if self._control is None:
+                self._control = self.control_credentials.connect()
+            try:
+                control = PyMySQLExecutor(self._control)
+                if statement.kind == "truncate":
+                    return self._truncate(session, control, statement, current_db)
+                return self._drop(session, control, statement, current_db)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self._control.close()
+                self._control = None
+                raise
 
     def _drop(self, session: SessionExecutor, control: PyMySQLExecutor, statement: Statement,
               current_db: str | None) -> Result | None:
         names = [(db or current_db, name) for db, name in statement.tables]
-        kinds = {n: _table_kind(session, *n) for n in dict.fromkeys(names)}
-        candidates = [n for n in dict.fromkeys(names) if kinds[n] == "base" and n[0] != HOLD_SCHEMA]
+        shown = {n: _show_create(session, *n) for n in dict.fromkeys(names)}
+        candidates = [n for n in dict.fromkeys(names) if shown[n][0] == "base" and n[0] != HOLD_SCHEMA]
         blocked = _referenced_from_outside(session, control, candidates)
         held = [n for n in candidates if n not in blocked]
         if not held:
@@ -197,7 +217,7 @@ class DdlHolder:
         for i, (db, name) in enumerate(held):
             hold_name = _hold_name(op.op_id, i, name)
             op.swaps.append(Swap(db, name, hold_name, None))
-            op.defs[hold_name] = ddlops.read_defs(control, db, name)
+            op.defs[hold_name] = ddlops.read_defs(control, db, name, shown[(db, name)][1], size=False)
         renamed = ddlops.run_op(op, session, control, self.journal)
         if op.state == "failed":
             log.warning("DROP TABLE not held (%s %s): running it as sent", renamed.errno, renamed.message)
@@ -212,7 +232,8 @@ class DdlHolder:
                   current_db: str | None) -> Result | None:
         db, name = statement.tables[0]
         db = db or current_db
-        if db == HOLD_SCHEMA or _table_kind(session, db, name) != "base":
+        kind, create = _show_create(session, db, name)
+        if db == HOLD_SCHEMA or kind != "base":
             return None
         if _referenced_from_outside(session, control, [(db, name)], always=True):
             return None  # the server refuses (1701) or, foreign key checks off, truncates for real
@@ -220,7 +241,7 @@ class DdlHolder:
         out, into = _hold_name(op.op_id, 0, name), _hold_name(op.op_id, 1, name)
         op.swaps.append(Swap(db, name, out, into))
         op.new_tables.append(into)
-        defs = ddlops.read_defs(control, db, name)
+        defs = ddlops.read_defs(control, db, name, create, size=False)
         op.defs[out] = defs
         op.defs[into] = ddlops.TableDefs(defs.create, defs.triggers, defs.foreign_keys, 0)
         renamed = ddlops.run_op(op, session, control, self.journal)
@@ -234,16 +255,19 @@ def _hold_name(op_id: str, index: int, name: str) -> str:
     return f"{op_id}_{index}_{name}"[:64]
 
 
-def _table_kind(session: SessionExecutor, db: str, name: str) -> str:
-    """base | temporary | missing | other, as the client's own session sees the name (a
-    TEMPORARY table shadows a base table of the same name only there)."""
+def _show_create(session: SessionExecutor, db: str, name: str) -> tuple[str, str | None]:
+    """(kind, SHOW CREATE TABLE) as the client's own session sees the name: kind base |
+    temporary | missing | other (a TEMPORARY table shadows a base table only there). The text
+    is kept when it is ASCII (the session's character set cannot have changed it)."""
     shown = session.run(f"/* auroratrack ddl */ SHOW CREATE TABLE {qname(db, name)}")
     if not shown.ok:
-        return "missing" if shown.errno in (1146, 1049) else "other"
+        return ("missing" if shown.errno in (1146, 1049) else "other"), None
     create = shown.rows[0][1] if shown.rows and len(shown.rows[0]) == 2 else ""
     if create.startswith("CREATE TEMPORARY TABLE"):
-        return "temporary"
-    return "base" if create.startswith("CREATE TABLE") else "other"
+        return "temporary", None
+    if not create.startswith("CREATE TABLE"):
+        return "other", None
+    return "base", create if create.isascii() else None
 
 
 def _referenced_from_outside(session: SessionExecutor, control: PyMySQLExecutor,

@@ -174,6 +174,9 @@ class Journal:
         self.path = path
         self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL: a commit survives the process being killed (the crash the journal is
+        # for), not a power cut; FULL would add an fsync (~ms) to every held statement.
+        self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS ops (op_id TEXT PRIMARY KEY, kind TEXT NOT NULL,"
                         " state TEXT NOT NULL, created_us INTEGER NOT NULL, body TEXT NOT NULL)")
         self._lock = threading.Lock()
@@ -213,9 +216,11 @@ class Journal:
 # -- reading definitions ------------------------------------------------------------------------------------
 
 
-def read_defs(control: Executor, db: str, name: str) -> TableDefs:
-    """SHOW CREATE TABLE, triggers and foreign keys of ``db.name`` (auroratrack's connection)."""
-    create = _must(control.run(f"/* auroratrack ddl */ SHOW CREATE TABLE {qname(db, name)}")).rows[0][1]
+def read_defs(control: Executor, db: str, name: str, create: str | None = None, size: bool = True) -> TableDefs:
+    """SHOW CREATE TABLE (unless given), triggers and foreign keys of ``db.name`` (auroratrack's
+    connection); ``size``: its bytes too (a hold leaves that to the retention sweep)."""
+    if create is None:
+        create = _must(control.run(f"/* auroratrack ddl */ SHOW CREATE TABLE {qname(db, name)}")).rows[0][1]
     triggers = []
     listed = _must(control.run(
         "/* auroratrack ddl */ SELECT TRIGGER_NAME, SQL_MODE, CHARACTER_SET_CLIENT, COLLATION_CONNECTION "
@@ -224,10 +229,13 @@ def read_defs(control: Executor, db: str, name: str) -> TableDefs:
     for trigger, sql_mode, charset, collation in listed.rows:
         shown = _must(control.run(f"/* auroratrack ddl */ SHOW CREATE TRIGGER {qname(db, trigger)}")).rows[0]
         triggers.append(TriggerDef(trigger, shown[2], sql_mode, charset, collation))
-    size = _must(control.run(
-        "/* auroratrack ddl */ SELECT COALESCE(DATA_LENGTH, 0) + COALESCE(INDEX_LENGTH, 0) FROM "
-        f"information_schema.TABLES WHERE TABLE_SCHEMA = {sql_string(db)} AND TABLE_NAME = {sql_string(name)}"))
-    return TableDefs(create, triggers, foreign_keys(create, db), int(size.rows[0][0]) if size.rows else 0)
+    n_bytes = 0
+    if size:
+        found = _must(control.run(
+            "/* auroratrack ddl */ SELECT COALESCE(DATA_LENGTH, 0) + COALESCE(INDEX_LENGTH, 0) FROM "
+            f"information_schema.TABLES WHERE TABLE_SCHEMA = {sql_string(db)} AND TABLE_NAME = {sql_string(name)}"))
+        n_bytes = int(found.rows[0][0]) if found.rows else 0
+    return TableDefs(create, triggers, foreign_keys(create, db), n_bytes)
 
 
 def foreign_keys(create: str, db: str) -> list[str]:
@@ -309,9 +317,12 @@ def rename_statement(op: Op) -> str:
 def finish(op: Op, post: Executor, journal: Journal) -> None:
     """Step 4, idempotent: held tables lose their foreign keys; live ones get theirs and their
     triggers back."""
-    _must(post.run("/* auroratrack ddl */ SET SESSION foreign_key_checks = 0"))
+    # Only foreign keys the definitions name are looked for (information_schema costs ms).
+    if any(op.defs[s.out].foreign_keys for s in op.swaps if s.out is not None and s.out in op.defs) or any(
+            op.defs[s.into].foreign_keys for s in op.swaps if s.into is not None and s.into in op.defs):
+        _must(post.run("/* auroratrack ddl */ SET SESSION foreign_key_checks = 0"))
     for swap in op.swaps:
-        if swap.out is not None:
+        if swap.out is not None and (swap.out not in op.defs or op.defs[swap.out].foreign_keys):
             _drop_foreign_keys(op.op_id, post, HOLD_SCHEMA, swap.out)
     for swap in op.swaps:
         if swap.into is None:
