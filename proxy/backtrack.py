@@ -182,6 +182,20 @@ class Backtracker:
                 log.warning("lifted the read_only fence a killed backtrack left on the server")
             self.fence_path.unlink(missing_ok=True)
 
+    def finish_resumed(self, record_id: str, status: str, note: str | None) -> None:
+        """A backtrack a restart interrupted was finished at start (proxy.ddlundo)."""
+        record = self.records.get(record_id)
+        if record is not None:
+            record.status = status
+            record.error = note
+            self.history.save(record)
+
+    def apply_connection(self) -> pymysql.Connection:
+        return self._apply_connection()
+
+    def catch_up(self) -> None:
+        self._catch_up()
+
     # -- the API ----------------------------------------------------------------------------------------
     def get(self, record_id: str) -> BacktrackRecord | None:
         return self.records.get(record_id)
@@ -265,7 +279,9 @@ class Backtracker:
         fenced = False
         outcome = "failed"
         try:
-            if not req.force:  # forced, every row is checked in the pause anyway
+            # Forced, every row is checked in the pause anyway; across held DDL (proxy.ddlundo)
+            # the tables may not exist before the undo brings them back.
+            if not req.force and not (self.ddl_undo is not None and self.ddl_undo.crosses(plan)):
                 await self._step(record, "prepare", lambda: asyncio.to_thread(applier.prepare, plan))
             paused_at = time.monotonic()
             await self._step(record, "pause", self._pause)
@@ -422,6 +438,8 @@ class Backtracker:
         plan = await asyncio.to_thread(run)
         record.plan = plan.summary()
         record.plan["point"] = point.to_json()
+        if self.ddl_undo is not None and self.ddl_undo.crosses(plan):  # held DDL: its undo steps
+            record.plan["ddl_steps"] = self.ddl_undo.describe(plan)
         if req.with_sql:
             record.plan["sql"] = sql[:MAX_PLAN_SQL]
             record.plan["sql_total"] = len(sql)

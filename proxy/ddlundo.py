@@ -20,27 +20,30 @@ backtrack before anything is written. The server checks of older stretches can o
 newer steps are done; a conflict found there is applied as --force would and recorded.
 
 Crash: each rows step is atomic and each op is journalled (ddlops.recover settles it at the
-next start), so a crash leaves the database at a step boundary of the sequence: the record of
-the backtrack says failed and its ``steps`` say how far it got. (Resuming the sequence at the
-next start is not done yet.)
+next start), so a crash leaves the database at a step boundary of the sequence; the next start
+finishes the backtrack before clients get in (``resume_interrupted``) and its record says so.
 
 Writes the server on the backtrack's connection; reads the change store and the ops journal.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from proxy import ddlops
 from proxy.changelog.store import ChangeStore, StoredTransaction
 from proxy.ddllink import PyMySQLExecutor
 from proxy.ddlops import Journal, Op, Swap
-from proxy.rewind import Applier, Conflict, Plan, plan_between
+from proxy.rewind import Applier, Conflict, Plan, build_plan, plan_between
 from proxy.timeparse import format_time_us
 
 log = logging.getLogger(__name__)
+RESUME_FILE = "ddl_backtrack.json"  # a DDL-crossing backtrack in progress (see run_backtrack)
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,20 @@ class DdlUndo:
     def crosses(self, plan: Plan) -> bool:
         """Whether the plan's window holds an op (then ``apply`` runs the backtrack)."""
         return bool(held_ops(plan.undone))
+
+    def describe(self, plan: Plan) -> list[dict]:
+        """The ops a backtrack over ``plan`` undoes, newest first, with the RENAME each undo runs
+        (for --dry-run)."""
+        out = []
+        for txn_id, op_id in reversed(held_ops(plan.undone)):
+            op = self.journal.get(op_id)
+            item = {"op": op_id, "txn_id": txn_id, "kind": op.kind if op else None,
+                    "statement": op.statement[:200] if op else None, "undo": None}
+            if op is not None:
+                preview = Op("preview", "undo", op.statement, [Swap(s.db, s.name, s.into, s.out) for s in op.swaps])
+                item["undo"] = ddlops.rename_statement(preview)
+            out.append(item)
+        return out
 
     def steps(self, store: ChangeStore, plan: Plan) -> list[Step]:
         """The steps, newest first."""
@@ -111,6 +128,7 @@ class DdlUndo:
                 name = f"ddl_undo_op_{step.op_id}_by_{undo_id}"
             record.steps.append({"name": name, "started": format_time_us(time.time_ns() // 1000),
                                  "duration_s": round(time.monotonic() - began, 6)})
+            ddlops._test_pause("between_steps")
         record.forced.extend(c.to_json() for c in forced)
         return []
 
@@ -154,7 +172,9 @@ class DdlUndo:
 
 def run_backtrack(undo: DdlUndo, applier: Applier, record, force: bool, plan: Plan, store_path) -> str:
     """The backtrack's apply when its window holds ops: "completed" or "failed" (the
-    conflicts in ``record``; nothing written when refused)."""
+    conflicts in ``record``; nothing written when refused). While it runs, ``RESUME_FILE`` in
+    the data directory says what it does: a process killed in the middle finishes it at the
+    next start (``resume_interrupted``)."""
     store = ChangeStore(store_path, readonly=True)
     try:
         steps = undo.steps(store, plan)
@@ -164,15 +184,73 @@ def run_backtrack(undo: DdlUndo, applier: Applier, record, force: bool, plan: Pl
     if conflicts and not force:
         return _refused(record, conflicts)
     record.forced.extend(c.to_json() for c in conflicts)
+    marker = Path(store_path).parent / RESUME_FILE
+    marker.write_text(json.dumps({"backtrack": record.id, "after_txn_id": plan.after_txn_id}))
     try:
         conflicts = undo.apply(applier, record, force, steps)
     except Exception:
         applier.rollback()
         raise
+    finally:
+        marker.unlink(missing_ok=True)
     if conflicts:
         applier.rollback()
         return _refused(record, conflicts)
     return "completed"
+
+
+def resume_interrupted(undo: DdlUndo, store_path: Path, connect: Callable[[], object],
+                       catch_up: Callable[[], None], finished: Callable[[str, str, str | None], None]) -> str | None:
+    """At start, before clients get in: finish a DDL-crossing backtrack a killed process left
+    between its steps. The plan is made again from the same point over everything the store now
+    holds (the steps already done included: each is a captured transaction or op, so the net
+    inverse from here is the rest of the way), and applied as forced: the first steps already
+    changed the database the checks would compare with. ``finished(id, status, note)`` updates
+    the backtrack's record. Returns the record id, or None when nothing was interrupted."""
+    marker = Path(store_path).parent / RESUME_FILE
+    if not marker.exists():
+        return None
+    info = json.loads(marker.read_text())
+    catch_up()
+    store = ChangeStore(store_path, readonly=True)
+    try:
+        plan = build_plan(store, info["after_txn_id"], undo.flavor)
+    finally:
+        store.close()
+    record = _ResumeRecord(info["backtrack"])
+    conn = connect()
+    try:
+        applier = Applier(conn, f"backtrack {record.id} (resumed)")
+        applier.configure_session()
+        applier.ensure_marker_table()
+        if undo.crosses(plan):
+            outcome = run_backtrack(undo, applier, record, True, plan, store_path)
+        else:  # the ops were all undone before the crash: the rest is rows, one transaction
+            applier.begin()
+            for table in plan.tables.values():
+                applier.apply_table(table)
+            applier.write_marker(record.id)
+            applier.commit()
+            outcome = "completed"
+    finally:
+        conn.close()
+    marker.unlink(missing_ok=True)
+    note = f"interrupted by a restart and finished at the next start ({len(record.steps)} steps then)"
+    finished(record.id, outcome, note)
+    log.warning("backtrack %s: %s: %s", record.id, note, outcome)
+    return record.id
+
+
+@dataclass
+class _ResumeRecord:
+    """The parts of a backtrack record the steps write, for a resumed run."""
+
+    id: str
+    steps: list = field(default_factory=list)
+    rows: dict = field(default_factory=dict)
+    forced: list = field(default_factory=list)
+    conflicts: list = field(default_factory=list)
+    error: str | None = None
 
 
 def _refused(record, conflicts: list[Conflict]) -> str:

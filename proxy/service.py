@@ -25,7 +25,7 @@ from proxy.changelog.inspector import InspectionReport, require_ready
 from proxy.changelog.store import ChangeStore
 from proxy.changelog.streamer import StreamerConfig, run_streamer_process, stable_server_id
 from proxy.ddlhold import DdlHolder
-from proxy.ddlundo import DdlUndo
+from proxy.ddlundo import DdlUndo, resume_interrupted
 from proxy.gate import Gate
 from proxy.relay import ProxyServer
 from proxy.serveradmin import ServerAdmin, UpstreamCredentials
@@ -135,10 +135,16 @@ class Service:
                 self.backtracker.ddl_undo = DdlUndo(self.ddl_holder.journal, self.inspection.flavor.name)
                 self._sweep_task = asyncio.get_running_loop().create_task(
                     self.ddl_holder.sweep_forever(config.store_path))
+                await asyncio.to_thread(self._resume_ddl_backtrack)  # before clients get in
         self.listen_address = await self.proxy.start(config.listen_host, config.listen_port)
         log.info("proxy listening on %s:%d, relaying to %s:%d (max_allowed_packet %d)",
                  *self.listen_address, config.upstream.host, config.upstream.port, max_packet)
         await self._start_admin()
+
+    def _resume_ddl_backtrack(self) -> None:
+        backtracker = self.backtracker
+        resume_interrupted(backtracker.ddl_undo, self.config.store_path, backtracker.apply_connection,
+                           backtracker.catch_up, backtracker.finish_resumed)
 
     async def _start_admin(self) -> None:
         # Imported here: aiohttp takes ~0.4 s to import and the CLI's client commands never need it.

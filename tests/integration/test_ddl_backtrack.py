@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import time
 
+from proxy.ddlops import HOLD_SCHEMA
 from tests.integration.backtrack_support import backtrack, connect_via, fingerprint, now_iso, wait_captured
 
 
@@ -162,3 +163,17 @@ def test_held_table_leaves_with_its_transaction(make_proxy, tmp_path, mysql_serv
                               "AND TABLE_NAME = %s", (HOLD_SCHEMA, held[0].hold_name)) == [(0,)]
     status_ops = [op.state for op in holder.journal.ops() if op.op_id == held[0].op_id]
     assert status_ops == ["evicted"]
+
+
+def test_dry_run_shows_the_ddl_steps(svc, mysql_server, database):
+    client = connect_via(svc, mysql_server, database)
+    execute(client, "CREATE TABLE a (id INT PRIMARY KEY)", "INSERT INTO a VALUES (1)")
+    before_at = moment(svc, mysql_server)
+    execute(client, "TRUNCATE a", "DROP TABLE a")
+    wait_captured(svc, mysql_server)
+    record = backtrack(svc, before_at, dry_run=True)
+    assert record.status == "completed", record.error
+    steps = record.plan["ddl_steps"]
+    assert [(s["kind"], s["statement"]) for s in steps] == [("drop", "DROP TABLE a"), ("truncate", "TRUNCATE a")]
+    assert steps[0]["undo"].startswith(f"RENAME TABLE `{HOLD_SCHEMA}`.")
+    assert mysql_server.query(f"SHOW TABLES FROM `{database}`") == []  # a dry run writes nothing

@@ -116,3 +116,54 @@ def _drop_quietly(client) -> None:
             cur.execute("DROP TABLE t")
     except pymysql.MySQLError:
         pass  # the proxy was killed under it
+
+
+def test_sigkill_in_the_middle_of_a_ddl_crossing_backtrack(mysql_server, database, tmp_path):
+    """Killed between its steps (the rows after the DROP undone, the DROP not yet): the next
+    start finishes the backtrack before clients get in, and its record says so."""
+    if mysql_server.private is None:
+        pytest.skip("needs the server's binlog position helpers of a private server")
+    from tests.integration.backtrack_support import fingerprint, now_iso
+    from tests.integration.streamer_support import wait_caught_up_dir
+
+    data_dir = tmp_path / "data"
+    serve = start_serve(mysql_server, data_dir, {"AURORATRACK_DDL_TEST_PAUSE": "between_steps:60"})
+    try:
+        admin = admin_client(data_dir, serve)
+        port = int(admin.get("/v1/status")["listen"].rsplit(":", 1)[1])
+        client = pymysql.connect(host="127.0.0.1", port=port, user=mysql_server.user,
+                                 password=mysql_server.password, database=database, autocommit=True)
+        with client.cursor() as cur:
+            cur.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
+            cur.execute("CREATE TABLE o (id INT PRIMARY KEY)")
+            cur.execute("INSERT INTO t VALUES (1, 1), (2, 2)")
+        wait_caught_up_dir(mysql_server.private, data_dir / "changes.db")
+        before = fingerprint(mysql_server, database)
+        time.sleep(0.02)
+        moment = now_iso()
+        time.sleep(0.02)
+        with client.cursor() as cur:
+            cur.execute("INSERT INTO o VALUES (1)")
+            cur.execute("UPDATE t SET v = 10 WHERE id = 1")
+            cur.execute("DROP TABLE t")
+            cur.execute("INSERT INTO o VALUES (2)")
+        wait_caught_up_dir(mysql_server.private, data_dir / "changes.db")
+        record = admin.post("/v1/backtracks", {"to": moment})
+        deadline = time.monotonic() + 60
+        while not any(s["name"].startswith("ddl_rows") for s in admin.get(f"/v1/backtracks/{record['id']}")["steps"]):
+            if time.monotonic() > deadline:
+                url = f"/v1/backtracks/{record['id']}"
+                pytest.fail(f"the backtrack never did its first step: {admin.get(url)}")
+            time.sleep(0.05)
+        assert (data_dir / "ddl_backtrack.json").exists()
+        os.kill(serve.pid, signal.SIGKILL)
+        serve.wait(10)
+        assert "t" not in definitions(mysql_server, database)["tables"]  # between the two states
+        serve = start_serve(mysql_server, data_dir, {})
+        admin = admin_client(data_dir, serve)
+        assert fingerprint(mysql_server, database) == before
+        after = admin.get(f"/v1/backtracks/{record['id']}")
+        assert after["status"] == "completed" and "finished at the next start" in after["error"], after
+    finally:
+        serve.kill()
+        serve.wait(10)
