@@ -50,13 +50,16 @@ log = logging.getLogger(__name__)
 # First payload byte after COM_QUERY that may start a statement this module holds (checked by
 # the relay before it calls ``claims``): d/D, t/T, whitespace, or a comment.
 FIRST_BYTES = frozenset(b"dDtT \t\r\n/")
-_PREFIX = re.compile(rb"\A\s*(?:/\*.*?\*/\s*)*(drop\s+table|truncate)\b", re.IGNORECASE | re.DOTALL)
+_PREFIX = re.compile(rb"\A\s*(?:/\*.*?\*/\s*)*(drop\s+(?:table|database|schema)|truncate)\b",
+                     re.IGNORECASE | re.DOTALL)
+# Never held: the server's own schemas and auroratrack's.
+_SYSTEM_SCHEMAS = frozenset({"mysql", "information_schema", "performance_schema", "sys", HOLD_SCHEMA, "auroratrack"})
 _IN_TRANS = int(wire.ServerStatus.SERVER_STATUS_IN_TRANS)
 
 
 @dataclass(frozen=True)
 class Statement:
-    kind: str  # drop | truncate
+    kind: str  # drop | truncate | drop_database
     text: str
     tables: list[tuple[str | None, str]]  # (schema or None for the session's, table)
     if_exists: bool = False
@@ -79,6 +82,14 @@ def parse_statement(query: bytes) -> Statement | None:
         if len(tables) != 1 or node.args.get("exists"):
             return None
         return Statement("truncate", text, [(tables[0].db or None, tables[0].name)])
+    if isinstance(node, exp.Drop) and node.args.get("kind") in ("DATABASE", "SCHEMA"):
+        tables = node.args.get("tables") or []
+        if len(tables) != 1:
+            return None
+        name = tables[0].name or tables[0].db  # sqlglot puts a quoted schema name in ``db``
+        if not name or name.lower() in _SYSTEM_SCHEMAS:
+            return None
+        return Statement("drop_database", text, [(name, "")], bool(node.args.get("exists")))
     if isinstance(node, exp.Drop) and node.args.get("kind") == "TABLE" and not node.args.get("temporary"):
         tables = node.args.get("tables") or ([node.this] if node.this is not None else [])
         if not tables or any(not isinstance(t, exp.Table) or t.catalog for t in tables):
@@ -144,7 +155,7 @@ class DdlHolder:
         statement = parse_statement(bytes(data[5:]))
         if statement is None:
             return False
-        if any(db is None for db, _ in statement.tables) and not tracker.database:
+        if statement.kind != "drop_database" and any(db is None for db, _ in statement.tables) and not tracker.database:
             return False  # the server's own "No database selected"
         session.ddl_begin()
         asyncio.get_running_loop().create_task(self._serve(session, statement, bytes(data[5:])))
@@ -196,6 +207,8 @@ class DdlHolder:
                 control = PyMySQLExecutor(self._control)
                 if statement.kind == "truncate":
                     return self._truncate(session, control, statement, current_db)
+                if statement.kind == "drop_database":
+                    return self._drop_database(session, control, statement)
                 return self._drop(session, control, statement, current_db)
             except BaseException:
                 with contextlib.suppress(Exception):
@@ -249,6 +262,38 @@ class DdlHolder:
             log.warning("TRUNCATE not held (%s %s): running it as sent", renamed.errno, renamed.message)
             return None
         return renamed
+
+
+    def _drop_database(self, session: SessionExecutor, control: PyMySQLExecutor,
+                       statement: Statement) -> Result | None:
+        """Every base table held (one op), the schema's views, routines and events kept as
+        definitions, then the real DROP DATABASE of what is left; its answer counts the held
+        tables among the tables it dropped, as the server would have."""
+        db = statement.tables[0][0]
+        if not session.run(f"/* auroratrack ddl */ SHOW CREATE DATABASE {quote(db)}").ok:
+            return None  # missing: the server's own error or Note 1008
+        tables = [r[0] for r in ddlops._must(control.run(
+            "/* auroratrack ddl */ SELECT TABLE_NAME FROM information_schema.TABLES WHERE "
+            f"TABLE_SCHEMA = {sql_string(db)} AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') "
+            "ORDER BY TABLE_NAME")).rows]
+        names = [(db, t) for t in tables]
+        if not tables or _referenced_from_outside(session, control, names):
+            return None  # nothing to hold, or the server refuses (a parent of another schema's table)
+        op = Op(ddlops.new_op_id(), "drop_database", statement.text, [], created_us=ddlops.now_us(),
+                schema_action="drop", schema=ddlops.read_schema(control, db))
+        for i, (_, name) in enumerate(names):
+            hold_name = _hold_name(op.op_id, i, name)
+            op.swaps.append(Swap(db, name, hold_name, None))
+            op.defs[hold_name] = ddlops.read_defs(control, db, name, size=False)
+        answer = ddlops.run_op(op, session, control, self.journal)
+        if op.state == "failed":
+            log.warning("DROP DATABASE not held (%s %s): running it as sent", answer.errno, answer.message)
+            return None
+        if answer.kind != "ok":
+            return answer
+        affected, pos = wire.read_length_encoded_integer(answer.payload, 1)
+        payload = b"\x00" + wire.length_encoded_integer((affected or 0) + len(tables)) + answer.payload[pos:]
+        return Result("ok", payload)
 
 
 def _hold_name(op_id: str, index: int, name: str) -> str:

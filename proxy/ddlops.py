@@ -91,14 +91,20 @@ def op_of_statement(text: str) -> tuple[str, str | None] | None:
     return (found.group(1), found.group(2)) if found else None
 
 
-# The server logs CREATE TRIGGER rebuilt from its definition, without the tag: the triggers ops
-# re-created are known by their text instead (this process's journal fills it).
+# The server logs CREATE TRIGGER / VIEW / PROCEDURE / FUNCTION / EVENT rebuilt from the
+# definition, without the tag: what ops re-created is known by its text instead (this process's
+# journal fills it).
 _op_trigger_statements: set[str] = set()
+# The same, surer, by the GTID the server gave each (MariaDB's @@last_gtid; views are logged
+# with their names qualified, not as SHOW CREATE VIEW gives them).
+_op_gtids: set[str] = set()
+_new_gtids: list[str] = []  # taken by ``finish`` into the op's journal entry
 
 
-def is_op_statement(text: str) -> bool:
+def is_op_statement(text: str, gtid: str | None = None) -> bool:
     """Whether a logged statement is one an op sent (not DDL of the user's)."""
-    return op_of_statement(text) is not None or text[:200] in _op_trigger_statements
+    return (op_of_statement(text) is not None or text[:200] in _op_trigger_statements
+            or (gtid is not None and gtid in _op_gtids))
 
 
 # -- what an op is ------------------------------------------------------------------------------------
@@ -142,11 +148,19 @@ class Op:
     undoes: str | None = None
     state: str = "started"  # started | done | failed | evicted
     created_us: int = 0
+    # DROP DATABASE: "drop" = after the tables are held, the schema itself (its views, routines,
+    # events) is dropped for real; "create" (its undo) = the schema is made again first and its
+    # objects after. ``schema``: {"db", "create", "objects": [SchemaObject as dict]}.
+    schema_action: str | None = None
+    schema: dict | None = None
+    gtids: list[str] = field(default_factory=list)  # of the untagged statements it sent
 
     def inverse(self, op_id: str, defs: dict[str, TableDefs]) -> Op:
         """The op that undoes this one (``defs``: what the tables now going out are)."""
         swaps = [Swap(s.db, s.name, s.into, s.out) for s in self.swaps]
-        return Op(op_id, "undo", self.statement, swaps, defs=defs, undoes=self.op_id, created_us=now_us())
+        flipped = {"drop": "create", "create": "drop"}.get(self.schema_action or "")
+        return Op(op_id, "undo", self.statement, swaps, defs=defs, undoes=self.op_id, created_us=now_us(),
+                  schema_action=flipped, schema=self.schema)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -183,6 +197,9 @@ class Journal:
         for op in self.ops():
             for defs in op.defs.values():
                 _op_trigger_statements.update(t.statement[:200] for t in defs.triggers)
+            for obj in (op.schema or {}).get("objects", []):
+                _op_trigger_statements.add(obj["statement"][:200])
+            _op_gtids.update(op.gtids)
 
     def save(self, op: Op) -> None:
         with self._lock:
@@ -285,6 +302,9 @@ def run_op(op: Op, pre: Executor, post: Executor, journal: Journal) -> Result:
     created: list[str] = []
     dropped: list[tuple[str, TriggerDef]] = []
     try:
+        if op.schema_action == "create":
+            _must(pre.run(tag(op.op_id, "createdb") + op.schema["create"].replace(
+                "CREATE DATABASE ", "CREATE DATABASE IF NOT EXISTS ", 1)))
         for swap in op.swaps:
             if swap.into in op.new_tables:
                 _must(pre.run(f"{tag(op.op_id, 'create')}CREATE TABLE {qname(HOLD_SCHEMA, swap.into)} "
@@ -303,8 +323,7 @@ def run_op(op: Op, pre: Executor, post: Executor, journal: Journal) -> Result:
         _roll_back(op, post, created, dropped, journal)
         return exc.result
     _test_pause("after_rename")
-    finish(op, post, journal)
-    return renamed
+    return finish(op, post, journal, pre) or renamed
 
 
 def rename_statement(op: Op) -> str:
@@ -314,9 +333,10 @@ def rename_statement(op: Op) -> str:
     return "RENAME TABLE " + ", ".join(moves)
 
 
-def finish(op: Op, post: Executor, journal: Journal) -> None:
+def finish(op: Op, post: Executor, journal: Journal, pre: Executor | None = None) -> Result | None:
     """Step 4, idempotent: held tables lose their foreign keys; live ones get theirs and their
-    triggers back."""
+    triggers back; a DROP DATABASE's schema goes (its answer returned) or an undone one's
+    objects come back."""
     # Only foreign keys the definitions name are looked for (information_schema costs ms).
     if any(op.defs[s.out].foreign_keys for s in op.swaps if s.out is not None and s.out in op.defs) or any(
             op.defs[s.into].foreign_keys for s in op.swaps if s.into is not None and s.into in op.defs):
@@ -332,8 +352,76 @@ def finish(op: Op, post: Executor, journal: Journal) -> None:
             continue
         _recreate_triggers(op.op_id, post, swap.db, swap.name, defs.triggers)
         _add_foreign_keys(op.op_id, post, swap.db, swap.name, defs.foreign_keys)
+    answer = None
+    if op.schema_action == "drop":
+        answer = (pre or post).run(f"{tag(op.op_id, 'dropdb')}DROP DATABASE IF EXISTS {quote(op.schema['db'])}")
+    elif op.schema_action == "create":
+        _create_objects(op.op_id, post, op.schema["db"], op.schema["objects"])
+    op.gtids.extend(_new_gtids)
+    _new_gtids.clear()
     op.state = "done"
     journal.save(op)
+    return answer
+
+
+@dataclass
+class SchemaObject:
+    kind: str  # VIEW | PROCEDURE | FUNCTION | EVENT
+    name: str
+    statement: str
+    sql_mode: str
+    character_set_client: str
+    collation_connection: str
+
+
+def read_schema(control: Executor, db: str) -> dict:
+    """What DROP DATABASE destroys besides its tables: the schema's definition, its views,
+    routines and events (as SHOW CREATE gives them), for ``Op.schema``."""
+    create = _must(control.run(f"/* auroratrack ddl */ SHOW CREATE DATABASE {quote(db)}")).rows[0][1]
+    objects = []
+    listed = [("VIEW", r[0]) for r in _must(control.run(
+        "/* auroratrack ddl */ SELECT TABLE_NAME FROM information_schema.VIEWS WHERE "
+        f"TABLE_SCHEMA = {sql_string(db)} ORDER BY TABLE_NAME")).rows]
+    listed += [(r[0], r[1]) for r in _must(control.run(
+        "/* auroratrack ddl */ SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES WHERE "
+        f"ROUTINE_SCHEMA = {sql_string(db)} ORDER BY ROUTINE_TYPE, ROUTINE_NAME")).rows]
+    listed += [("EVENT", r[0]) for r in _must(control.run(
+        "/* auroratrack ddl */ SELECT EVENT_NAME FROM information_schema.EVENTS WHERE "
+        f"EVENT_SCHEMA = {sql_string(db)} ORDER BY EVENT_NAME")).rows]
+    for kind, name in listed:
+        row = _must(control.run(f"/* auroratrack ddl */ SHOW CREATE {kind} {qname(db, name)}")).rows[0]
+        if kind == "VIEW":  # View, Create View, character_set_client, collation_connection
+            objects.append(SchemaObject(kind, name, row[1], "", row[2], row[3]))
+        elif kind == "EVENT":  # Event, sql_mode, time_zone, Create Event, charset, collation, ...
+            objects.append(SchemaObject(kind, name, row[3], row[1], row[4], row[5]))
+        else:  # Name, sql_mode, Create ..., charset, collation, Database Collation
+            objects.append(SchemaObject(kind, name, row[2], row[1], row[3], row[4]))
+    return {"db": db, "create": create, "objects": [asdict(o) for o in objects]}
+
+
+def _create_objects(op_id: str, post: Executor, db: str, objects: list[dict]) -> None:
+    """Views, routines and events of an undone DROP DATABASE, each as it was made; views that
+    use views are retried until all are there (their order is not known)."""
+    present = {(r[0], r[1]) for r in _must(post.run(
+        "/* auroratrack ddl */ SELECT 'VIEW', TABLE_NAME FROM information_schema.VIEWS WHERE "
+        f"TABLE_SCHEMA = {sql_string(db)} UNION ALL SELECT ROUTINE_TYPE, ROUTINE_NAME FROM "
+        f"information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {sql_string(db)} UNION ALL SELECT 'EVENT', "
+        f"EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {sql_string(db)}")).rows}
+    pending = [SchemaObject(**o) for o in objects if (o["kind"], o["name"]) not in present]
+    for _ in range(len(pending) + 1):
+        failed = []
+        for obj in pending:
+            trigger = TriggerDef(obj.name, obj.statement, obj.sql_mode or "DEFAULT", obj.character_set_client,
+                                 obj.collation_connection)
+            try:
+                _create_trigger(op_id, post, db, trigger, step="object")
+            except DdlError:
+                failed.append(obj)
+        if not failed or len(failed) == len(pending):
+            if failed:
+                raise DdlError(Result("err", errno=0, message=f"cannot re-create {[o.name for o in failed]}"))
+            return
+        pending = failed
 
 
 def _roll_back(op: Op, post: Executor, created: list[str], dropped: list[tuple[str, TriggerDef]],
@@ -406,17 +494,22 @@ def _recreate_triggers(op_id: str, post: Executor, db: str, name: str, triggers:
             _create_trigger(op_id, post, db, trigger)
 
 
-def _create_trigger(op_id: str, post: Executor, db: str, trigger: TriggerDef) -> None:
+def _create_trigger(op_id: str, post: Executor, db: str, trigger: TriggerDef, step: str = "trigger") -> None:
     """Re-create a trigger as it was made: its schema, sql_mode and character set (the server
     stores those with it, and SHOW CREATE TRIGGER shows them)."""
     _must(post.run(f"/* auroratrack ddl */ USE {quote(db)}"))
-    _must(post.run(f"/* auroratrack ddl */ SET SESSION sql_mode = {sql_string(trigger.sql_mode)}"))
+    mode = "DEFAULT" if trigger.sql_mode == "DEFAULT" else sql_string(trigger.sql_mode)
+    _must(post.run(f"/* auroratrack ddl */ SET SESSION sql_mode = {mode}"))
     charset = sql_string(trigger.character_set_client)
     _must(post.run(f"/* auroratrack ddl */ SET SESSION character_set_client = {charset}, "
                    f"collation_connection = {sql_string(trigger.collation_connection)}"))
     _op_trigger_statements.add(trigger.statement[:200])
     try:
-        _must(post.run(tag(op_id, "trigger") + trigger.statement))
+        _must(post.run(tag(op_id, step) + trigger.statement))
+        gtid = post.run("/* auroratrack ddl */ SELECT @@last_gtid")
+        if gtid.ok and gtid.rows and gtid.rows[0][0]:
+            _op_gtids.add(gtid.rows[0][0])
+            _new_gtids.append(gtid.rows[0][0])
     finally:
         post.run("/* auroratrack ddl */ SET SESSION character_set_client = 'utf8mb4', "
                  "collation_connection = 'utf8mb4_general_ci', sql_mode = DEFAULT")
@@ -438,7 +531,7 @@ def recover(journal: Journal, control: Executor) -> list[str]:
         else:
             renamed = not table_exists(control, HOLD_SCHEMA, first.into)
         if renamed:
-            finish(op, control, journal)
+            finish(op, control, journal)  # (a DROP DATABASE's schema is dropped here too)
             outcomes.append(f"op {op.op_id} ({op.kind}) finished")
         else:
             dropped = [(s.db, t) for s in op.swaps if s.out is not None for t in op.defs[s.out].triggers]

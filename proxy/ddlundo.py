@@ -151,6 +151,10 @@ class DdlUndo:
         conn.autocommit(True)
         ex = PyMySQLExecutor(conn)
         inverse = Op(ddlops.new_op_id(), "undo", op.statement, [], undoes=op.op_id, created_us=ddlops.now_us())
+        if op.schema_action == "drop":  # an undone DROP DATABASE: the schema comes back first
+            inverse.schema_action, inverse.schema = "create", op.schema
+        elif op.schema_action == "create":  # forward again: held and dropped as it is now
+            inverse.schema_action, inverse.schema = "drop", ddlops.read_schema(ex, op.schema["db"])
         for i, swap in enumerate(op.swaps):
             out, into = swap.into, swap.out
             if out is None and into is not None and ddlops.table_exists(ex, swap.db, swap.name):

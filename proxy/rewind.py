@@ -332,7 +332,7 @@ def _log_conflicts(txn: StoredTransaction) -> list[Conflict]:
     tables = tables or [None]
     statement = txn.statements[0][:200] if txn.statements else ""
     # DDL auroratrack sent for a held DROP/TRUNCATE (proxy.ddlops): undone by proxy.ddlundo.
-    held_ddl = bool(txn.statements) and all(is_op_statement(s) for s in txn.statements)
+    held_ddl = bool(txn.statements) and all(is_op_statement(s, txn.gtid) for s in txn.statements)
     if "ddl" in txn.flags and not held_ddl:
         for table in tables:
             conflicts.append(Conflict("ddl", table, f"DDL after the point (txn {txn.txn_id}, "

@@ -10,6 +10,8 @@ from __future__ import annotations
 import difflib
 import time
 
+import pytest
+
 from proxy.ddlops import HOLD_SCHEMA
 from tests.integration.backtrack_support import backtrack, connect_via, fingerprint, now_iso, wait_captured
 
@@ -177,3 +179,51 @@ def test_dry_run_shows_the_ddl_steps(svc, mysql_server, database):
     assert [(s["kind"], s["statement"]) for s in steps] == [("drop", "DROP TABLE a"), ("truncate", "TRUNCATE a")]
     assert steps[0]["undo"].startswith(f"RENAME TABLE `{HOLD_SCHEMA}`.")
     assert mysql_server.query(f"SHOW TABLES FROM `{database}`") == []  # a dry run writes nothing
+
+
+def test_drop_database_undone_then_redone(svc, mysql_server, database):
+    schema = database[:50] + "_dropdb"
+    mysql_server.query(f"CREATE DATABASE `{schema}` CHARACTER SET latin1")
+    try:
+        client = connect_via(svc, mysql_server, schema)
+        execute(client, "CREATE TABLE a (id INT AUTO_INCREMENT PRIMARY KEY, v INT)",
+                "CREATE TABLE b (id INT PRIMARY KEY, a_id INT, FOREIGN KEY (a_id) REFERENCES a (id))",
+                "CREATE TRIGGER a_bi BEFORE INSERT ON a FOR EACH ROW SET NEW.v = NEW.v * 2",
+                "CREATE VIEW va AS SELECT id, v FROM a",
+                "CREATE VIEW vva AS SELECT id FROM va",
+                "CREATE PROCEDURE pa() SELECT COUNT(*) FROM a",
+                "CREATE FUNCTION fa(x INT) RETURNS INT DETERMINISTIC RETURN x + 1",
+                "INSERT INTO a (v) VALUES (1), (2), (3)", "INSERT INTO b VALUES (1, 1)",
+                f"CREATE TABLE `{database}`.later (id INT PRIMARY KEY)")
+        before_at = moment(svc, mysql_server)
+        before = schema_snapshot(mysql_server, schema)
+        before["routines"] = mysql_server.query(
+            "SELECT ROUTINE_TYPE, ROUTINE_NAME, ROUTINE_DEFINITION, SQL_MODE FROM information_schema.ROUTINES "
+            "WHERE ROUTINE_SCHEMA = %s ORDER BY 2", (schema,))
+        before["db"] = mysql_server.query(f"SHOW CREATE DATABASE `{schema}`")
+        with client.cursor() as cur:
+            affected = cur.execute(f"DROP DATABASE `{schema}`")
+        assert affected == 4  # a, b, va, vva: as the server counts them
+        assert mysql_server.query("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s",
+                                  (schema,)) == [(0,)]
+        execute(connect_via(svc, mysql_server, database), "INSERT INTO later VALUES (1)")
+        after_at = moment(svc, mysql_server)
+
+        record = backtrack(svc, before_at)
+        assert record.status == "completed", (record.error, record.conflicts)
+        got = schema_snapshot(mysql_server, schema)
+        got["routines"] = mysql_server.query(
+            "SELECT ROUTINE_TYPE, ROUTINE_NAME, ROUTINE_DEFINITION, SQL_MODE FROM information_schema.ROUTINES "
+            "WHERE ROUTINE_SCHEMA = %s ORDER BY 2", (schema,))
+        got["db"] = mysql_server.query(f"SHOW CREATE DATABASE `{schema}`")
+        assert_same(got, before)
+        wait_captured(svc, mysql_server)
+
+        record = backtrack(svc, after_at)
+        if record.status != "completed":
+            pytest.fail("\n".join(c["reason"] for c in record.conflicts) or record.error)
+        assert mysql_server.query("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s",
+                                  (schema,)) == [(0,)]
+        assert mysql_server.query(f"SELECT * FROM `{database}`.later") == [(1,)]
+    finally:
+        mysql_server.query(f"DROP DATABASE IF EXISTS `{schema}`")

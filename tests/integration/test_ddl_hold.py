@@ -161,3 +161,33 @@ class service_conn:
 
     def __exit__(self, *exc) -> None:
         self.conn.close()
+
+
+def test_drop_database_answers_as_the_server_does(mysql_server, make_proxy, twin):
+    service = make_proxy(hold_ddl=True)
+    server = mysql_server
+    answers = []
+    for db, port in ((twin[0], server.port), (twin[1], service.port)):
+        for sql in ("CREATE TABLE a (id INT PRIMARY KEY)", "CREATE TABLE b (id INT PRIMARY KEY)",
+                    "CREATE VIEW v AS SELECT * FROM a", "CREATE PROCEDURE p() SELECT 1"):
+            server.query(sql, database=db)
+        conn = RawConnection(server.host if port == server.port else "127.0.0.1", port)
+        try:
+            conn.login(server.user, server.password, None)
+            got = []
+            for sql in (f"DROP DATABASE `{db}`", f"DROP DATABASE IF EXISTS `{db}`", "SHOW WARNINGS",
+                        f"DROP DATABASE `{db}`"):
+                conn.send_command(COM_QUERY, sql.encode())
+                packets = [conn.read_packet()]
+                while packets[0][0] not in (0x00, 0xFF) and not (packets[-1][0] == 0xFE and len(packets) > 2):
+                    packets.append(conn.read_packet())
+                got.append(b"|".join(packets).replace(db.encode(), b"D" * len(db)))
+            answers.append(got)
+        finally:
+            conn.close()
+    assert answers[0] == answers[1]
+    held = server.query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                        "AND (TABLE_NAME LIKE %s OR TABLE_NAME LIKE %s)", (HOLD_SCHEMA, "%\\_0\\_a", "%\\_1\\_b"))
+    assert len(held) >= 2  # the proxied schema's tables are held
+    server.query(f"CREATE DATABASE `{twin[0]}`")  # for the fixture's clean-up
+    server.query(f"CREATE DATABASE `{twin[1]}`")
