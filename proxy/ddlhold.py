@@ -43,6 +43,7 @@ from proxy import ddlops, ddlretention, wire
 from proxy.ddllink import PyMySQLExecutor, Result, SessionExecutor, SessionLink, reframe
 from proxy.ddlops import HOLD_SCHEMA, Journal, Op, Swap, qname, quote, sql_string
 from proxy.ddlretention import HeldTable
+from proxy.gate import BACKTRACKING_ERRNO, BACKTRACKING_SQLSTATE, backtracking_message
 from proxy.serveradmin import UpstreamCredentials
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 # First payload byte after COM_QUERY that may start a statement this module holds (checked by
 # the relay before it calls ``claims``): d/D, t/T, whitespace, or a comment.
 FIRST_BYTES = frozenset(b"dDtT \t\r\n/")
-_PREFIX = re.compile(rb"\A\s*(?:/\*.*?\*/\s*)*(drop\s+(?:table|database|schema)|truncate)\b",
+_PREFIX = re.compile(rb"\s*(?:/\*.*?\*/\s*)*(drop\s+(?:table|database|schema)|truncate)\b",
                      re.IGNORECASE | re.DOTALL)
 # Never held: the server's own schemas and auroratrack's.
 _SYSTEM_SCHEMAS = frozenset({"mysql", "information_schema", "performance_schema", "sys", HOLD_SCHEMA, "auroratrack"})
@@ -67,7 +68,7 @@ class Statement:
 
 def parse_statement(query: bytes) -> Statement | None:
     """The DROP TABLE / TRUNCATE this module holds, or None (relay it unchanged)."""
-    if not _PREFIX.match(query[:200]) or not query.isascii():
+    if not _PREFIX.match(query, 0, 200) or not query.isascii():
         return None
     text = query.decode("ascii")
     try:
@@ -148,9 +149,10 @@ class DdlHolder:
         """Whether this whole COM_QUERY packet is a statement to hold; if so the session is
         taken over until its answer is written (``session.ddl_done`` gives it back)."""
         length = data[0] | data[1] << 8 | data[2] << 16
+        if len(data) != 4 + length or length >= 0xFFFFFF or data[3] != 0 or not _PREFIX.match(data, 5, 205):
+            return False  # (most comment-led queries stop at the regex, nothing copied)
         tracker = session.tracker
-        if (len(data) != 4 + length or length >= 0xFFFFFF or data[3] != 0 or tracker.busy
-                or tracker.phase != "command" or session.upstream is None):
+        if tracker.busy or tracker.phase != "command" or session.upstream is None:
             return False
         statement = parse_statement(bytes(data[5:]))
         if statement is None:
@@ -166,8 +168,10 @@ class DdlHolder:
         try:
             gate = session.gate
             if not gate.is_open and not await gate.wait_open(gate.hold_timeout):
-                answer = wire.make_err_packet(1, 1205, "HY000", "auroratrack: a backtrack is running; try again")
+                answer = wire.make_err_packet(1, BACKTRACKING_ERRNO, BACKTRACKING_SQLSTATE,
+                                              backtracking_message(gate.hold_timeout))
                 return
+            session.ddl_running = True  # from here the gate's drain waits for it
             link = SessionLink(session.upstream, session.tracker.deprecate_eof)
             try:
                 loop = asyncio.get_running_loop()

@@ -61,7 +61,7 @@ class ClientSession(asyncio.Protocol):
         self._held_since = 0.0
         self._reading_paused_for = set()  # reasons: "gate", "flow"
         self._connect_task: asyncio.Task | None = None
-        self._ddl_running = False  # proxy.ddlhold has the session (ddl_begin .. ddl_done)
+        self.ddl_running = False  # proxy.ddlhold runs the client's statement (until ddl_done)
 
     # -- what the gate and status see --------------------------------------------------------------
     @property
@@ -70,7 +70,7 @@ class ClientSession(asyncio.Protocol):
 
     @property
     def busy(self) -> bool:
-        return self.tracker.busy or self._ddl_running
+        return self.tracker.busy or self.ddl_running
 
     def info(self) -> SessionInfo:
         tracker = self.tracker
@@ -175,14 +175,14 @@ class ClientSession(asyncio.Protocol):
 
     # -- a held DDL statement (proxy.ddlhold) --------------------------------------------------------------
     def ddl_begin(self) -> None:
-        """The holder answers the client's statement: read nothing more until it has."""
-        self._ddl_running = True
+        """The holder answers the client's statement: read nothing more until it has (it sets
+        ``ddl_running`` once the gate lets it start)."""
         self._reading_paused_for.add("ddl")
         self.transport.pause_reading()
 
     def ddl_done(self, answer: bytes | None) -> None:
         """The holder's answer (already framed) goes to the client; the session goes on."""
-        self._ddl_running = False
+        self.ddl_running = False
         if self.closed:
             return
         if answer:
