@@ -132,7 +132,7 @@ class DdlHolder:
         """Held tables leave with their transaction; ``held`` kept fresh for status."""
         while True:
             try:
-                self.held = await asyncio.to_thread(self.sweep, store_path)
+                await asyncio.to_thread(self.sweep, store_path)
             except Exception:  # the server is away: next time
                 log.exception("sweep of held tables failed")
             await asyncio.sleep(interval)
@@ -140,7 +140,8 @@ class DdlHolder:
     def sweep(self, store_path: Path) -> list[HeldTable]:
         conn = self.control_credentials.connect()
         try:
-            return ddlretention.sweep(self.journal, PyMySQLExecutor(conn), store_path)
+            self.held = ddlretention.sweep(self.journal, PyMySQLExecutor(conn), store_path)
+            return self.held
         finally:
             conn.close()
 
