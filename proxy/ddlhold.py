@@ -39,12 +39,13 @@ import pymysql
 import sqlglot
 from sqlglot import exp
 
-from proxy import ddlops, ddlretention, wire
+from proxy import ddlops, ddlretention, ddlscript, wire
 from proxy.ddllink import PyMySQLExecutor, Result, SessionExecutor, SessionLink, reframe
 from proxy.ddlops import HOLD_SCHEMA, Journal, Op, Swap, qname, quote, sql_string
 from proxy.ddlretention import HeldTable
 from proxy.gate import BACKTRACKING_ERRNO, BACKTRACKING_SQLSTATE, backtracking_message
 from proxy.serveradmin import UpstreamCredentials
+from proxy.tracker import parse_use_statement, starts_with_use
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ _PREFIX = re.compile(rb"\s*(?:/\*.*?\*/\s*)*(drop\s+(?:table|database|schema)|tr
 # Never held: the server's own schemas and auroratrack's.
 _SYSTEM_SCHEMAS = frozenset({"mysql", "information_schema", "performance_schema", "sys", HOLD_SCHEMA, "auroratrack"})
 _IN_TRANS = int(wire.ServerStatus.SERVER_STATUS_IN_TRANS)
+_MULTI_STATEMENTS = int(wire.Capability.CLIENT_MULTI_STATEMENTS)
 
 
 @dataclass(frozen=True)
@@ -155,9 +157,15 @@ class DdlHolder:
         tracker = session.tracker
         if tracker.busy or tracker.phase != "command" or session.upstream is None:
             return False
-        statement = parse_statement(bytes(data[5:]))
+        query = bytes(data[5:])
+        statement = parse_statement(query)
         if statement is None:
-            return False
+            script = ddlscript.split(query) if b";" in query and tracker.capabilities & _MULTI_STATEMENTS else None
+            if script is None or parse_statement(script[0]) is None:
+                return False
+            session.ddl_begin()
+            asyncio.get_running_loop().create_task(self._serve_script(session, script))
+            return True
         if statement.kind != "drop_database" and any(db is None for db, _ in statement.tables) and not tracker.database:
             return False  # the server's own "No database selected"
         session.ddl_begin()
@@ -192,6 +200,45 @@ class DdlHolder:
         except Exception as exc:  # the session cannot go on in an unknown state
             log.exception("held %s failed", statement.kind)
             answer = wire.make_err_packet(1, 1105, "HY000", f"auroratrack: {statement.kind} failed: {exc}")
+        finally:
+            session.ddl_done(answer)
+
+    async def _serve_script(self, session, script: list[bytes]) -> None:
+        """Several statements: each held or sent as it is, one multi-result answer (ddlscript)."""
+        answer: bytes | None = None
+        try:
+            gate = session.gate
+            if not gate.is_open and not await gate.wait_open(gate.hold_timeout):
+                answer = wire.make_err_packet(1, BACKTRACKING_ERRNO, BACKTRACKING_SQLSTATE,
+                                              backtracking_message(gate.hold_timeout))
+                return
+            session.ddl_running = True
+            tracker = session.tracker
+            link = SessionLink(session.upstream, tracker.deprecate_eof)
+            results: list[list[bytes]] = []
+            database = tracker.database
+            try:
+                for piece in script:
+                    statement = parse_statement(piece)
+                    result = None
+                    if statement is not None and (database or all(db for db, _ in statement.tables)):
+                        result = await asyncio.to_thread(self._hold, SessionExecutor(link, asyncio.get_running_loop()),
+                                                         statement, database)
+                    if result is None:
+                        result = await link.query_bytes(piece)
+                    results.append(result.packets or [result.payload])
+                    if result.kind == "err":
+                        break
+                    if starts_with_use(piece, 0, len(piece)):
+                        database = parse_use_statement(piece) or database
+            finally:
+                link.release()
+            answer, status = ddlscript.compose(results, tracker.deprecate_eof)
+            tracker.status_flags = status if status is not None else tracker.status_flags & ~_IN_TRANS
+            tracker.database = database
+        except Exception as exc:
+            log.exception("held script failed")
+            answer = wire.make_err_packet(1, 1105, "HY000", f"auroratrack: script failed: {exc}")
         finally:
             session.ddl_done(answer)
 

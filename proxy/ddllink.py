@@ -40,6 +40,7 @@ class Result:
     errno: int = 0
     sqlstate: str = ""
     message: str = ""
+    packets: list[bytes] = field(default_factory=list)  # every payload of the response, in order
 
     @property
     def ok(self) -> bool:
@@ -118,25 +119,27 @@ class SessionLink(asyncio.Protocol):
         self.transport.write(wire.make_packets(b"\x03" + sql, 0))
         first = await self._packet()
         if first[:1] == b"\x00":
-            return Result("ok", first)
+            return Result("ok", first, packets=[first])
         if first[:1] == b"\xff":
             errno, sqlstate, message = wire.parse_err_packet(first)
-            return Result("err", first, errno=errno, sqlstate=sqlstate, message=message)
+            return Result("err", first, errno=errno, sqlstate=sqlstate, message=message, packets=[first])
         if first[:1] == b"\xfb":  # LOCAL INFILE: never asked for by our statements
             raise wire.ProtocolError("unexpected LOCAL INFILE request on a session link")
+        packets = [first]
         count, _ = wire.read_length_encoded_integer(first, 0)
         for _ in range(count or 0):
-            await self._packet()
+            packets.append(await self._packet())
         if not self.deprecate_eof:
-            await self._packet()
+            packets.append(await self._packet())
         rows: list[tuple] = []
         while True:
             packet = await self._packet()
+            packets.append(packet)
             if packet[:1] == b"\xff":
                 errno, sqlstate, message = wire.parse_err_packet(packet)
-                return Result("err", packet, errno=errno, sqlstate=sqlstate, message=message)
+                return Result("err", packet, errno=errno, sqlstate=sqlstate, message=message, packets=packets)
             if packet[:1] == b"\xfe" and len(packet) < 0xFFFFFF and (len(packet) < 9 or self.deprecate_eof):
-                return Result("rows", rows=rows)
+                return Result("rows", rows=rows, packets=packets)
             rows.append(_text_row(packet, count or 0))
 
 

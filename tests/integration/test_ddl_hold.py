@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.ddlops import HOLD_SCHEMA
-from tests.integration.rawmysql import COM_QUERY, RawConnection
+from tests.integration.rawmysql import COM_QUERY, RawConnection, ServerError
 
 SETUP = [
     "CREATE TABLE p (id INT PRIMARY KEY) ENGINE=InnoDB",
@@ -191,3 +191,54 @@ def test_drop_database_answers_as_the_server_does(mysql_server, make_proxy, twin
     assert len(held) >= 2  # the proxied schema's tables are held
     server.query(f"CREATE DATABASE `{twin[0]}`")  # for the fixture's clean-up
     server.query(f"CREATE DATABASE `{twin[1]}`")
+
+
+SCRIPTS = [
+    "DROP TABLE IF EXISTS a; CREATE TABLE a (id INT PRIMARY KEY); INSERT INTO a VALUES (1), (2); SELECT * FROM a",
+    "DROP TABLE missing; SELECT 1",
+    "TRUNCATE t; SELECT COUNT(*) FROM t; DROP TABLE IF EXISTS nothing",
+    "SHOW WARNINGS",
+    "DROP TABLE a, t; SHOW TABLES",
+]
+
+
+def _script_answers(host: str, port: int, server, db: str, deprecate_eof: bool) -> list[bytes]:
+    conn = RawConnection(host, port)
+    try:
+        conn.login(server.user, server.password, db, deprecate_eof=deprecate_eof)
+        for sql in ("CREATE TABLE a (id INT PRIMARY KEY)", "CREATE TABLE t (id INT PRIMARY KEY)",
+                    "INSERT INTO t VALUES (5)"):
+            conn.query(sql)
+        seen: list[bytes] = []
+        read = conn.read_packet
+
+        def recording() -> bytes:  # every packet the client reads, as it came
+            packet = read()
+            seen.append(packet)
+            return packet
+
+        conn.read_packet = recording
+        out = []
+        for script in SCRIPTS:
+            seen.clear()
+            try:
+                conn.query(script)  # follows SERVER_MORE_RESULTS_EXISTS to the last result
+            except ServerError:
+                pass  # an ERR ends the answer; it is among the packets compared
+            out.append(b"|".join(seen).replace(db.encode(), b"D" * len(db)))
+        return out
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("deprecate_eof", [True, False])
+def test_multi_statement_scripts_answer_as_the_server_does(mysql_server, make_proxy, twin, deprecate_eof):
+    server = mysql_server
+    service = make_proxy(hold_ddl=True)
+    before = set(_held(server))
+    direct = _script_answers(server.host, server.port, server, twin[0], deprecate_eof)
+    proxied = _script_answers("127.0.0.1", service.port, server, twin[1], deprecate_eof)
+    for script, want, got in zip(SCRIPTS, direct, proxied, strict=True):
+        assert got == want, f"{script}: proxy {got!r} != server {want!r}"
+    new = sorted(name.split("_", 2)[2] for name in set(_held(server)) - before)
+    assert new == ["a", "a", "t", "t"]  # DROP a (script 1), TRUNCATE t, DROP a, t (script 5)

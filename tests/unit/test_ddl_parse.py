@@ -49,3 +49,13 @@ def test_tags_and_foreign_keys():
         "CONSTRAINT `c_ibfk_1` FOREIGN KEY (`pid`) REFERENCES `db`.`p` (`id`) ON DELETE CASCADE",
         "CONSTRAINT `x` FOREIGN KEY (`id`) REFERENCES `other`.`q` (`id`)",
     ]
+
+
+def test_scripts_split_at_top_level_semicolons_only():
+    from proxy.ddlscript import split
+
+    assert split(b"DROP TABLE IF EXISTS a; CREATE TABLE a (id INT); INSERT INTO a VALUES ('x;y'); /* ; */") == [
+        b"DROP TABLE IF EXISTS a", b"CREATE TABLE a (id INT)", b"INSERT INTO a VALUES ('x;y')"]
+    assert split(b"DROP TABLE a;") is None  # one statement
+    assert split(b"DROP TABLE a; CREATE PROCEDURE p() BEGIN SELECT 1; END") is None  # a body's semicolons
+    assert split(b"DROP TABLE a; LOAD DATA LOCAL INFILE 'f' INTO TABLE b") is None
