@@ -242,3 +242,38 @@ def test_multi_statement_scripts_answer_as_the_server_does(mysql_server, make_pr
         assert got == want, f"{script}: proxy {got!r} != server {want!r}"
     new = sorted(name.split("_", 2)[2] for name in set(_held(server)) - before)
     assert new == ["a", "a", "t", "t"]  # DROP a (script 1), TRUNCATE t, DROP a, t (script 5)
+
+
+def test_a_user_without_rights_on_the_hold_schema_drops_for_real(mysql_server, make_proxy, database):
+    """The hold runs with the client's own privileges: RENAME into auroratrack_hold needs CREATE
+    and INSERT there. Without them the statement runs as sent (and a backtrack over it reports
+    DDL it cannot undo); with them the table is held."""
+    import pymysql
+
+    service = make_proxy(hold_ddl=True)
+    user = f"u{database[-8:]}"
+    mysql_server.query(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'")
+    try:
+        mysql_server.query(f"GRANT ALL ON `{database}`.* TO '{user}'@'%'")
+        conn = pymysql.connect(host="127.0.0.1", port=service.port, user=user, password="pw",
+                               database=database, autocommit=True)
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE a (id INT PRIMARY KEY)")
+            cur.execute("CREATE TABLE b (id INT PRIMARY KEY)")
+            assert cur.execute("DROP TABLE a") == 0
+            cur.execute("SHOW TABLES")
+            assert cur.fetchall() == (("b",),)
+        assert _held_named(mysql_server, "a") == []  # dropped for real
+        mysql_server.query(f"GRANT CREATE, INSERT ON `{HOLD_SCHEMA}`.* TO '{user}'@'%'")
+        with conn.cursor() as cur:
+            cur.execute("DROP TABLE b")
+        assert len(_held_named(mysql_server, "b")) == 1
+        conn.close()
+    finally:
+        mysql_server.query(f"DROP USER '{user}'@'%'")
+
+
+def _held_named(server, table: str) -> list:
+    return server.query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND "
+                        "TABLE_NAME LIKE %s AND CREATE_TIME > NOW() - INTERVAL 1 MINUTE",
+                        (HOLD_SCHEMA, f"%\\_0\\_{table}"))
