@@ -152,12 +152,27 @@ class DdlHolder:
         """Whether this whole COM_QUERY packet is a statement to hold; if so the session is
         taken over until its answer is written (``session.ddl_done`` gives it back)."""
         length = data[0] | data[1] << 8 | data[2] << 16
-        if len(data) != 4 + length or length >= 0xFFFFFF or data[3] != 0 or not _PREFIX.match(data, 5, 205):
+        if len(data) != 4 + length or length >= 0xFFFFFF or data[3] != 0 or (
+                data[4] != 0x17 and not _PREFIX.match(data, 5, 205)):
             return False  # (most comment-led queries stop at the regex, nothing copied)
         tracker = session.tracker
         if tracker.busy or tracker.phase != "command" or session.upstream is None:
             return False
+        if data[4] == 0x17:  # COM_STMT_EXECUTE of a statement prepared as a held DDL
+            statement = session.ddl_statements.get(int.from_bytes(data[5:9], "little"))
+            if statement is None:
+                return False
+            session.ddl_begin()
+            asyncio.get_running_loop().create_task(self._serve(session, statement, statement.text.encode()))
+            return True
         query = bytes(data[5:])
+        if data[4] == 0x16:  # COM_STMT_PREPARE: a stand-in is prepared, the DDL runs at execute
+            statement = parse_statement(query)
+            if statement is None:
+                return False
+            session.ddl_begin()
+            asyncio.get_running_loop().create_task(self._serve_prepare(session, statement))
+            return True
         statement = parse_statement(query)
         if statement is None:
             script = ddlscript.split(query) if b";" in query and tracker.capabilities & _MULTI_STATEMENTS else None
@@ -200,6 +215,27 @@ class DdlHolder:
         except Exception as exc:  # the session cannot go on in an unknown state
             log.exception("held %s failed", statement.kind)
             answer = wire.make_err_packet(1, 1105, "HY000", f"auroratrack: {statement.kind} failed: {exc}")
+        finally:
+            session.ddl_done(answer)
+
+    async def _serve_prepare(self, session, statement: Statement) -> None:
+        """Prepare ``DO 0`` in the DDL's place (the same answer: no parameters, no columns) and
+        remember its statement id: its executes run the hold (``claims``)."""
+        answer: bytes | None = None
+        try:
+            link = SessionLink(session.upstream, session.tracker.deprecate_eof)
+            try:
+                payload = await link.prepare_stand_in()
+            finally:
+                link.release()
+            if payload[:1] == b"\x00":
+                if session.ddl_statements is None:
+                    session.ddl_statements = {}
+                session.ddl_statements[int.from_bytes(payload[1:5], "little")] = statement
+            answer = reframe(payload, 1)
+        except Exception as exc:
+            log.exception("prepare of a held %s failed", statement.kind)
+            answer = wire.make_err_packet(1, 1105, "HY000", f"auroratrack: prepare failed: {exc}")
         finally:
             session.ddl_done(answer)
 

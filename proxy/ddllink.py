@@ -112,6 +112,12 @@ class SessionLink(asyncio.Protocol):
         """Send ``sql`` as COM_QUERY and read its whole response."""
         return await self.query_bytes(sql.encode("utf-8"))
 
+    async def prepare_stand_in(self) -> bytes:
+        """COM_STMT_PREPARE of ``DO 0`` (no parameters, no columns: its answer is one packet,
+        the same as a DROP TABLE's prepare); returns that payload."""
+        self.transport.write(wire.make_packets(b"\x16DO 0", 0))
+        return await self._packet()
+
     async def query_bytes(self, sql: bytes) -> Result:
         """``query`` of a statement already encoded (the client's own bytes)."""
         if self._lost:

@@ -62,6 +62,7 @@ class ClientSession(asyncio.Protocol):
         self._reading_paused_for = set()  # reasons: "gate", "flow"
         self._connect_task: asyncio.Task | None = None
         self.ddl_running = False  # proxy.ddlhold runs the client's statement (until ddl_done)
+        self.ddl_statements: dict | None = None  # prepared statement id -> held DDL (proxy.ddlhold)
 
     # -- what the gate and status see --------------------------------------------------------------
     @property
@@ -95,11 +96,14 @@ class ClientSession(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        # DDL hold hook (proxy.ddlhold): a byte test per read; DROP/TRUNCATE go to the holder.
+        # DDL hold hook (proxy.ddlhold): a few byte tests per read. A query or prepare that may
+        # start with DROP/TRUNCATE, or the execute of one prepared so, goes to the holder.
         ddl = self.proxy.ddl
-        if (ddl is not None and len(data) > 5 and data[4] == 3 and data[5] in DDL_FIRST_BYTES
-                and ddl.claims(self, data)):
-            return
+        if ddl is not None and len(data) > 5:
+            command = data[4]
+            if ((command == 3 or command == 0x16) and data[5] in DDL_FIRST_BYTES
+                    or command == 0x17 and self.ddl_statements) and ddl.claims(self, data):
+                return
         gate = self.gate
         try:
             # An open gate cannot close during this synchronous call: no need to ask it again
