@@ -1,11 +1,13 @@
-"""Keep instead of destroy: DROP TABLE and TRUNCATE from clients become held tables.
+"""Keep instead of destroy: DROP TABLE, TRUNCATE and DROP DATABASE from clients become held tables.
 
-The relay hands this module a COM_QUERY only when its first byte could start ``DROP`` or
-``TRUNCATE`` (``FIRST_BYTES``, one byte test on the hot path) and the session is idle;
-``DdlHolder.claims`` then decides off that path (a regex on the prefix, then sqlglot, ~0.2 ms,
-DDL only) whether it is a statement it holds. If so it takes the session over until the answer
-is sent: it runs the checks and the hold on the client's own server connection
-(proxy.ddllink.SessionLink) and writes the answer the real statement would have given.
+The relay hands this module a COM_QUERY or COM_STMT_PREPARE only when its first byte could start
+``DROP`` or ``TRUNCATE`` (``FIRST_BYTES``, a byte test on the hot path), and a COM_STMT_EXECUTE
+only of a statement prepared so; ``DdlHolder.claims`` then decides off that path (a regex on the
+prefix, then sqlglot, ~0.2 ms, DDL only) whether it is a statement it holds. If so it takes the
+session over until the answer is sent: it runs the checks and the hold on the client's own
+server connection (proxy.ddllink.SessionLink) and writes the answer the real statement would
+have given. Several statements in one query (ddlscript) are run one by one, the held ones held;
+a prepared DROP/TRUNCATE gets a stand-in prepared on the server and is held at each execute.
 
 What the client sees is what the server would have said (MariaDB semantics, which drop what they
 can and report the rest):
@@ -15,14 +17,16 @@ can and report the rest):
   * the others (missing, temporary, views, referenced parents) are dropped for real with the
     same statement limited to them: nothing is destroyed that the server keeps, and the server
     itself writes the error or the Note 1051 warnings;
+  * DROP DATABASE: every base table held, the views, routines and events kept as definitions,
+    then the real DROP DATABASE of what is left; its affected-rows count includes the held ones;
   * when nothing can be held, the original statement goes to the server unchanged.
-The RENAME commits the session's open transaction implicitly, exactly as the DROP would have.
+The first DDL the hold sends commits the session's open transaction implicitly, as the DROP would.
 
 Not held (the statement runs for real, and a backtrack over it reports a DDL conflict, as
-before): DROP TEMPORARY TABLE, statements with options sqlglot does not parse (WAIT n), a
-statement among several in one COM_QUERY, prepared statements, non-ASCII statements, TRUNCATE
-of a table referenced by foreign keys from other tables, a hold the session's privileges refuse
-(e.g. no rights on ``auroratrack_hold``: a warning is logged).
+before): DROP TEMPORARY TABLE, statements with options sqlglot does not parse (WAIT n), scripts
+that do not start with the held statement, SQL-level PREPARE/EXECUTE, non-ASCII statements,
+TRUNCATE of a table (DROP DATABASE of a schema) referenced by foreign keys from outside, a hold
+the session's privileges refuse (no CREATE, INSERT on ``auroratrack_hold``: a warning is logged).
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ bare tag: it is the op's own binlog event, which the change store keeps and the 
   3. the one ``RENAME TABLE``                                    on ``pre``   <- the op happens here
   4. drop the foreign keys of the tables now held; re-create the triggers and foreign keys of
      the tables now live again                                  on ``post`` (idempotent)
+DROP DATABASE adds to an op its schema (its definition, views, routines, events: ``read_schema``):
+the schema is dropped for real after step 4, and made again before step 1 of the undo, its
+objects after step 4 (``Op.schema_action``).
 ``pre`` is the client's own session for a held statement (its temporary tables, transaction,
 locks and privileges count) and auroratrack's connection for an undo; ``post`` is always
 auroratrack's own connection (it sets the session the definitions need).
