@@ -7,6 +7,8 @@ byte (the database name replaced). Through the proxy, what was dropped must be h
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from proxy.ddlops import HOLD_SCHEMA
@@ -272,3 +274,26 @@ def test_a_user_without_rights_on_the_hold_schema_drops_for_real(mysql_server, m
         conn.close()
     finally:
         mysql_server.query(f"DROP USER '{user}'@'%'")
+
+
+def test_drop_sent_while_the_gate_is_closed_waits_then_is_held(mysql_server, make_proxy, database):
+    """A DROP that arrives during a pause waits like any command (it does not count as busy for
+    the drain) and is held once the gate opens, not run for real."""
+    import threading
+
+    service = make_proxy(hold_ddl=True, hold_timeout=30)
+    mysql_server.query("CREATE TABLE t (id INT PRIMARY KEY)", database=database)
+    before = set(_held(mysql_server))
+    with service_conn(service, mysql_server, database) as cur:
+        service.call_soon(service.gate.pause)
+        done = threading.Event()
+        threading.Thread(target=lambda: (cur.execute("DROP TABLE t"), done.set()), daemon=True).start()
+        time.sleep(0.5)
+        assert not done.is_set()
+        assert mysql_server.query(f"SHOW TABLES FROM `{database}`") == [("t",)]  # nothing ran yet
+        busy = service.call_soon(lambda: [s.busy for s in service.service.proxy.sessions.values()])
+        assert busy == [False]  # a drain would not wait for it
+        service.call_soon(service.gate.resume)
+        assert done.wait(10)
+    assert mysql_server.query(f"SHOW TABLES FROM `{database}`") == []
+    assert [n.split("_", 2)[2] for n in set(_held(mysql_server)) - before] == ["t"]
