@@ -73,6 +73,7 @@ def test_sigkill_in_the_middle_of_a_held_drop(mysql_server, database, tmp_path, 
         cur.execute("INSERT INTO p VALUES (1)")
         cur.execute("INSERT INTO t VALUES (1, 1), (2, 1)")
     before = definitions(mysql_server, database)
+    held_before = set(_hold_tables(mysql_server))
     data_dir = tmp_path / "data"
     serve = start_serve(mysql_server, data_dir, {"AURORATRACK_DDL_TEST_PAUSE": f"{point}:60"})
     try:
@@ -98,9 +99,9 @@ def test_sigkill_in_the_middle_of_a_held_drop(mysql_server, database, tmp_path, 
         else:
             assert journal_states(data_dir) == ["done"]
             assert after == {"tables": ["p"], "triggers": ()}  # finished: held
-            held = mysql_server.query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
-                                      "AND TABLE_NAME LIKE %s", (HOLD_SCHEMA, "%\\_0\\_t"))
-            name = held[-1][0]
+            held = sorted(set(_hold_tables(mysql_server)) - held_before)
+            assert len(held) == 1 and held[0].endswith("_0_t")
+            name = held[0]
             assert mysql_server.query(f"SELECT * FROM `{HOLD_SCHEMA}`.`{name}` ORDER BY id") == list(before["rows"])
             assert mysql_server.query("SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE "
                                       "CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s", (HOLD_SCHEMA, name)) == [(0,)]
@@ -108,6 +109,11 @@ def test_sigkill_in_the_middle_of_a_held_drop(mysql_server, database, tmp_path, 
     finally:
         serve.kill()
         serve.wait(10)
+
+
+def _hold_tables(server) -> list[str]:
+    return [r[0] for r in server.query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s",
+                                       (HOLD_SCHEMA,))]
 
 
 def _drop_quietly(client) -> None:
