@@ -202,6 +202,7 @@ async def get_status(request: web.Request) -> web.Response:
         "last_backtrack": last_backtrack(service),
         "capture_lag": (await asyncio.to_thread(metrics.gather, service)).get("lag") if config.capture else None,
         "creation_rate_per_s": _creation_rate(config) if config.capture else None,
+        "held_tables": _held_tables(service),
     })
 
 
@@ -397,6 +398,12 @@ def iso_utc(epoch_us: int | None) -> str | None:
         return None
     moment = datetime.fromtimestamp(epoch_us / 1e6, tz=UTC)
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _held_tables(service) -> list[dict] | None:
+    """Tables held by DROP/TRUNCATE (proxy.ddlhold), as of the last retention sweep."""
+    holder = getattr(service, "ddl_holder", None)
+    return [h.to_json() for h in holder.held] if holder is not None else None
 
 
 def _address(address: tuple[str, int] | None) -> str | None:

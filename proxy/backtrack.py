@@ -37,6 +37,7 @@ from pymysql.constants import CLIENT
 
 from proxy.changelog.store import ChangeStore, now_us, wait_for_checkpoint
 from proxy.changelog.streamer import current_binlog_position
+from proxy.ddlundo import run_backtrack
 from proxy.gate import Gate
 from proxy.loaddata import refuse_uploads
 from proxy.rewind import (
@@ -171,6 +172,7 @@ class Backtracker:
         self.running: BacktrackRecord | None = None
         self._task: asyncio.Task | None = None
         self.fence_path = data_dir / "fence.json"
+        self.ddl_undo = None  # proxy.ddlundo.DdlUndo when DROP/TRUNCATE are held (set by the service)
 
     def startup_recovery(self) -> None:
         """Mark what a killed process left unfinished as failed, and lift its fence."""
@@ -183,6 +185,20 @@ class Backtracker:
                 self._set_read_only(int(previous))
                 log.warning("lifted the read_only fence a killed backtrack left on the server")
             self.fence_path.unlink(missing_ok=True)
+
+    def finish_resumed(self, record_id: str, status: str, note: str | None) -> None:
+        """A backtrack a restart interrupted was finished at start (proxy.ddlundo)."""
+        record = self.records.get(record_id)
+        if record is not None:
+            record.status = status
+            record.error = note
+            self.history.save(record)
+
+    def apply_connection(self) -> pymysql.Connection:
+        return self._apply_connection()
+
+    def catch_up(self) -> None:
+        self._catch_up()
 
     # -- the API ----------------------------------------------------------------------------------------
     def get(self, record_id: str) -> BacktrackRecord | None:
@@ -278,7 +294,9 @@ class Backtracker:
         fenced = False
         outcome = "failed"
         try:
-            if not req.force:  # forced, every row is checked in the pause anyway
+            # Forced, every row is checked in the pause anyway; across held DDL (proxy.ddlundo)
+            # the tables may not exist before the undo brings them back.
+            if not req.force and not (self.ddl_undo is not None and self.ddl_undo.crosses(plan)):
                 await self._step(record, "prepare", lambda: asyncio.to_thread(applier.prepare, plan))
             paused_at = time.monotonic()
             await self._step(record, "pause", self._pause)
@@ -334,6 +352,8 @@ class Backtracker:
         applier.discard_stale(plan)
         applier.configure_session()  # the checks load images too
         applier.ensure_marker_table()
+        if self.ddl_undo is not None and self.ddl_undo.crosses(plan):  # held DDL in the window
+            return run_backtrack(self.ddl_undo, applier, record, req.force, plan, self.store_path)
         try:
             if req.force:
                 self._apply_forced(applier, record, plan)
@@ -433,6 +453,8 @@ class Backtracker:
         plan = await asyncio.to_thread(run)
         record.plan = plan.summary()
         record.plan["point"] = point.to_json()
+        if self.ddl_undo is not None and self.ddl_undo.crosses(plan):  # held DDL: its undo steps
+            record.plan["ddl_steps"] = self.ddl_undo.describe(plan)
         if req.with_sql:
             record.plan["sql"] = sql[:MAX_PLAN_SQL]
             record.plan["sql_total"] = len(sql)

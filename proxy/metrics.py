@@ -13,7 +13,8 @@ Aurora's four Backtrack metrics under Prometheus names, plus the proxy's:
   running streamer; starts from 0 in each new process),
   auroratrack_proxy_sessions{state}, auroratrack_proxy_sessions_in_transaction,
   auroratrack_queries_relayed_total, auroratrack_gate_open,
-  auroratrack_backtracks{status}, auroratrack_backtrack_duration_seconds (histogram).
+  auroratrack_backtracks{status}, auroratrack_backtrack_duration_seconds (histogram),
+  auroratrack_held_tables, auroratrack_held_bytes (tables kept by held DROP/TRUNCATE).
 Everything is read at scrape time from the service's parts; nothing is kept twice.
 """
 
@@ -87,6 +88,15 @@ class ServiceCollector:
         yield from self._store()
         yield from self._capture()
         yield from self._backtracks()
+        yield from self._held()
+
+    def _held(self):
+        holder = getattr(self.service, "ddl_holder", None)  # proxy.ddlhold: held DROP/TRUNCATE
+        if holder is not None:
+            yield GaugeMetricFamily("auroratrack_held_tables", "Tables kept by held DROP/TRUNCATE.",
+                                    value=len(holder.held))
+            yield GaugeMetricFamily("auroratrack_held_bytes", "Bytes of the held tables.",
+                                    value=sum(h.bytes for h in holder.held))
 
     def _capture(self):
         health = self.service.capture_health() if hasattr(self.service, "capture_health") else None

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from proxy import wire
 from proxy.compression import CompressedSession
+from proxy.ddlhold import FIRST_BYTES as DDL_FIRST_BYTES
 from proxy.gate import BACKTRACKING_ERRNO, BACKTRACKING_SQLSTATE, Gate, backtracking_message
 from proxy.tracker import AUTH, HANDSHAKE, SessionTracker
 
@@ -68,6 +69,8 @@ class ClientSession(asyncio.Protocol):
         self._reading_paused_for = set()  # reasons: "gate", "flow"
         self._connect_task: asyncio.Task | None = None
         self.compressed: CompressedSession | None = None  # a CLIENT_COMPRESS session, once authenticated
+        self.ddl_running = False  # proxy.ddlhold runs the client's statement (until ddl_done)
+        self.ddl_statements: dict | None = None  # prepared statement id -> held DDL (proxy.ddlhold)
 
     # -- what the gate and status see --------------------------------------------------------------
     @property
@@ -76,7 +79,7 @@ class ClientSession(asyncio.Protocol):
 
     @property
     def busy(self) -> bool:
-        return self.tracker.busy
+        return self.tracker.busy or self.ddl_running
 
     def info(self) -> SessionInfo:
         tracker = self.tracker
@@ -101,6 +104,14 @@ class ClientSession(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        # DDL hold hook (proxy.ddlhold): a few byte tests per read. A query or prepare that may
+        # start with DROP/TRUNCATE, or the execute of one prepared so, goes to the holder.
+        ddl = self.proxy.ddl
+        if ddl is not None and len(data) > 5:
+            command = data[4]
+            if ((command == 3 or command == 0x16) and data[5] in DDL_FIRST_BYTES
+                    or command == 0x17 and self.ddl_statements) and ddl.claims(self, data):
+                return
         gate = self.gate
         try:
             # An open gate cannot close during this synchronous call: no need to ask it again
@@ -173,6 +184,26 @@ class ClientSession(asyncio.Protocol):
             self._send_err(seq, wire.CR_SERVER_LOST, "HY000",
                            "auroratrack: lost connection to the server during the query")
         self.close()
+
+    # -- a held DDL statement (proxy.ddlhold) --------------------------------------------------------------
+    def ddl_begin(self) -> None:
+        """The holder answers the client's statement: read nothing more until it has (it sets
+        ``ddl_running`` once the gate lets it start)."""
+        self._reading_paused_for.add("ddl")
+        self.transport.pause_reading()
+
+    def ddl_done(self, answer: bytes | None) -> None:
+        """The holder's answer (already framed) goes to the client; the session goes on."""
+        self.ddl_running = False
+        if self.closed:
+            return
+        if answer:
+            self.transport.write(answer)
+        self._reading_paused_for.discard("ddl")
+        if not self._reading_paused_for:
+            self.transport.resume_reading()
+        if self.gate.draining:
+            self.gate.notify_idle()
 
     # -- the gate ---------------------------------------------------------------------------------------
     def _start_holding(self) -> None:
@@ -401,6 +432,7 @@ class ProxyServer:
         self.protocol_errors = 0
         self.compressed_sessions = 0  # sessions that negotiated CLIENT_COMPRESS
         self.commands_closed_sessions = 0
+        self.ddl = None  # proxy.ddlhold.DdlHolder when DROP/TRUNCATE are held
         self._server: asyncio.base_events.Server | None = None
 
     async def start(self, host: str, port: int) -> tuple[str, int]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import gc
 import itertools
 import logging
@@ -52,10 +53,12 @@ from proxy.changelog.decoder import (
     TableSchema,
     decode_images,
     parse_table_map,
+    rows_event_table_id,
     rows_literal_writer,
     sql_literal,
 )
 from proxy.changelog.store import ChangeStore, StoredTransaction
+from proxy.ddlops import is_op_statement
 from proxy.loaddata import LoadIncomplete, load_available, load_rows, load_spec
 
 log = logging.getLogger(__name__)
@@ -205,6 +208,24 @@ def extend_plan(plan: Plan, store: ChangeStore) -> Plan:
     return plan
 
 
+def plan_between(store: ChangeStore, after_txn_id: int, upto_txn_id: int, flavor: str | None = None) -> Plan:
+    """The net inverse of the transactions after ``after_txn_id`` up to ``upto_txn_id``: one
+    stretch of rows between two held DDL ops (proxy.ddlundo undoes those in between)."""
+    plan = Plan(after_txn_id, [], {}, [], flavor=flavor, last_txn_id=after_txn_id)
+    with gc_paused():
+        for txn in store.transactions(after_txn_id=after_txn_id):
+            if txn.txn_id > upto_txn_id:
+                break
+            plan.undone.append(txn)
+            plan.last_txn_id = txn.txn_id
+            plan.conflicts.extend(_log_conflicts(txn))
+            if txn.n_changes:
+                _fold_transaction(plan, store, txn)
+    for name in plan._skipped:
+        plan.tables.pop(name, None)
+    return plan
+
+
 def _fold_transaction(plan: Plan, store: ChangeStore, txn: StoredTransaction) -> None:
     for change in store.changes(txn.first_lsn, txn.last_lsn):
         if change.kind != "rows":
@@ -220,6 +241,12 @@ def _fold_transaction(plan: Plan, store: ChangeStore, txn: StoredTransaction) ->
             plan._skipped.add(name)
             continue
         plan.touched.add(name)
+        table_id = rows_event_table_id(change.body)
+        if table_id != schema.table_id:
+            # The store keeps one table map per layout whatever the table id (store.table_map_id);
+            # the server gives a table a new id after DDL (a held DROP's RENAME) or a cache
+            # eviction, and the decoder checks the id.
+            schema = dataclasses.replace(schema, table_id=table_id)
         kind, images = decode_images(change.event_type, change.body, schema)
         if not _apply_row_changes(table, kind, images, plan):
             plan._skipped.add(name)
@@ -306,7 +333,9 @@ def _log_conflicts(txn: StoredTransaction) -> list[Conflict]:
         return []  # auroratrack's own schema (the backtrack marker): never part of an undo
     tables = tables or [None]
     statement = txn.statements[0][:200] if txn.statements else ""
-    if "ddl" in txn.flags:
+    # DDL auroratrack sent for a held DROP/TRUNCATE (proxy.ddlops): undone by proxy.ddlundo.
+    held_ddl = bool(txn.statements) and all(is_op_statement(s, txn.gtid) for s in txn.statements)
+    if "ddl" in txn.flags and not held_ddl:
         for table in tables:
             conflicts.append(Conflict("ddl", table, f"DDL after the point (txn {txn.txn_id}, "
                                       f"GTID {txn.gtid}): {statement}"))

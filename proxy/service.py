@@ -26,6 +26,8 @@ from proxy.changelog.inspector import InspectionReport, require_ready
 from proxy.changelog.store import ChangeStore
 from proxy.changelog.streamer import StreamerConfig, stable_server_id
 from proxy.changelog.supervisor import CaptureHealth, CaptureSupervisor
+from proxy.ddlhold import DdlHolder
+from proxy.ddlundo import DdlUndo, resume_interrupted
 from proxy.gate import Gate
 from proxy.relay import ProxyServer
 from proxy.serveradmin import ServerAdmin, UpstreamCredentials
@@ -54,6 +56,7 @@ class ServeConfig:
     admin_host: str = "127.0.0.1"  # the admin API (proxy/admin.py); loopback by default
     admin_port: int = 3308  # 0: pick a free port (serve writes the bound one to <data_dir>/admin.json)
     capture_restart_backoff_s: float = 1.0  # first wait before a stopped streamer is started again
+    hold_ddl: bool | None = None  # hold DROP TABLE / TRUNCATE (proxy.ddlhold); None: when capturing
 
     @property
     def store_path(self) -> Path:
@@ -86,6 +89,8 @@ class Service:
         self.backtracker: Backtracker | None = None
         self.admin_runner = None  # aiohttp AppRunner of the admin API
         self.admin_address: tuple[str, int] | None = None
+        self.ddl_holder: DdlHolder | None = None
+        self._sweep_task: asyncio.Task | None = None
 
     async def start(self) -> None:
         try:
@@ -129,10 +134,24 @@ class Service:
             await asyncio.to_thread(self.backtracker.startup_recovery)
         if self.capture is not None:
             self.capture.start_watching()  # from here on, a streamer that stops is started again
+        if config.capture if config.hold_ddl is None else config.hold_ddl:
+            self.ddl_holder = DdlHolder(config.upstream, config.data_dir)
+            await asyncio.to_thread(self.ddl_holder.start)  # settles ops a crash interrupted
+            self.proxy.ddl = self.ddl_holder
+            if self.backtracker is not None:
+                self.backtracker.ddl_undo = DdlUndo(self.ddl_holder.journal, self.inspection.flavor.name)
+                self._sweep_task = asyncio.get_running_loop().create_task(
+                    self.ddl_holder.sweep_forever(config.store_path))
+                await asyncio.to_thread(self._resume_ddl_backtrack)  # before clients get in
         self.listen_address = await self.proxy.start(config.listen_host, config.listen_port)
         log.info("proxy listening on %s:%d, relaying to %s:%d (max_allowed_packet %d)",
                  *self.listen_address, config.upstream.host, config.upstream.port, max_packet)
         await self._start_admin()
+
+    def _resume_ddl_backtrack(self) -> None:
+        backtracker = self.backtracker
+        resume_interrupted(backtracker.ddl_undo, self.config.store_path, backtracker.apply_connection,
+                           backtracker.catch_up, backtracker.finish_resumed)
 
     async def _start_admin(self) -> None:
         # Imported here: aiohttp takes ~0.4 s to import and the CLI's client commands never need it.
@@ -176,6 +195,12 @@ class Service:
         if self.capture is not None:
             await self.capture.stop()
         await asyncio.to_thread(self.admin.close)
+        if self._sweep_task is not None:
+            self._sweep_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._sweep_task
+        if self.ddl_holder is not None:
+            self.ddl_holder.close()
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

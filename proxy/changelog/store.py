@@ -72,6 +72,7 @@ _UPDATE_COUNTERS = (
     "INSERT INTO meta (key, value) VALUES ('stored_bytes', '0'), ('last_lsn', ?2) ON CONFLICT(key) DO UPDATE SET"
     " value = CASE key WHEN 'stored_bytes' THEN CAST(CAST(value AS INTEGER) + ?1 AS TEXT) ELSE excluded.value END"
 )
+HELD_FILE = "held.json"  # written by proxy.ddlretention: [held at (us), bytes] of each held table
 _json = json.JSONEncoder().encode  # json.dumps with default settings, without its per-call setup
 
 _SCHEMA = """
@@ -567,10 +568,15 @@ class ChangeStore:
         newest_evicted_time: int | None = None
         self.db.execute("BEGIN IMMEDIATE")
         stored = int(self.get_meta("stored_bytes") or 0)
+        # Held tables (proxy.ddlretention) count toward the cap and leave with their transaction.
+        held = _held_tables(self.path.parent / HELD_FILE) if max_bytes is not None else []
+        held_bytes = sum(size for _, size in held)
         cutoff = now - window_us if window_us is not None else None
         for txn_id, first, last, t, size in self._oldest_transactions():
+            while held and held[0][0] < t:
+                held_bytes -= held.pop(0)[1]
             too_old = cutoff is not None and t < cutoff
-            too_big = max_bytes is not None and stored > max_bytes
+            too_big = max_bytes is not None and stored + held_bytes > max_bytes
             if not (too_old or too_big):
                 break
             self.db.execute("DELETE FROM changes WHERE lsn BETWEEN ? AND ?", (first, last))
@@ -839,3 +845,11 @@ def wait_for_checkpoint(store_path: Path, target: tuple[str, int], timeout: floa
         if time.monotonic() > deadline:
             raise TimeoutError(f"the changelog did not catch up with the server ({checkpoint} < {target})")
         time.sleep(poll_s)
+
+
+def _held_tables(path: Path) -> list[tuple[int, int]]:
+    """(held at, bytes) of each held table, oldest first ([] without the file)."""
+    try:
+        return sorted((int(t), int(b)) for t, b in json.loads(path.read_text()).get("ops", []))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return []

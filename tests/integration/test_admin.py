@@ -25,7 +25,7 @@ from proxy.cli import main
 from proxy.service import BackgroundService
 
 STATUS_KEYS = {"state", "auroratrack_version", "pid", "upstream", "listen", "admin", "sessions", "capture",
-               "store", "streamer", "last_backtrack", "capture_lag", "creation_rate_per_s"}
+               "store", "streamer", "last_backtrack", "capture_lag", "creation_rate_per_s", "held_tables"}
 SESSION_KEYS = {"total", "idle", "busy", "held", "connecting", "in_transaction"}
 STORE_KEYS = {"transactions", "change_records", "stored_bytes", "file_bytes", "evicted_transactions",
               "oldest_commit_time", "newest_commit_time", "earliest_backtrack_time",

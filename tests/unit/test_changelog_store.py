@@ -131,3 +131,23 @@ def test_compact_rows_read_back_whole_from_any_lsn(path):
         got = [(c.lsn, c.txn_id, c.kind, c.event_type, c.table_map_id) for c in reader.changes(first, 12)]
         assert got == expected[first - 1 :], f"read from LSN {first}"
     reader.close()
+
+
+def test_held_tables_count_toward_the_size_cap_and_leave_with_their_transaction(path):
+    """proxy.ddlretention writes held.json: a held table held at time 3 makes the store over its
+    cap; the oldest transactions leave, up to and including the one that held it, no further."""
+    import json
+
+    store = ChangeStore(path)
+    try:
+        for n in range(1, 7):
+            write(store, n, defer=False)
+        per_txn = store.transactions()[0].n_bytes
+        cap = 6 * per_txn  # the transactions alone fit
+        assert store.evict(None, cap).transactions == 0
+        (path.parent / store_module.HELD_FILE).write_text(json.dumps({"ops": [[3, 10 * per_txn]]}))
+        result = store.evict(None, cap)
+        assert result.transactions == 3  # 1, 2 and 3 (the hold's): then the held bytes are gone too
+        assert [t.commit_time_us for t in store.transactions()] == [4, 5, 6]
+    finally:
+        store.close()

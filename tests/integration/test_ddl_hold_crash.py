@@ -1,0 +1,175 @@
+"""A serve process killed with SIGKILL in the middle of a held DROP TABLE: after the restart the
+database is at one of the two states (the table as it was, or held), and the journal says which.
+
+The op is stopped at a test pause point (AURORATRACK_DDL_TEST_PAUSE, proxy.ddlops._test_pause):
+before its RENAME (triggers already dropped: the restart rolls back and re-creates them) or
+after it (foreign keys of the held table not yet dropped: the restart finishes the op)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pymysql
+import pytest
+
+from proxy.ddlops import HOLD_SCHEMA
+from tests.integration.test_backtrack_crash import admin_client
+
+
+def start_serve(server, data_dir: Path, env: dict) -> subprocess.Popen:
+    password_file = data_dir.parent / "password"
+    password_file.write_text(server.password)
+    log = open(data_dir.parent / "serve.log", "ab")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(
+        [sys.executable, "-m", "proxy.cli", "serve", "--upstream", f"{server.host}:{server.port}",
+         "--user", server.user, "--password-file", str(password_file), "--listen", "127.0.0.1:0",
+         "--admin", "127.0.0.1:0", "--data-dir", str(data_dir), "--backtrack-window", "1h"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
+    )
+
+
+def journal_states(data_dir: Path) -> list[str]:
+    path = data_dir / "ddl.db"
+    if not path.exists():
+        return []
+    db = sqlite3.connect(path)
+    try:
+        return [r[0] for r in db.execute("SELECT state FROM ops ORDER BY created_us")]
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        db.close()
+
+
+def definitions(server, database: str) -> dict:
+    out = {}
+    with server.connect(database) as conn, conn.cursor() as cur:
+        cur.execute("SHOW TABLES")
+        out["tables"] = sorted(r[0] for r in cur.fetchall())
+        if "t" in out["tables"]:
+            cur.execute("SHOW CREATE TABLE t")
+            out["create"] = cur.fetchone()[1]
+            cur.execute("SELECT * FROM t ORDER BY id")
+            out["rows"] = cur.fetchall()
+        cur.execute("SELECT TRIGGER_NAME, ACTION_STATEMENT FROM information_schema.TRIGGERS "
+                    "WHERE TRIGGER_SCHEMA = %s ORDER BY 1", (database,))
+        out["triggers"] = cur.fetchall()
+    return out
+
+
+@pytest.mark.parametrize("point", ["before_rename", "after_rename"])
+def test_sigkill_in_the_middle_of_a_held_drop(mysql_server, database, tmp_path, point):
+    with mysql_server.connect(database) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE p (id INT PRIMARY KEY)")
+        cur.execute("CREATE TABLE t (id INT PRIMARY KEY, pid INT, CONSTRAINT t_p FOREIGN KEY (pid) REFERENCES p (id))")
+        cur.execute("CREATE TRIGGER t_bi BEFORE INSERT ON t FOR EACH ROW SET NEW.pid = NEW.pid")
+        cur.execute("INSERT INTO p VALUES (1)")
+        cur.execute("INSERT INTO t VALUES (1, 1), (2, 1)")
+    before = definitions(mysql_server, database)
+    held_before = set(_hold_tables(mysql_server))
+    data_dir = tmp_path / "data"
+    serve = start_serve(mysql_server, data_dir, {"AURORATRACK_DDL_TEST_PAUSE": f"{point}:60"})
+    try:
+        admin = admin_client(data_dir, serve)
+        port = int(admin.get("/v1/status")["listen"].rsplit(":", 1)[1])
+        client = pymysql.connect(host="127.0.0.1", port=port, user=mysql_server.user,
+                                 password=mysql_server.password, database=database, autocommit=True)
+        threading.Thread(target=_drop_quietly, args=(client,), daemon=True).start()
+        deadline = time.monotonic() + 30
+        while journal_states(data_dir) != ["started"] or (
+                point == "after_rename" and "t" in definitions(mysql_server, database)["tables"]):
+            assert time.monotonic() < deadline, "the held DROP never reached its pause point"
+            time.sleep(0.05)
+        time.sleep(0.2)
+        os.kill(serve.pid, signal.SIGKILL)
+        serve.wait(10)
+        serve = start_serve(mysql_server, data_dir, {})
+        admin_client(data_dir, serve)  # up: the journal was settled before clients got in
+        after = definitions(mysql_server, database)
+        if point == "before_rename":
+            assert journal_states(data_dir) == ["failed"]
+            assert after == before  # rolled back: the table, its trigger and foreign key as they were
+        else:
+            assert journal_states(data_dir) == ["done"]
+            assert after == {"tables": ["p"], "triggers": ()}  # finished: held
+            held = sorted(set(_hold_tables(mysql_server)) - held_before)
+            assert len(held) == 1 and held[0].endswith("_0_t")
+            name = held[0]
+            assert mysql_server.query(f"SELECT * FROM `{HOLD_SCHEMA}`.`{name}` ORDER BY id") == list(before["rows"])
+            assert mysql_server.query("SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE "
+                                      "CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s", (HOLD_SCHEMA, name)) == [(0,)]
+            mysql_server.query(f"DROP TABLE `{HOLD_SCHEMA}`.`{name}`")
+    finally:
+        serve.kill()
+        serve.wait(10)
+
+
+def _hold_tables(server) -> list[str]:
+    return [r[0] for r in server.query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s",
+                                       (HOLD_SCHEMA,))]
+
+
+def _drop_quietly(client) -> None:
+    try:
+        with client.cursor() as cur:
+            cur.execute("DROP TABLE t")
+    except pymysql.MySQLError:
+        pass  # the proxy was killed under it
+
+
+def test_sigkill_in_the_middle_of_a_ddl_crossing_backtrack(mysql_server, database, tmp_path):
+    """Killed between its steps (the rows after the DROP undone, the DROP not yet): the next
+    start finishes the backtrack before clients get in, and its record says so."""
+    if mysql_server.private is None:
+        pytest.skip("needs the server's binlog position helpers of a private server")
+    from tests.integration.backtrack_support import fingerprint, now_iso
+    from tests.integration.streamer_support import wait_caught_up_dir
+
+    data_dir = tmp_path / "data"
+    serve = start_serve(mysql_server, data_dir, {"AURORATRACK_DDL_TEST_PAUSE": "between_steps:60"})
+    try:
+        admin = admin_client(data_dir, serve)
+        port = int(admin.get("/v1/status")["listen"].rsplit(":", 1)[1])
+        client = pymysql.connect(host="127.0.0.1", port=port, user=mysql_server.user,
+                                 password=mysql_server.password, database=database, autocommit=True)
+        with client.cursor() as cur:
+            cur.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
+            cur.execute("CREATE TABLE o (id INT PRIMARY KEY)")
+            cur.execute("INSERT INTO t VALUES (1, 1), (2, 2)")
+        wait_caught_up_dir(mysql_server.private, data_dir / "changes.db")
+        before = fingerprint(mysql_server, database)
+        time.sleep(0.02)
+        moment = now_iso()
+        time.sleep(0.02)
+        with client.cursor() as cur:
+            cur.execute("INSERT INTO o VALUES (1)")
+            cur.execute("UPDATE t SET v = 10 WHERE id = 1")
+            cur.execute("DROP TABLE t")
+            cur.execute("INSERT INTO o VALUES (2)")
+        wait_caught_up_dir(mysql_server.private, data_dir / "changes.db")
+        record = admin.post("/v1/backtracks", {"to": moment})
+        deadline = time.monotonic() + 60
+        while not any(s["name"].startswith("ddl_rows") for s in admin.get(f"/v1/backtracks/{record['id']}")["steps"]):
+            if time.monotonic() > deadline:
+                url = f"/v1/backtracks/{record['id']}"
+                pytest.fail(f"the backtrack never did its first step: {admin.get(url)}")
+            time.sleep(0.05)
+        assert (data_dir / "ddl_backtrack.json").exists()
+        os.kill(serve.pid, signal.SIGKILL)
+        serve.wait(10)
+        assert "t" not in definitions(mysql_server, database)["tables"]  # between the two states
+        serve = start_serve(mysql_server, data_dir, {})
+        admin = admin_client(data_dir, serve)
+        assert fingerprint(mysql_server, database) == before
+        after = admin.get(f"/v1/backtracks/{record['id']}")
+        assert after["status"] == "completed" and "finished at the next start" in after["error"], after
+    finally:
+        serve.kill()
+        serve.wait(10)

@@ -1,0 +1,61 @@
+"""Which statements proxy.ddlhold takes over, and which it leaves to the server unchanged."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.ddlhold import FIRST_BYTES, parse_statement
+from proxy.ddlops import foreign_keys, op_of_statement, tag
+
+
+@pytest.mark.parametrize(("query", "kind", "tables", "if_exists"), [
+    (b"DROP TABLE a", "drop", [(None, "a")], False),
+    (b"drop table if exists a, `s`.`b c`", "drop", [(None, "a"), ("s", "b c")], True),
+    (b"  /* note */ DROP TABLE a", "drop", [(None, "a")], False),
+    (b"TRUNCATE TABLE s.t", "truncate", [("s", "t")], False),
+    (b"truncate t", "truncate", [(None, "t")], False),
+    (b"DROP DATABASE d", "drop_database", [("d", "")], False),
+    (b"drop schema if exists `d x`", "drop_database", [("d x", "")], True),
+])
+def test_held_statements(query, kind, tables, if_exists):
+    statement = parse_statement(query)
+    assert (statement.kind, statement.tables, statement.if_exists) == (kind, tables, if_exists)
+    assert query[0] in FIRST_BYTES
+
+
+@pytest.mark.parametrize("query", [
+    b"DROP TEMPORARY TABLE a",  # temporary tables are left alone
+    b"DROP TABLE a; DROP TABLE b",  # several statements: relayed as sent
+    b"DROP TABLE a WAIT 5",  # options the parser does not know: relayed as sent
+    b"DROP VIEW v",
+    b"DROP DATABASE mysql",
+    b"DROP DATABASE auroratrack_hold",
+    b"SELECT 1",
+    b"/* DROP TABLE a */ SELECT 1",
+    "DROP TABLE caf\u00e9".encode(),  # non-ASCII: the session's character set is not known here
+])
+def test_relayed_unchanged(query):
+    assert parse_statement(query) is None
+
+
+def test_tags_and_foreign_keys():
+    assert op_of_statement(tag("abc1") + "RENAME TABLE x TO y") == ("abc1", None)
+    assert op_of_statement(tag("abc1", "fk") + "ALTER TABLE x") == ("abc1", "fk")
+    assert op_of_statement("RENAME TABLE x TO y") is None
+    create = ("CREATE TABLE `c` (\n  `id` int(11) NOT NULL,\n  `pid` int(11) DEFAULT NULL,\n  PRIMARY KEY (`id`),\n"
+              "  CONSTRAINT `c_ibfk_1` FOREIGN KEY (`pid`) REFERENCES `p` (`id`) ON DELETE CASCADE,\n"
+              "  CONSTRAINT `x` FOREIGN KEY (`id`) REFERENCES `other`.`q` (`id`)\n) ENGINE=InnoDB")
+    assert foreign_keys(create, "db") == [
+        "CONSTRAINT `c_ibfk_1` FOREIGN KEY (`pid`) REFERENCES `db`.`p` (`id`) ON DELETE CASCADE",
+        "CONSTRAINT `x` FOREIGN KEY (`id`) REFERENCES `other`.`q` (`id`)",
+    ]
+
+
+def test_scripts_split_at_top_level_semicolons_only():
+    from proxy.ddlscript import split
+
+    assert split(b"DROP TABLE IF EXISTS a; CREATE TABLE a (id INT); INSERT INTO a VALUES ('x;y'); /* ; */") == [
+        b"DROP TABLE IF EXISTS a", b"CREATE TABLE a (id INT)", b"INSERT INTO a VALUES ('x;y')"]
+    assert split(b"DROP TABLE a;") is None  # one statement
+    assert split(b"DROP TABLE a; CREATE PROCEDURE p() BEGIN SELECT 1; END") is None  # a body's semicolons
+    assert split(b"DROP TABLE a; LOAD DATA LOCAL INFILE 'f' INTO TABLE b") is None
