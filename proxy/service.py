@@ -54,6 +54,7 @@ class ServeConfig:
     admin_host: str = "127.0.0.1"  # the admin API (proxy/admin.py); loopback by default
     admin_port: int = 3308  # 0: pick a free port (serve writes the bound one to <data_dir>/admin.json)
     capture_restart_backoff_s: float = 1.0  # first wait before a stopped streamer is started again
+    backfill: bool = True  # empty store: capture the server's binlogs within the window (backfill.py)
 
     @property
     def store_path(self) -> Path:
@@ -68,7 +69,7 @@ class ServeConfig:
             upstream=self.upstream, store_path=self.store_path,
             server_id=self.streamer_server_id or stable_server_id(self.store_path),
             window_s=self.backtrack_window_s, max_store_bytes=self.max_store_bytes,
-            status_path=self.streamer_status_path,
+            status_path=self.streamer_status_path, backfill=self.backfill,
         )
 
 

@@ -130,7 +130,7 @@ class StreamerConfig:
     heartbeat_s: float = 1.0  # an idle server's sign of life; each also wakes the position clock
     status_path: Path | None = None
     retention_every_s: float = 1.0
-    backfill: bool = False  # first start: read the server's binlogs back to the window's start (backfill.py)
+    backfill: bool = False  # empty store: read the server's binlogs back to the window's start (backfill.py)
 
 
 @dataclass
@@ -877,8 +877,11 @@ class Streamer:
         if self.store.checkpoint() is None:
             start = (backfill.start_position(self._control_conn(), self._connection_settings(), self.server_id,
                                              self.config.window_s) if self.config.backfill else None)
+            live = current_binlog_position(self._control_conn())
             if start is None:
-                start = backfill.BackfillStart(*current_binlog_position(self._control_conn()), now_us())
+                start = backfill.BackfillStart(*live, now_us())
+            elif (start.log_file, start.log_pos) < live:
+                backfill.record_plan(self.store, self._control_conn(), start, live)
             self.store.start_capture(start.log_file, start.log_pos, start.since_us)
             log.info("capture starts at %s:%d", start.log_file, start.log_pos)
 

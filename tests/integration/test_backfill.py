@@ -1,13 +1,17 @@
 """Backfill against a real MariaDB: history written while no auroratrack ran is captured from the
-server's binlogs, and a backtrack reaches back into it exactly; a binlog purged before it could be
-read is recorded as a gap."""
+server's binlogs, and a backtrack reaches back into it exactly; ``serve --backfill`` shows its
+progress in status and /metrics; history that cannot be inverted (a session's statement-format
+DML) is a conflict; a binlog purged before it could be read is recorded as a gap."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from pathlib import Path
 
+from proxy import clioutput
+from proxy.adminclient import AdminClient
 from proxy.changelog import backfill
 from proxy.changelog.store import ChangeStore
 from proxy.changelog.streamer import current_binlog_position
@@ -60,6 +64,97 @@ def test_history_from_before_auroratrack_is_backtracked_exactly(make_proxy, mysq
 
     assert record.status == "completed", record.error
     assert fingerprint(mysql_server, database) == before
+
+
+def first_file_of_history(server) -> tuple[str, float]:
+    """A new binlog file for the history a test writes, and how long a window reaches its start."""
+    with server.connect() as conn, conn.cursor() as cur:
+        cur.execute("FLUSH BINARY LOGS")
+        first_file, _ = current_binlog_position(conn)
+    created = backfill.file_created_s(settings_of(server), PROBE_SERVER_ID, first_file)
+    return first_file, created
+
+
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_serve_backfills_by_default_and_status_shows_it(make_proxy, mysql_server, database, tmp_path):
+    first_file, created = first_file_of_history(mysql_server)
+    run(mysql_server, database, "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))",
+        "INSERT INTO t SELECT seq, CONCAT('v', seq) FROM seq_1_to_300")
+    time.sleep(1.1)  # catch-up commit times are whole seconds: keep the point off the changes' second
+    before = fingerprint(mysql_server, database)
+    moment = dt.datetime.now(dt.UTC).isoformat()
+    time.sleep(1.1)
+    run(mysql_server, database, "DELETE FROM t WHERE id > 100", "UPDATE t SET v = 'gone'")
+
+    # Only backfill differs from the defaults here: the tests' fixture turns it off.
+    svc = make_proxy(capture=True, data_dir=tmp_path / "data", backfill=True,
+                     backtrack_window_s=time.time() - created + 30)
+    wait_captured(svc, mysql_server)
+    admin = AdminClient.from_data_dir(svc.service.config.data_dir)
+    store = admin.get("/v1/status")["store"]
+    history = store["backfill"]
+    assert history["state"] == "done"
+    # The window reaches back to the history's file (or an older one created in the same second).
+    assert history["from"] <= f"{first_file}:4"
+    assert history["bytes_read"] == history["bytes_total"] > 0
+    assert history["history_since_us"] == store["earliest_backtrack_time_us"] <= created * 1_000_000
+    assert "done, 100% of" in clioutput.backfill_text(history)
+    metrics = admin.get_text("/metrics")
+    assert metric(metrics, "auroratrack_backfill_reading") == 0
+    assert metric(metrics, "auroratrack_backfill_bytes_read") == history["bytes_total"]
+    assert metric(metrics, "auroratrack_backtrack_earliest_time_seconds") == store["earliest_backtrack_time_us"] / 1e6
+
+    record = backtrack(svc, moment)
+    assert record.status == "completed", record.error
+    assert fingerprint(mysql_server, database) == before
+
+
+def test_statement_format_history_is_a_conflict(make_proxy, mysql_server, database, tmp_path):
+    _, created = first_file_of_history(mysql_server)
+    run(mysql_server, database, "CREATE TABLE t (id INT PRIMARY KEY, v INT)",
+        "INSERT INTO t SELECT seq, seq FROM seq_1_to_10")
+    time.sleep(1.1)
+    moment = dt.datetime.now(dt.UTC).isoformat()
+    time.sleep(1.1)
+    # A session that logged its DML as a statement, before auroratrack ever ran.
+    run(mysql_server, database, "SET SESSION binlog_format = 'STATEMENT'", "UPDATE t SET v = v * 2 WHERE id <= 5")
+    after = fingerprint(mysql_server, database)
+
+    svc = make_proxy(capture=True, data_dir=tmp_path / "data", backfill=True,
+                     backtrack_window_s=time.time() - created + 30)
+    wait_captured(svc, mysql_server)
+    record = backtrack(svc, moment)
+
+    assert record.status == "failed"
+    assert any(c["kind"] == "statement" and c["table"] == f"{database}.t" for c in record.conflicts), record.conflicts
+    assert fingerprint(mysql_server, database) == after  # nothing written
+
+
+def test_backfill_progress_follows_the_checkpoint(tmp_path: Path):
+    """``progress`` against a store alone: what a status shows while history is read."""
+    store = ChangeStore(tmp_path / "changes.db")
+    try:
+        store.start_capture("bin.000001", 4, 1_000_000)
+        store.set_meta(backfill.META_KEY, json.dumps({
+            "from": ["bin.000001", 4], "until": ["bin.000002", 504],
+            "files": [["bin.000001", 1004], ["bin.000002", 504]], "since_us": 1_000_000}))
+        started = backfill.progress(store)
+        assert (started["state"], started["bytes_read"], started["bytes_total"]) == ("reading", 0, 1504)
+        store.advance_checkpoint("bin.000002", 4)
+        reading = backfill.progress(store)
+        assert (reading["state"], reading["bytes_read"], reading["bytes_total"]) == ("reading", 1004, 1504)
+        assert reading["position"] == "bin.000002:4"
+        store.advance_checkpoint("bin.000002", 504)
+        assert backfill.progress(store)["state"] == "done"
+        assert backfill.progress(store)["bytes_read"] == 1504
+    finally:
+        store.close()
 
 
 def test_first_start_with_backfill_captures_the_servers_history(own_server, tmp_path: Path):
