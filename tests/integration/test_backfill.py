@@ -10,6 +10,8 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from proxy import clioutput
 from proxy.adminclient import AdminClient
 from proxy.changelog import backfill
@@ -115,15 +117,23 @@ def test_serve_backfills_by_default_and_status_shows_it(make_proxy, mysql_server
     assert fingerprint(mysql_server, database) == before
 
 
-def test_statement_format_history_is_a_conflict(make_proxy, mysql_server, database, tmp_path):
+# What a session did before auroratrack ever ran, that the binlog cannot invert.
+UNINVERTIBLE_HISTORY = {
+    "statement": ("SET SESSION binlog_format = 'STATEMENT'", "UPDATE t SET v = v * 2 WHERE id <= 5"),
+    "partial_image": ("SET SESSION binlog_row_image = 'MINIMAL'", "UPDATE t SET v = v * 2 WHERE id <= 5"),
+    "ddl": ("ALTER TABLE t ADD COLUMN w INT NULL",),  # DDL that bypassed the proxy
+}
+
+
+@pytest.mark.parametrize("kind", sorted(UNINVERTIBLE_HISTORY))
+def test_history_that_cannot_be_inverted_is_a_conflict(kind, make_proxy, mysql_server, database, tmp_path):
     _, created = first_file_of_history(mysql_server)
     run(mysql_server, database, "CREATE TABLE t (id INT PRIMARY KEY, v INT)",
         "INSERT INTO t SELECT seq, seq FROM seq_1_to_10")
     time.sleep(1.1)
     moment = dt.datetime.now(dt.UTC).isoformat()
     time.sleep(1.1)
-    # A session that logged its DML as a statement, before auroratrack ever ran.
-    run(mysql_server, database, "SET SESSION binlog_format = 'STATEMENT'", "UPDATE t SET v = v * 2 WHERE id <= 5")
+    run(mysql_server, database, *UNINVERTIBLE_HISTORY[kind])
     after = fingerprint(mysql_server, database)
 
     svc = make_proxy(capture=True, data_dir=tmp_path / "data", backfill=True,
@@ -132,7 +142,7 @@ def test_statement_format_history_is_a_conflict(make_proxy, mysql_server, databa
     record = backtrack(svc, moment)
 
     assert record.status == "failed"
-    assert any(c["kind"] == "statement" and c["table"] == f"{database}.t" for c in record.conflicts), record.conflicts
+    assert any(c["kind"] == kind and c["table"] == f"{database}.t" for c in record.conflicts), record.conflicts
     assert fingerprint(mysql_server, database) == after  # nothing written
 
 
