@@ -23,11 +23,18 @@ resumes at the oldest binlog file the server still has (``Streamer._record_gap``
 the history there is.
 
 Reads the server (SHOW BINARY LOGS, and the format description at the start of each file it
-considers, over a short non-blocking binlog dump); writes only the store's meta. Limit: the
-history is read before the live stream, on the same connection, so while it is read capture lags
-by the time it takes (measured by bench/backfill_bench.py); the earliest backtrack time is the
-start file's creation time from the first moment, and a backtrack waits (or is refused) until
-capture has caught up with the server.
+considers, over a short non-blocking binlog dump); writes only the store's meta.
+
+Limit: the history is read before the live stream, on the same connection, so while it is read
+capture lags by the time it takes; the earliest backtrack time is the start file's creation time
+from the first moment (the store's LSN order is binlog order: nothing can be written below the
+live stream's LSNs), and a backtrack waits (or is refused) until capture has caught up with the
+server. Measured (bench/backfill_bench.py, 2 loaded cores): the same reading cost per row change
+as live capture; 1,000,000 row changes in bulk transactions take ~1.5 s (live lag up to that),
+in 10-row transactions ~200,000 row changes per CPU-second, i.e. ~5 s of lag per million.
+Reading history beside the live stream (a second replication connection bounded by the live
+start, into an LSN and txn-id range reserved below the live one, per file newest first so the
+earliest time moves back file by file) is the way to lift it; it is not built.
 """
 
 from __future__ import annotations
