@@ -161,6 +161,8 @@ def test_backfill_progress_follows_the_checkpoint(tmp_path: Path):
         assert (reading["state"], reading["bytes_read"], reading["bytes_total"]) == ("reading", 1004, 1504)
         assert reading["position"] == "bin.000002:4"
         store.advance_checkpoint("bin.000002", 504)
+        line = clioutput.backfill_text(reading)
+        assert "reading, 67% of" in line and "backtrack waits" in line
         assert backfill.progress(store)["state"] == "done"
         assert backfill.progress(store)["bytes_read"] == 1504
     finally:
