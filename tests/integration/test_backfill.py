@@ -178,8 +178,12 @@ def test_first_start_with_backfill_captures_the_servers_history(own_server, tmp_
     streamer = StreamerProcess(own_server, store_path, "--backfill").start()
     try:
         wait_caught_up(own_server, store_path, process=streamer)
+        deadline = time.monotonic() + 10  # said at the next housekeeping (each second)
+        while "backfill done" not in streamer.log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
         streamer.stop()
+    assert "backfill done: history from" in streamer.log_path.read_text()
     store = ChangeStore(store_path, readonly=True)
     try:
         tables = {t for txn in store.transactions() for t in txn.tables}
