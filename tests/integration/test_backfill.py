@@ -17,6 +17,9 @@ from proxy.adminclient import AdminClient
 from proxy.changelog import backfill
 from proxy.changelog.store import ChangeStore
 from proxy.changelog.streamer import current_binlog_position
+from proxy.sandbox import ADMIN_PASSWORD, ADMIN_USER
+from proxy.serveradmin import UpstreamCredentials
+from proxy.service import BackgroundService, ServeConfig
 from tests.integration.backtrack_support import backtrack, fingerprint, wait_captured
 from tests.integration.streamer_support import StreamerProcess, wait_caught_up
 
@@ -24,7 +27,9 @@ PROBE_SERVER_ID = 4242  # the non-blocking dump that reads a file's creation tim
 
 
 def settings_of(server) -> dict:
-    return {"host": server.host, "port": server.port, "user": server.user, "passwd": server.password}
+    """Replication settings for the session's server or a ``PrivateServer`` (own_server)."""
+    return {"host": getattr(server, "host", "127.0.0.1"), "port": server.port,
+            "user": getattr(server, "user", ADMIN_USER), "passwd": getattr(server, "password", ADMIN_PASSWORD)}
 
 
 def run(server, database: str | None, *statements: str) -> None:
@@ -84,37 +89,42 @@ def metric(text: str, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics")
 
 
-def test_serve_backfills_by_default_and_status_shows_it(make_proxy, mysql_server, database, tmp_path):
-    first_file, created = first_file_of_history(mysql_server)
-    run(mysql_server, database, "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))",
+def test_serve_backfills_by_default_and_status_shows_it(own_server, tmp_path):
+    # A server of its own: serve reads all of it (the default 24 h window), nothing of other tests.
+    run(own_server, None, "CREATE DATABASE IF NOT EXISTS bf_serve")
+    run(own_server, "bf_serve", "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))",
         "INSERT INTO t SELECT seq, CONCAT('v', seq) FROM seq_1_to_300")
     time.sleep(1.1)  # catch-up commit times are whole seconds: keep the point off the changes' second
-    before = fingerprint(mysql_server, database)
+    before = fingerprint(own_server, "bf_serve")
     moment = dt.datetime.now(dt.UTC).isoformat()
     time.sleep(1.1)
-    run(mysql_server, database, "DELETE FROM t WHERE id > 100", "UPDATE t SET v = 'gone'")
+    run(own_server, "bf_serve", "DELETE FROM t WHERE id > 100", "UPDATE t SET v = 'gone'")
+    with own_server.connect() as conn:
+        oldest = backfill.binary_logs(conn)[0]
+    oldest_created = backfill.file_created_s(settings_of(own_server), PROBE_SERVER_ID, oldest)
 
-    # Only backfill differs from the defaults here: the tests' fixture turns it off.
-    svc = make_proxy(capture=True, data_dir=tmp_path / "data", backfill=True,
-                     backtrack_window_s=time.time() - created + 30)
-    wait_captured(svc, mysql_server)
-    admin = AdminClient.from_data_dir(svc.service.config.data_dir)
-    store = admin.get("/v1/status")["store"]
-    history = store["backfill"]
-    assert history["state"] == "done"
-    # The window reaches back to the history's file (or an older one created in the same second).
-    assert history["from"] <= f"{first_file}:4"
-    assert history["bytes_read"] == history["bytes_total"] > 0
-    assert history["history_since_us"] == store["earliest_backtrack_time_us"] <= created * 1_000_000
-    assert "done, 100% of" in clioutput.backfill_text(history)
-    metrics = admin.get_text("/metrics")
-    assert metric(metrics, "auroratrack_backfill_reading") == 0
-    assert metric(metrics, "auroratrack_backfill_bytes_read") == history["bytes_total"]
-    assert metric(metrics, "auroratrack_backtrack_earliest_time_seconds") == store["earliest_backtrack_time_us"] / 1e6
+    config = ServeConfig(upstream=UpstreamCredentials("127.0.0.1", own_server.port, ADMIN_USER, ADMIN_PASSWORD),
+                         listen_port=0, admin_port=0, data_dir=tmp_path / "data", capture=True)
+    svc = BackgroundService(config).start()
+    try:
+        wait_captured(svc, own_server)
+        admin = AdminClient.from_data_dir(config.data_dir)
+        store = admin.get("/v1/status")["store"]
+        history = store["backfill"]
+        assert (history["state"], history["from"]) == ("done", f"{oldest}:4")
+        assert history["bytes_read"] == history["bytes_total"] > 0
+        assert history["history_since_us"] == store["earliest_backtrack_time_us"] == oldest_created * 1_000_000
+        assert "done, 100% of" in clioutput.backfill_text(history)
+        metrics = admin.get_text("/metrics")
+        assert metric(metrics, "auroratrack_backfill_reading") == 0
+        assert metric(metrics, "auroratrack_backfill_bytes_read") == history["bytes_total"]
+        assert metric(metrics, "auroratrack_backtrack_earliest_time_seconds") == oldest_created
 
-    record = backtrack(svc, moment)
-    assert record.status == "completed", record.error
-    assert fingerprint(mysql_server, database) == before
+        record = backtrack(svc, moment)
+        assert record.status == "completed", record.error
+        assert fingerprint(own_server, "bf_serve") == before
+    finally:
+        svc.stop()
 
 
 # What a session did before auroratrack ever ran, that the binlog cannot invert.
