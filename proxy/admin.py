@@ -40,6 +40,7 @@ from aiohttp import web
 from proxy import changes, metrics
 from proxy.adminclient import ADDRESS_FILE, TOKEN_FILE
 from proxy.backtrack import BacktrackRefused, BacktrackRequest
+from proxy.changelog import backfill
 from proxy.changelog.store import ChangeStore
 from proxy.timeparse import parse_target
 
@@ -321,6 +322,7 @@ def store_status(store_path: Path, target_window_s: float) -> dict[str, Any]:
         checkpoint = store.checkpoint()
         window_alert = store.get_meta("window_alert") == "1"
         gaps = len(store.gaps())
+        history = backfill.progress(store)
     finally:
         store.close()
     earliest = stats["earliest_backtrack_time_us"]
@@ -339,6 +341,7 @@ def store_status(store_path: Path, target_window_s: float) -> dict[str, Any]:
         "window_alert": window_alert,
         "checkpoint": f"{checkpoint.log_file}:{checkpoint.log_pos}" if checkpoint else None,
         "gaps": gaps,
+        "backfill": history and {**history, "reached_time": iso_utc(history["reached_time_us"])},
     }
 
 

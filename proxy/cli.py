@@ -103,13 +103,16 @@ def load_config_file(ctx: click.Context, param: click.Parameter, value: Path | N
               help="Replica server_id the changelog streamer uses [default: derived from --data-dir].")
 @click.option("--no-capture", is_flag=True, envvar="AURORATRACK_NO_CAPTURE",
               help="Run the proxy only, without the changelog (no backtracks possible).")
+@click.option("--backfill/--no-backfill", default=True, show_default=True, envvar="AURORATRACK_BACKFILL",
+              help="At the first start (empty store), capture the server's binlogs back to the "
+                   "window's start, so a backtrack can reach before auroratrack was started.")
 @click.option("--log-format", default="text", show_default=True, envvar="AURORATRACK_LOG_FORMAT",
               type=click.Choice(["text", "json"]), help="Log lines for people, or JSON for log shippers.")
 @click.option("--log-level", default="info", show_default=True, envvar="AURORATRACK_LOG_LEVEL",
               type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(upstream, user, password_file, listen, admin_listen, data_dir, hold_timeout, max_allowed_packet,
           backtrack_window, allow_long_window, max_store_bytes, streamer_server_id, no_capture,
-          log_format, log_level) -> None:
+          backfill, log_format, log_level) -> None:
     """Run the proxy, the changelog streamer and the admin API in front of the server.
 
     Every option can also be set with an environment variable named after it
@@ -133,7 +136,7 @@ def serve(upstream, user, password_file, listen, admin_listen, data_dir, hold_ti
         max_store_bytes=_parse_option(parse_size, max_store_bytes, "--max-store-bytes")
         if max_store_bytes else None,
         streamer_server_id=streamer_server_id, log_level=log_level.upper(), log_format=log_format,
-        admin_host=admin_host, admin_port=admin_port,
+        admin_host=admin_host, admin_port=admin_port, backfill=backfill,
     )
     data_dir.mkdir(parents=True, exist_ok=True)
     sys.exit(asyncio_run(_serve(config)))

@@ -127,6 +127,17 @@ def _add_store_rows(grid: Table, store: dict | None) -> None:
                                  f"({format_bytes(store['file_bytes'])} on disk), "
                                  f"{store['evicted_transactions']:,} evicted, {store['gaps']} gap(s)")
     grid.add_row("Checkpoint", store.get("checkpoint") or "-")
+    if store.get("backfill"):
+        grid.add_row("Backfill", backfill_text(store["backfill"]))
+
+
+def backfill_text(history: dict) -> str:
+    """The history read from before capture started: how far, and up to which commit."""
+    share = history["bytes_read"] / history["bytes_total"] if history["bytes_total"] else 1.0
+    text = (f"{history['state']}, {share:.0%} of {format_bytes(history['bytes_total'])}, at {history['position']}, "
+            f"read up to {utc_text(history.get('reached_time_us'))} UTC")
+    # The earliest backtrack time already counts the history; a backtrack catches up with it first.
+    return text + " (a backtrack waits until it is read)" if history["state"] == "reading" else text
 
 
 def streamer_text(streamer: dict | None) -> str:

@@ -15,6 +15,9 @@ Aurora's four Backtrack metrics under Prometheus names, plus the proxy's:
   auroratrack_queries_relayed_total, auroratrack_gate_open,
   auroratrack_backtracks{status}, auroratrack_backtrack_duration_seconds (histogram),
   auroratrack_held_tables, auroratrack_held_bytes (tables kept by held DROP/TRUNCATE).
+  auroratrack_backtrack_earliest_time_seconds (epoch seconds of the earliest backtrack time),
+  auroratrack_backfill_reading (gauge 0/1), auroratrack_backfill_bytes_read and
+  auroratrack_backfill_bytes_total (history in the server's binlogs; only after a backfill began).
 Everything is read at scrape time from the service's parts; nothing is kept twice.
 """
 
@@ -26,6 +29,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from proxy.changelog import backfill
 from proxy.changelog.store import ChangeStore
 from proxy.changelog.streamer import current_binlog_position
 
@@ -44,10 +48,11 @@ def store_numbers(store_path) -> dict[str, Any]:
         last_lsn = store.db.execute("SELECT MAX(last_lsn) FROM transactions").fetchone()[0]
         checkpoint = store.checkpoint()
         alert = store.get_meta("window_alert") == "1"
+        history = backfill.progress(store)
     finally:
         store.close()
     return {**stats, "created_total": last_lsn or 0, "creation_rate_per_s": recent / RATE_WINDOW_S,
-            "checkpoint": checkpoint, "window_alert": alert}
+            "checkpoint": checkpoint, "window_alert": alert, "backfill": history}
 
 
 def capture_lag(upstream, checkpoint, last_commit_time_us: int | None) -> dict[str, Any]:
@@ -150,6 +155,10 @@ class ServiceCollector:
                                 value=actual)
         yield GaugeMetricFamily("auroratrack_backtrack_window_alert", "1 when the actual window fell short.",
                                 value=1 if numbers["window_alert"] else 0)
+        if earliest:
+            yield GaugeMetricFamily("auroratrack_backtrack_earliest_time_seconds",
+                                    "The earliest backtrack time (epoch seconds).", value=earliest / 1e6)
+        yield from _backfill(numbers.get("backfill"))
         lag = self.numbers.get("lag") or {}
         if lag.get("bytes") is not None:
             yield GaugeMetricFamily("auroratrack_capture_lag_bytes", "Binlog bytes not yet captured.",
@@ -169,6 +178,17 @@ class ServiceCollector:
                    for b in DURATION_BUCKETS]
         yield HistogramMetricFamily("auroratrack_backtrack_duration_seconds", "Backtrack wall time.",
                                     buckets=buckets, sum_value=sum(durations))
+
+
+def _backfill(history: dict | None):
+    if not history:
+        return
+    yield GaugeMetricFamily("auroratrack_backfill_reading", "1 while history from before capture started is read.",
+                            value=1 if history["state"] == "reading" else 0)
+    yield GaugeMetricFamily("auroratrack_backfill_bytes_read", "Binlog bytes of history read by the backfill.",
+                            value=history["bytes_read"])
+    yield GaugeMetricFamily("auroratrack_backfill_bytes_total", "Binlog bytes of history the backfill reads.",
+                            value=history["bytes_total"])
 
 
 def gather(service: Any) -> dict[str, Any]:

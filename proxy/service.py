@@ -57,6 +57,7 @@ class ServeConfig:
     admin_port: int = 3308  # 0: pick a free port (serve writes the bound one to <data_dir>/admin.json)
     capture_restart_backoff_s: float = 1.0  # first wait before a stopped streamer is started again
     hold_ddl: bool | None = None  # hold DROP TABLE / TRUNCATE (proxy.ddlhold); None: when capturing
+    backfill: bool = True  # empty store: capture the server's binlogs within the window (backfill.py)
 
     @property
     def store_path(self) -> Path:
@@ -71,7 +72,7 @@ class ServeConfig:
             upstream=self.upstream, store_path=self.store_path,
             server_id=self.streamer_server_id or stable_server_id(self.store_path),
             window_s=self.backtrack_window_s, max_store_bytes=self.max_store_bytes,
-            status_path=self.streamer_status_path,
+            status_path=self.streamer_status_path, backfill=self.backfill,
         )
 
 

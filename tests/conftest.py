@@ -130,6 +130,7 @@ def _proxy_config(server: ServerHandle, tmp_path_factory: pytest.TempPathFactory
         data_dir=tmp_path_factory.mktemp("data") if "data_dir" not in overrides else None,
         capture=False,  # proxy tests; the changelog tests turn capture on
         admin_port=0,  # a free port: tests start many services
+        backfill=False,  # the session's server holds every test's binlog; test_backfill turns it on
     )
     settings.update(overrides)
     return ServeConfig(**settings)

@@ -130,7 +130,7 @@ class StreamerConfig:
     heartbeat_s: float = 1.0  # an idle server's sign of life; each also wakes the position clock
     status_path: Path | None = None
     retention_every_s: float = 1.0
-    backfill: bool = False  # first start: read the server's binlogs back to the window's start (backfill.py)
+    backfill: bool = False  # empty store: read the server's binlogs back to the window's start (backfill.py)
 
 
 @dataclass
@@ -734,6 +734,7 @@ class Streamer:
         self._last_retention = 0.0
         self._last_status = 0.0
         self._last_position_log = time.monotonic()
+        self._backfill_until: tuple[str, int] | None = None  # while history is read: where it ends
         self._wal_thread: threading.Thread | None = None
         self._wal_written = threading.Event()  # set when the store commits: a checkpoint is due
         self.store.on_commit = self._wal_written.set
@@ -749,6 +750,10 @@ class Streamer:
     def run(self) -> None:
         backoff = 0.1
         self._ensure_start_position()
+        history = backfill.progress(self.store)
+        if history is not None and history["state"] == "reading":
+            until_file, _, until_pos = history["until"].rpartition(":")
+            self._backfill_until = (until_file, int(until_pos))
         self.position_clock.start()
         # Opened here, before capture appends anything: opening a writable store trims the
         # segment files to their committed end, which must never race the writer's appends.
@@ -829,6 +834,8 @@ class Streamer:
                 log.info("retention: evicted %d transactions (%d bytes); earliest backtrack time now %s",
                          result.transactions, result.bytes, result.earliest_backtrack_time_us)
             self._check_window_alert()
+        if self._backfill_until is not None:
+            self._say_backfill_done()
         self._write_status()
         if now - self._last_position_log >= 60:
             self._last_position_log = now
@@ -837,6 +844,14 @@ class Streamer:
                      *(position or ("-", "-")), self.assembler.committed,
                      extra={"position": f"{position[0]}:{position[1]}" if position else None,
                             "committed": self.assembler.committed})
+
+    def _say_backfill_done(self) -> None:
+        position = self.assembler.position
+        if position is not None and position >= self._backfill_until:
+            self._backfill_until = None
+            history = backfill.progress(self.store)
+            log.info("backfill done: history from %s to %s read (%d binlog bytes); capture is live",
+                     history["from"], history["until"], history["bytes_total"])
 
     def _check_window_alert(self) -> None:
         if not self.config.window_s:
@@ -877,8 +892,11 @@ class Streamer:
         if self.store.checkpoint() is None:
             start = (backfill.start_position(self._control_conn(), self._connection_settings(), self.server_id,
                                              self.config.window_s) if self.config.backfill else None)
+            live = current_binlog_position(self._control_conn())
             if start is None:
-                start = backfill.BackfillStart(*current_binlog_position(self._control_conn()), now_us())
+                start = backfill.BackfillStart(*live, now_us())
+            elif (start.log_file, start.log_pos) < live:
+                backfill.record_plan(self.store, self._control_conn(), start, live)
             self.store.start_capture(start.log_file, start.log_pos, start.since_us)
             log.info("capture starts at %s:%d", start.log_file, start.log_pos)
 

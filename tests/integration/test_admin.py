@@ -30,7 +30,7 @@ SESSION_KEYS = {"total", "idle", "busy", "held", "connecting", "in_transaction"}
 STORE_KEYS = {"transactions", "change_records", "stored_bytes", "file_bytes", "evicted_transactions",
               "oldest_commit_time", "newest_commit_time", "earliest_backtrack_time",
               "earliest_backtrack_time_us", "target_window_s", "actual_window_s", "window_alert", "checkpoint",
-              "gaps"}
+              "gaps", "backfill"}
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 

@@ -1,16 +1,25 @@
 """Backfill against a real MariaDB: history written while no auroratrack ran is captured from the
-server's binlogs, and a backtrack reaches back into it exactly; a binlog purged before it could be
-read is recorded as a gap."""
+server's binlogs, and a backtrack reaches back into it exactly; ``serve --backfill`` shows its
+progress in status and /metrics; history that cannot be inverted (a session's statement-format
+DML) is a conflict; a binlog purged before it could be read is recorded as a gap."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from pathlib import Path
 
+import pytest
+
+from proxy import clioutput
+from proxy.adminclient import AdminClient
 from proxy.changelog import backfill
 from proxy.changelog.store import ChangeStore
 from proxy.changelog.streamer import current_binlog_position
+from proxy.sandbox import ADMIN_PASSWORD, ADMIN_USER
+from proxy.serveradmin import UpstreamCredentials
+from proxy.service import BackgroundService, ServeConfig
 from tests.integration.backtrack_support import backtrack, fingerprint, wait_captured
 from tests.integration.streamer_support import StreamerProcess, wait_caught_up
 
@@ -18,7 +27,9 @@ PROBE_SERVER_ID = 4242  # the non-blocking dump that reads a file's creation tim
 
 
 def settings_of(server) -> dict:
-    return {"host": server.host, "port": server.port, "user": server.user, "passwd": server.password}
+    """Replication settings for the session's server or a ``PrivateServer`` (own_server)."""
+    return {"host": getattr(server, "host", "127.0.0.1"), "port": server.port,
+            "user": getattr(server, "user", ADMIN_USER), "passwd": getattr(server, "password", ADMIN_PASSWORD)}
 
 
 def run(server, database: str | None, *statements: str) -> None:
@@ -62,6 +73,112 @@ def test_history_from_before_auroratrack_is_backtracked_exactly(make_proxy, mysq
     assert fingerprint(mysql_server, database) == before
 
 
+def first_file_of_history(server) -> tuple[str, float]:
+    """A new binlog file for the history a test writes, and how long a window reaches its start."""
+    with server.connect() as conn, conn.cursor() as cur:
+        cur.execute("FLUSH BINARY LOGS")
+        first_file, _ = current_binlog_position(conn)
+    created = backfill.file_created_s(settings_of(server), PROBE_SERVER_ID, first_file)
+    return first_file, created
+
+
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_serve_backfills_by_default_and_status_shows_it(own_server, tmp_path):
+    # A server of its own: serve reads all of it (the default 24 h window), nothing of other tests.
+    run(own_server, None, "CREATE DATABASE IF NOT EXISTS bf_serve")
+    run(own_server, "bf_serve", "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))",
+        "INSERT INTO t SELECT seq, CONCAT('v', seq) FROM seq_1_to_300")
+    time.sleep(1.1)  # catch-up commit times are whole seconds: keep the point off the changes' second
+    before = fingerprint(own_server, "bf_serve")
+    moment = dt.datetime.now(dt.UTC).isoformat()
+    time.sleep(1.1)
+    run(own_server, "bf_serve", "DELETE FROM t WHERE id > 100", "UPDATE t SET v = 'gone'")
+    with own_server.connect() as conn:
+        oldest = backfill.binary_logs(conn)[0]
+    oldest_created = backfill.file_created_s(settings_of(own_server), PROBE_SERVER_ID, oldest)
+
+    config = ServeConfig(upstream=UpstreamCredentials("127.0.0.1", own_server.port, ADMIN_USER, ADMIN_PASSWORD),
+                         listen_port=0, admin_port=0, data_dir=tmp_path / "data", capture=True)
+    svc = BackgroundService(config).start()
+    try:
+        wait_captured(svc, own_server)
+        admin = AdminClient.from_data_dir(config.data_dir)
+        store = admin.get("/v1/status")["store"]
+        history = store["backfill"]
+        assert (history["state"], history["from"]) == ("done", f"{oldest}:4")
+        assert history["bytes_read"] == history["bytes_total"] > 0
+        assert history["history_since_us"] == store["earliest_backtrack_time_us"] == oldest_created * 1_000_000
+        assert "done, 100% of" in clioutput.backfill_text(history)
+        metrics = admin.get_text("/metrics")
+        assert metric(metrics, "auroratrack_backfill_reading") == 0
+        assert metric(metrics, "auroratrack_backfill_bytes_read") == history["bytes_total"]
+        assert metric(metrics, "auroratrack_backtrack_earliest_time_seconds") == oldest_created
+
+        record = backtrack(svc, moment)
+        assert record.status == "completed", record.error
+        assert fingerprint(own_server, "bf_serve") == before
+    finally:
+        svc.stop()
+
+
+# What a session did before auroratrack ever ran, that the binlog cannot invert.
+UNINVERTIBLE_HISTORY = {
+    "statement": ("SET SESSION binlog_format = 'STATEMENT'", "UPDATE t SET v = v * 2 WHERE id <= 5"),
+    "partial_image": ("SET SESSION binlog_row_image = 'MINIMAL'", "UPDATE t SET v = v * 2 WHERE id <= 5"),
+    "ddl": ("ALTER TABLE t ADD COLUMN w INT NULL",),  # DDL that bypassed the proxy
+}
+
+
+@pytest.mark.parametrize("kind", sorted(UNINVERTIBLE_HISTORY))
+def test_history_that_cannot_be_inverted_is_a_conflict(kind, make_proxy, mysql_server, database, tmp_path):
+    _, created = first_file_of_history(mysql_server)
+    run(mysql_server, database, "CREATE TABLE t (id INT PRIMARY KEY, v INT)",
+        "INSERT INTO t SELECT seq, seq FROM seq_1_to_10")
+    time.sleep(1.1)
+    moment = dt.datetime.now(dt.UTC).isoformat()
+    time.sleep(1.1)
+    run(mysql_server, database, *UNINVERTIBLE_HISTORY[kind])
+    after = fingerprint(mysql_server, database)
+
+    svc = make_proxy(capture=True, data_dir=tmp_path / "data", backfill=True,
+                     backtrack_window_s=time.time() - created + 30)
+    wait_captured(svc, mysql_server)
+    record = backtrack(svc, moment)
+
+    assert record.status == "failed"
+    assert any(c["kind"] == kind and c["table"] == f"{database}.t" for c in record.conflicts), record.conflicts
+    assert fingerprint(mysql_server, database) == after  # nothing written
+
+
+def test_backfill_progress_follows_the_checkpoint(tmp_path: Path):
+    """``progress`` against a store alone: what a status shows while history is read."""
+    store = ChangeStore(tmp_path / "changes.db")
+    try:
+        store.start_capture("bin.000001", 4, 1_000_000)
+        store.set_meta(backfill.META_KEY, json.dumps({
+            "from": ["bin.000001", 4], "until": ["bin.000002", 504],
+            "files": [["bin.000001", 1004], ["bin.000002", 504]], "since_us": 1_000_000}))
+        started = backfill.progress(store)
+        assert (started["state"], started["bytes_read"], started["bytes_total"]) == ("reading", 0, 1504)
+        store.advance_checkpoint("bin.000002", 4)
+        reading = backfill.progress(store)
+        assert (reading["state"], reading["bytes_read"], reading["bytes_total"]) == ("reading", 1004, 1504)
+        assert reading["position"] == "bin.000002:4"
+        store.advance_checkpoint("bin.000002", 504)
+        line = clioutput.backfill_text(reading)
+        assert "reading, 67% of" in line and "backtrack waits" in line
+        assert backfill.progress(store)["state"] == "done"
+        assert backfill.progress(store)["bytes_read"] == 1504
+    finally:
+        store.close()
+
+
 def test_first_start_with_backfill_captures_the_servers_history(own_server, tmp_path: Path):
     run(own_server, None, "CREATE DATABASE IF NOT EXISTS bf_history")
     run(own_server, "bf_history", "CREATE TABLE t (id INT PRIMARY KEY, v INT)",
@@ -71,8 +188,12 @@ def test_first_start_with_backfill_captures_the_servers_history(own_server, tmp_
     streamer = StreamerProcess(own_server, store_path, "--backfill").start()
     try:
         wait_caught_up(own_server, store_path, process=streamer)
+        deadline = time.monotonic() + 10  # said at the next housekeeping (each second)
+        while "backfill done" not in streamer.log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
         streamer.stop()
+    assert "backfill done: history from" in streamer.log_path.read_text()
     store = ChangeStore(store_path, readonly=True)
     try:
         tables = {t for txn in store.transactions() for t in txn.tables}

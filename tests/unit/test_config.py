@@ -42,3 +42,18 @@ def test_json_log_lines_carry_extra_fields():
     record.position = "b.1:4"
     line = json.loads(JsonFormatter().format(record))
     assert line["message"] == "streamer at b.1:4" and line["position"] == "b.1:4" and line["level"] == "info"
+
+
+def test_backfill_is_on_unless_turned_off(monkeypatch, tmp_path):
+    import proxy.cli as cli
+
+    configs = []
+    monkeypatch.setattr(cli, "_serve", configs.append)
+    monkeypatch.setattr(cli, "asyncio_run", lambda _: 0)
+    base = ["serve", "--upstream", "h:1", "--user", "u", "--data-dir", str(tmp_path)]
+    runs = [(base, {}), ([*base, "--no-backfill"], {}), (base, {"AURORATRACK_BACKFILL": "false"})]
+    for args, env in runs:
+        result = CliRunner().invoke(main, args, env=env)
+        assert result.exit_code == 0, result.output
+    assert [config.backfill for config in configs] == [True, False, False]
+    assert configs[0].streamer_config().backfill is True
