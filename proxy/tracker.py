@@ -89,6 +89,10 @@ _COM_STMT_FETCH: Final = int(Command.COM_STMT_FETCH)
 _COM_STMT_EXECUTE: Final = int(Command.COM_STMT_EXECUTE)
 _COM_STATISTICS: Final = int(Command.COM_STATISTICS)
 _MAX_CHUNK: Final = int(MAX_CHUNK)
+# COM_STMT_EXECUTE's flags byte: CURSOR_TYPE_READ_ONLY | FOR_UPDATE | SCROLLABLE. The byte
+# ends at offset 10 of the packet (header included), which is read before it is forwarded.
+_CURSOR_TYPES: Final = 0x07
+_EXECUTE_FLAGS_END: Final = 10
 
 # Which state a command's response starts in; None = the command has no response.
 _RESPONSE_START: Final[dict[int, int | None]] = {
@@ -162,7 +166,8 @@ def _skip_length_encoded_integer(buf: bytes, pos: int) -> int:
 class PendingResponse:
     """One command waiting for (the rest of) its response."""
 
-    __slots__ = ("command", "state", "remaining", "next_seq", "new_database", "new_login")
+    __slots__ = ("command", "state", "remaining", "next_seq", "new_database", "new_login",
+                 "cursor")
 
     def __init__(self, command: int, state: int, next_seq: int):
         self.command = command
@@ -173,6 +178,8 @@ class PendingResponse:
         # COM_CHANGE_USER: (user, database) applied on its OK only; after an ERR the server
         # keeps the session as it was.
         self.new_login: tuple[str, str | None] | None = None
+        # COM_STMT_EXECUTE with a cursor flag: the server may open a cursor and send no rows.
+        self.cursor = False
 
 
 class SessionTracker:
@@ -396,9 +403,12 @@ class SessionTracker:
                 self._complete(entry)
             elif first == 0xFE:
                 flags = self._terminator_flags(buf, start, length)
-                # A cursor was opened: rows come later through COM_STMT_FETCH.
                 entry.state = S_ROWS
-                if flags & _CURSOR_EXISTS and entry.command == _COM_STMT_EXECUTE:
+                # A cursor was opened: rows come later through COM_STMT_FETCH. Only when the
+                # client asked for one, and never with more results to come: inside a CALL or
+                # a BEGIN NOT ATOMIC block, a cursor the stored program itself opened sets
+                # CURSOR_EXISTS on its result sets too, and their rows follow at once.
+                if entry.cursor and flags & _CURSOR_EXISTS and not flags & _MORE_RESULTS:
                     self._complete(entry)
             else:
                 raise ProtocolError(f"expected EOF after column definitions, got 0x{first:02x}")
@@ -642,6 +652,7 @@ class SessionTracker:
         if partial and (
             command in (_COM_INIT_DB, _COM_CHANGE_USER)
             or (command == _COM_QUERY and length <= 512)
+            or (command == _COM_STMT_EXECUTE and len(buf) - pos < _EXECUTE_FLAGS_END)
         ):
             return True
         is_use = command == _COM_QUERY and length <= 512 and starts_with_use(
@@ -651,7 +662,10 @@ class SessionTracker:
         if start_state != _NO_RESPONSE:
             self._owe(entry)
         self.commands_started += 1
-        if command == _COM_INIT_DB:
+        if command == _COM_STMT_EXECUTE:
+            # flags: command(1) statement_id(4) flags(1); any CURSOR_TYPE_* bit asks for one.
+            entry.cursor = length >= 6 and buf[pos + 9] & _CURSOR_TYPES != 0
+        elif command == _COM_INIT_DB:
             entry.new_database = bytes(buf[pos + 5 : pos + 4 + length]).decode("utf-8", "replace")
         elif is_use:
             entry.new_database = parse_use_statement(buf[pos + 5 : pos + 4 + length])
