@@ -10,8 +10,10 @@ Why asyncio Protocols and not streams: a ``StreamReader`` relay costs a coroutin
 buffer copy per read on each side; callbacks write the received ``bytes`` object straight to the
 other transport. On this 2-core machine that difference is most of the gap to haproxy.
 
-Failure rules: a ``ProtocolError`` or a lost peer ends that one session (with an ERR packet to
-the client when it is waiting at a packet boundary); the listener and other sessions go on.
+Failure rules: a ``ProtocolError`` or a lost peer ends that one session; the listener and other
+sessions go on. A ``ProtocolError`` is told to the client with an ERR packet when it is waiting
+at a packet boundary; a server that closes its side is mirrored by closing the client's side,
+with nothing added (see ``server_lost``).
 """
 
 from __future__ import annotations
@@ -158,12 +160,18 @@ class ClientSession(asyncio.Protocol):
             self.gate.notify_idle()
 
     def server_lost(self) -> None:
+        """The server closed its side: close the client's too, and add nothing.
+
+        A killed connection (``KILL`` of a session in ``LOCK TABLE ...; ALTER TABLE``) is closed
+        by the server without a word; the client's own library then reports its lost-connection
+        error (CR_SERVER_LOST, 2013), exactly as when it is connected directly. An ERR made up
+        here could not say the same: 2013 is a client-side error number, and MariaDB
+        Connector/C rejects an ERR packet carrying one as "Received malformed packet"."""
         if self.closed:
             return
-        seq = self.tracker.expected_server_seq
-        if seq is not None:
-            self._send_err(seq, wire.CR_SERVER_LOST, "HY000",
-                           "auroratrack: lost connection to the server during the query")
+        if self.tracker.busy:
+            log.info("session %d (%s): the server closed the connection during a command",
+                     self.session_id, self.peer)
         self.close()
 
     # -- the gate ---------------------------------------------------------------------------------------
