@@ -43,7 +43,7 @@ def wait_running(mysql_server, connection_id: int, prefix: str, timeout: float =
 def killed_during_alter_raw(target, mysql_server, database: str) -> str:
     """What a raw client reads after its ALTER TABLE under LOCK TABLE is killed."""
     mysql_server.query("CREATE OR REPLACE TABLE k (a INT) ENGINE=InnoDB", database=database)
-    mysql_server.query("INSERT INTO k SELECT seq FROM seq_1_to_200000", database=database)
+    mysql_server.query("INSERT INTO k SELECT seq FROM seq_1_to_1000000", database=database)
     with raw_login(target, mysql_server, database) as conn:
         conn.query("LOCK TABLE k WRITE")
         conn.send_command(raw.COM_QUERY, b"ALTER TABLE k ADD COLUMN b INT, FORCE")
@@ -68,7 +68,7 @@ def test_killed_alter_under_lock_tables_raw(proxy, mysql_server, database):
 KILLED_ALTER = """
 import threading
 conn.cursor().execute("CREATE OR REPLACE TABLE k (a INT) ENGINE=InnoDB")
-conn.cursor().execute("INSERT INTO k SELECT seq FROM seq_1_to_200000")
+conn.cursor().execute("INSERT INTO k SELECT seq FROM seq_1_to_1000000")
 conn.cursor().execute("LOCK TABLE k WRITE")
 outcome = {}
 def alter():
