@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from proxy import wire
 from proxy.gate import BACKTRACKING_ERRNO, BACKTRACKING_SQLSTATE, Gate, backtracking_message
-from proxy.tracker import SessionTracker
+from proxy.tracker import STREAM, SessionTracker
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class SessionInfo:
 
     session_id: int
     client: str
-    state: str  # "idle" / "busy" / "held" / "connecting"
+    state: str  # "idle" / "busy" / "held" / "connecting" / "streaming" (a replication stream)
     in_transaction: bool
     server_connection_id: int | None
     user: str
@@ -78,6 +78,8 @@ class ClientSession(asyncio.Protocol):
             state = "connecting"
         elif tracker.held_by_gate:
             state = "held"
+        elif tracker.phase == STREAM:
+            state = "streaming"
         else:
             state = "busy" if tracker.busy else "idle"
         return SessionInfo(self.session_id, self.peer, state, tracker.in_transaction,

@@ -62,6 +62,11 @@ HANDSHAKE: Final = "handshake"  # waiting for the server's initial handshake
 AUTH: Final = "auth"  # authentication exchange (also after COM_CHANGE_USER)
 COMMAND: Final = "command"
 CLOSING: Final = "closing"  # the server sent a final ERR; nothing more is expected
+# A replication stream (COM_BINLOG_DUMP, COM_BINLOG_DUMP_GTID): from the command on, both
+# directions are relayed as plain bytes, unread, until either side closes. The server sends
+# events for as long as the client stays (a replica, ``mariadb-binlog --stop-never``); the
+# session never returns to commands, so there is nothing left to track.
+STREAM: Final = "stream"
 
 # Response parsing states. A command's response is a small program over these states.
 S_FIRST: Final = 0  # first packet of a result: OK | ERR | LOCAL INFILE | column count
@@ -107,26 +112,29 @@ _RESPONSE_START: Final[dict[int, int | None]] = {
     int(Command.COM_STMT_CLOSE): None,
     int(Command.COM_QUIT): None,
 }
-# Commands that would turn the connection into something else (a replication stream, a
-# clone); the relay cannot follow them, so they end the session with an ERR.
+# Commands that turn the session into a replication stream (phase STREAM).
+_STREAM_COMMANDS: Final = frozenset(
+    int(c) for c in (Command.COM_BINLOG_DUMP, Command.COM_BINLOG_DUMP_GTID))
+# Commands that would turn the connection into something the relay cannot follow (MySQL's
+# clone protocol, long-gone internals); they end the session with an ERR.
 _REFUSED_COMMANDS: Final = frozenset(int(c) for c in
     {
-        Command.COM_BINLOG_DUMP,
-        Command.COM_BINLOG_DUMP_GTID,
         Command.COM_TABLE_DUMP,
-        Command.COM_REGISTER_SLAVE,
         Command.COM_CONNECT_OUT,
         Command.COM_CLONE,
         Command.COM_STMT_BULK_EXECUTE,
     }
 )
-# The two tables above as one byte per command byte, read on every command: indexing bytes
+# The tables above as one byte per command byte, read on every command: indexing bytes
 # is one C call where a dict or frozenset lookup hashes a boxed int.
+_STREAM_START: Final = 0xFD
 _NO_RESPONSE: Final = 0xFE
 _REFUSED: Final = 0xFF
 
 
 def _command_entry(command: int) -> int:
+    if command in _STREAM_COMMANDS:
+        return _STREAM_START
     if command in _REFUSED_COMMANDS:
         return _REFUSED
     start = _RESPONSE_START.get(command, S_SINGLE)
@@ -232,7 +240,12 @@ class SessionTracker:
 
         The response is complete only once the last byte of its last packet has arrived: the
         packet that ends it is recognised by its first byte, and the rest may still be on the
-        way (``_s_skip``, ``_s_buf``, ``_s_cont``)."""
+        way (``_s_skip``, ``_s_buf``, ``_s_cont``).
+
+        A replication stream is never busy: it runs no statement, and it would never end; a
+        backtrack's drain does not wait for it (its ``drop_all`` closes it like any other)."""
+        if self.phase == STREAM:
+            return False
         return bool(
             self._head is not None or self._c_infile or self._c_skip or self._c_cont
             or (self._c_buf and not self.held_by_gate)
@@ -246,7 +259,7 @@ class SessionTracker:
         a LOCAL INFILE upload it may be the client's turn: it reads only after sending its own
         packet, then rejects the ERR's sequence id, so a plain lost connection is the answer."""
         head = self._head
-        if (head is not None and self.phase != AUTH and not self._c_infile
+        if (head is not None and self.phase != AUTH and self.phase != STREAM and not self._c_infile
                 and not self._s_skip and not self._s_cont and not self._s_buf):
             return head.next_seq
         return None
@@ -255,8 +268,11 @@ class SessionTracker:
     def feed_server(self, data: bytes) -> bytes:
         """Scan bytes from the server; returns the bytes to send to the client (normally
         ``data`` itself; the initial handshake comes back with capabilities masked)."""
-        if self.phase == HANDSHAKE:
+        phase = self.phase
+        if phase == HANDSHAKE:
             return self._feed_server_handshake(data)
+        if phase == STREAM:
+            return data
         pos = 0
         n = len(data)
         skip = self._s_skip
@@ -562,8 +578,11 @@ class SessionTracker:
 
         Anything not returned is kept: the start of a packet not yet decidable, or a command held
         because ``may_start_command()`` said no (then ``held_by_gate`` is set)."""
-        if self.phase == HANDSHAKE:
+        phase = self.phase
+        if phase == HANDSHAKE:
             raise ProtocolError("client spoke before the server's handshake")
+        if phase == STREAM:
+            return data
         buf = self._c_buf + data if self._c_buf else data
         self._c_buf = b""
         n = len(buf)
@@ -608,6 +627,8 @@ class SessionTracker:
                 self._c_skip = end - n
                 return buf
             pos = end
+            if self.phase == STREAM:  # what follows a dump command is relayed unread
+                return buf
         return buf
 
     def release(self) -> bytes:
@@ -658,6 +679,9 @@ class SessionTracker:
         is_use = command == _COM_QUERY and length <= 512 and starts_with_use(
             buf, pos + 5, length - 1
         )
+        if start_state == _STREAM_START:
+            self._start_stream()
+            return False
         entry = PendingResponse(command, S_SINGLE if start_state == _NO_RESPONSE else start_state, 1)
         if start_state != _NO_RESPONSE:
             self._owe(entry)
@@ -676,6 +700,19 @@ class SessionTracker:
             self.phase = AUTH
         self._c_cont = entry if length == _MAX_CHUNK else None
         return False
+
+    def _start_stream(self) -> None:
+        """COM_BINLOG_DUMP(_GTID): the rest of the session is a plain byte stream. Responses
+        still owed to earlier (pipelined) commands come first in it and are relayed unread."""
+        self.phase = STREAM
+        self.commands_started += 1
+        self._head = None
+        self._queued = []
+        self._c_cont = None
+        self._c_infile = None
+        self._s_buf = b""
+        self._s_skip = 0
+        self._s_cont = False
 
     def _client_follow_up(self, entry: PendingResponse, length: int, seq: int) -> None:
         """A continuation chunk, or a LOCAL INFILE data packet."""
