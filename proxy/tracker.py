@@ -87,6 +87,8 @@ _IN_TRANS: Final = int(ServerStatus.SERVER_STATUS_IN_TRANS)
 _MORE_RESULTS: Final = int(ServerStatus.SERVER_MORE_RESULTS_EXISTS)
 _CURSOR_EXISTS: Final = int(ServerStatus.SERVER_STATUS_CURSOR_EXISTS)
 _DEPRECATE_EOF: Final = int(Capability.CLIENT_DEPRECATE_EOF)
+_PROGRESS: Final = int(Capability.MARIADB_CLIENT_PROGRESS)
+_CACHE_METADATA: Final = int(Capability.MARIADB_CLIENT_CACHE_METADATA)
 _COM_QUERY: Final = int(Command.COM_QUERY)
 _COM_INIT_DB: Final = int(Command.COM_INIT_DB)
 _COM_CHANGE_USER: Final = int(Command.COM_CHANGE_USER)
@@ -103,6 +105,7 @@ _EXECUTE_FLAGS_END: Final = 10
 _RESPONSE_START: Final[dict[int, int | None]] = {
     int(Command.COM_QUERY): S_FIRST,
     int(Command.COM_STMT_EXECUTE): S_FIRST,
+    int(Command.COM_STMT_BULK_EXECUTE): S_FIRST,  # OK, or a result set (RETURNING, unit results)
     int(Command.COM_STMT_PREPARE): S_PREPARE,
     int(Command.COM_STMT_FETCH): S_ROWS,
     int(Command.COM_FIELD_LIST): S_FIELDS,
@@ -122,7 +125,6 @@ _REFUSED_COMMANDS: Final = frozenset(int(c) for c in
         Command.COM_TABLE_DUMP,
         Command.COM_CONNECT_OUT,
         Command.COM_CLONE,
-        Command.COM_STMT_BULK_EXECUTE,
     }
 )
 # The tables above as one byte per command byte, read on every command: indexing bytes
@@ -151,6 +153,14 @@ def _ends_response(entry: PendingResponse, first: int, length: int) -> bool:
     if state in (S_ROWS, S_FIELDS):
         return (first == 0xFE or first == 0xFF) and length < _MAX_CHUNK
     return state == S_SKIP and entry.remaining == 1
+
+
+def _is_progress_report(buf: bytes, start: int, length: int) -> bool:
+    """MARIADB_CLIENT_PROGRESS: a progress report is ERR-shaped (0xFF) with error code 0xFFFF,
+    then 1, stage, max_stage, progress (3 bytes), a lenenc status string. The server sends any
+    number of them before a long command's answer (ALTER TABLE, LOAD DATA, ...); each takes a
+    sequence id; none ends the response."""
+    return length >= 3 and buf[start + 1] == 0xFF and buf[start + 2] == 0xFF
 
 
 def _skip_length_encoded_integer(buf: bytes, pos: int) -> int:
@@ -203,6 +213,8 @@ class SessionTracker:
         self.database: str | None = None
         self.capabilities = 0  # effective: what the client asked for of what we advertised
         self.deprecate_eof = False
+        self.progress_reports = False  # MARIADB_CLIENT_PROGRESS: see _server_packet
+        self.cache_metadata = False  # MARIADB_CLIENT_CACHE_METADATA: see _first_result_packet
         # Responses owed: the oldest in ``_head``, any later ones (pipelining clients) queued
         # behind it. Not a deque: compiled by mypyc, every test and read of a deque goes
         # through the generic object protocol, and a list shrinks and regrows its storage for
@@ -393,6 +405,8 @@ class SessionTracker:
         """Advance ``entry`` by one server packet whose payload starts at ``buf[start]``."""
         state = entry.state
         first = buf[start]
+        if first == 0xFF and self.progress_reports and _is_progress_report(buf, start, length):
+            return  # the response goes on; the report took a sequence id, nothing else
         if state == S_ROWS:
             if first == 0xFE and length < _MAX_CHUNK:
                 flags = self._terminator_flags(buf, start, length)
@@ -480,6 +494,15 @@ class SessionTracker:
                 raise ProtocolError("column count cut short")
             if not count:
                 raise ProtocolError("result set with no columns")
+            if self.cache_metadata:
+                # MARIADB_CLIENT_CACHE_METADATA: a "metadata follows" byte after the count; 0
+                # when the client has the column definitions of this prepared statement
+                # already: none are sent (the EOF after them still is, without DEPRECATE_EOF).
+                if end >= start + length:
+                    raise ProtocolError("metadata-follows flag missing")
+                if not buf[end]:
+                    entry.state = S_ROWS if self.deprecate_eof else S_COLEOF
+                    return
             entry.remaining = count
             entry.state = S_COLDEFS
 
@@ -761,6 +784,8 @@ class SessionTracker:
                 )
             self.capabilities = response.capabilities & self._server_capabilities
             self.deprecate_eof = bool(self.capabilities & _DEPRECATE_EOF)
+            self.progress_reports = bool(self.capabilities & _PROGRESS)
+            self.cache_metadata = bool(self.capabilities & _CACHE_METADATA)
             self.user = response.user
             self.database = response.database
             masked = mask_handshake_response(payload)
