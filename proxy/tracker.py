@@ -19,6 +19,18 @@ Direction rules:
     held: the client does not wait for them, so an ERR sent in their place after the hold
     timeout would be read as the answer to the client's next command.
 
+What the session's capabilities change (MariaDB's extended ones are relayed, not masked):
+  * MARIADB_CLIENT_PROGRESS: ERR-shaped progress reports (error code 0xFFFF) may come before a
+    command's answer, any number of them; each takes a sequence id, none ends the response.
+  * MARIADB_CLIENT_CACHE_METADATA: every column count is followed by a metadata-follows byte;
+    when it is 0 the column definitions are skipped (the client has them from the prepare).
+  * MARIADB_CLIENT_STMT_BULK_OPERATIONS: COM_STMT_BULK_EXECUTE is answered like
+    COM_STMT_EXECUTE (OK, ERR, or a result set for RETURNING and unit results).
+COM_STMT_EXECUTE with a cursor flag: the response ends after the column definitions when the
+server opened a cursor (CURSOR_EXISTS without MORE_RESULTS_EXISTS); rows then come through
+COM_STMT_FETCH. COM_BINLOG_DUMP(_GTID) turns the session into phase STREAM: a plain byte
+stream both ways, unread, until either side closes.
+
 Hot path: no SQL is parsed. The only look inside a query is a cheap check whether it starts
 with ``USE`` (to keep the current database without asking the server). This module is also
 compiled with mypyc when the package is built (see ``setup.py`` and ``_load_native`` at the
