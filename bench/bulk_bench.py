@@ -29,7 +29,7 @@ for path in (REPO, REPO / "bench"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from proxy_bench import CLK_TCK, Lab  # noqa: E402
+from proxy_bench import Lab, read_processes, tree_cpu_seconds  # noqa: E402
 
 from proxy.sandbox import ADMIN_PASSWORD, ADMIN_USER  # noqa: E402
 
@@ -52,8 +52,8 @@ print(json.dumps({"seconds": elapsed, "rows": count, "sum": int(total)}))
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    """CPU seconds of ``pid`` and its children so far (all threads)."""
+    return tree_cpu_seconds(read_processes(), pid)
 
 
 def one_run(port: int, rows: int) -> dict:
