@@ -56,7 +56,7 @@ def test_mariadb_binlog_prints_the_same_through_the_proxy(proxy, mysql_server, d
             outputs[name, flags] = run.stdout
     for flags in ((), ("--verbose", "--base64-output=DECODE-ROWS")):
         assert outputs["proxy", flags] == outputs["direct", flags]
-    decoded = outputs["proxy", ("--verbose", "--base64-output=DECODE-ROWS")].decode()
+    decoded = outputs["proxy", ("--verbose", "--base64-output=DECODE-ROWS")].decode("utf-8", "replace")
     assert f"INSERT INTO `{database}`.`r`" in decoded and "'changed'" in decoded
     assert not [s for s in session_infos(proxy) if s.state == "streaming"]
 
