@@ -172,7 +172,8 @@ def _is_progress_report(buf: bytes, start: int, length: int) -> bool:
     then 1, stage, max_stage, progress (3 bytes), a lenenc status string. The server sends any
     number of them before a long command's answer (ALTER TABLE, LOAD DATA, ...); each takes a
     sequence id; none ends the response."""
-    return length >= 3 and buf[start + 1] == 0xFF and buf[start + 2] == 0xFF
+    return (length >= 3 and start + 2 < len(buf)  # a partial packet in a streaming state
+            and buf[start + 1] == 0xFF and buf[start + 2] == 0xFF)
 
 
 def _skip_length_encoded_integer(buf: bytes, pos: int) -> int:

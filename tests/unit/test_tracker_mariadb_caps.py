@@ -172,3 +172,12 @@ def test_bulk_insert_returning_answers_a_result_set():
 def test_bulk_command_is_no_longer_refused():
     tracker = login(STMT_BULK)
     assert tracker.feed_client(packet(BULK, 0)) == packet(BULK, 0)
+
+
+def test_partial_ff_packet_among_column_definitions_is_no_crash():
+    """A malformed server packet that starts 0xFF where a column definition belongs, cut after
+    its first byte: the progress check must not read past the bytes that have arrived."""
+    tracker = login(PROGRESS)
+    tracker.feed_client(packet(b"\x03SELECT 1, 2", 0))
+    tracker.feed_server(packet(b"\x02", 1) + b"\x10\x00\x00\x02\xff")  # 16 bytes announced, 1 sent
+    assert tracker.busy
