@@ -15,8 +15,10 @@ Why asyncio Protocols and not streams: a ``StreamReader`` relay costs a coroutin
 buffer copy per read on each side; callbacks write the received ``bytes`` object straight to the
 other transport. On this 2-core machine that difference is most of the gap to haproxy.
 
-Failure rules: a ``ProtocolError`` or a lost peer ends that one session (with an ERR packet to
-the client when it is waiting at a packet boundary); the listener and other sessions go on.
+Failure rules: a ``ProtocolError`` or a lost peer ends that one session; the listener and other
+sessions go on. A ``ProtocolError`` is told to the client with an ERR packet when it is waiting
+at a packet boundary; a server that closes its side is mirrored by closing the client's side,
+with nothing added (see ``server_lost``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from proxy import wire
 from proxy.compression import CompressedSession
 from proxy.ddlhold import FIRST_BYTES as DDL_FIRST_BYTES
 from proxy.gate import BACKTRACKING_ERRNO, BACKTRACKING_SQLSTATE, Gate, backtracking_message
-from proxy.tracker import AUTH, HANDSHAKE, SessionTracker
+from proxy.tracker import AUTH, HANDSHAKE, STREAM, SessionTracker
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ class SessionInfo:
 
     session_id: int
     client: str
-    state: str  # "idle" / "busy" / "held" / "connecting"
+    state: str  # "idle" / "busy" / "held" / "connecting" / "streaming" (a replication stream)
     in_transaction: bool
     server_connection_id: int | None
     user: str
@@ -87,6 +89,8 @@ class ClientSession(asyncio.Protocol):
             state = "connecting"
         elif tracker.held_by_gate:
             state = "held"
+        elif tracker.phase == STREAM:
+            state = "streaming"
         else:
             state = "busy" if tracker.busy else "idle"
         return SessionInfo(self.session_id, self.peer, state, tracker.in_transaction,
@@ -177,12 +181,18 @@ class ClientSession(asyncio.Protocol):
             self.gate.notify_idle()
 
     def server_lost(self) -> None:
+        """The server closed its side: close the client's too, and add nothing.
+
+        A killed connection (``KILL`` of a session in ``LOCK TABLE ...; ALTER TABLE``) is closed
+        by the server without a word; the client's own library then reports its lost-connection
+        error (CR_SERVER_LOST, 2013), exactly as when it is connected directly. An ERR made up
+        here could not say the same: 2013 is a client-side error number, and MariaDB
+        Connector/C rejects an ERR packet carrying one as "Received malformed packet"."""
         if self.closed:
             return
-        seq = self.tracker.expected_server_seq
-        if seq is not None:
-            self._send_err(seq, wire.CR_SERVER_LOST, "HY000",
-                           "auroratrack: lost connection to the server during the query")
+        if self.tracker.busy:
+            log.info("session %d (%s): the server closed the connection during a command",
+                     self.session_id, self.peer)
         self.close()
 
     # -- a held DDL statement (proxy.ddlhold) --------------------------------------------------------------

@@ -19,6 +19,18 @@ Direction rules:
     held: the client does not wait for them, so an ERR sent in their place after the hold
     timeout would be read as the answer to the client's next command.
 
+What the session's capabilities change (MariaDB's extended ones are relayed, not masked):
+  * MARIADB_CLIENT_PROGRESS: ERR-shaped progress reports (error code 0xFFFF) may come before a
+    command's answer, any number of them; each takes a sequence id, none ends the response.
+  * MARIADB_CLIENT_CACHE_METADATA: every column count is followed by a metadata-follows byte;
+    when it is 0 the column definitions are skipped (the client has them from the prepare).
+  * MARIADB_CLIENT_STMT_BULK_OPERATIONS: COM_STMT_BULK_EXECUTE is answered like
+    COM_STMT_EXECUTE (OK, ERR, or a result set for RETURNING and unit results).
+COM_STMT_EXECUTE with a cursor flag: the response ends after the column definitions when the
+server opened a cursor (CURSOR_EXISTS without MORE_RESULTS_EXISTS); rows then come through
+COM_STMT_FETCH. COM_BINLOG_DUMP(_GTID) turns the session into phase STREAM: a plain byte
+stream both ways, unread, until either side closes.
+
 Hot path: no SQL is parsed. The only look inside a query is a cheap check whether it starts
 with ``USE`` (to keep the current database without asking the server). This module is also
 compiled with mypyc when the package is built (see ``setup.py`` and ``_load_native`` at the
@@ -62,6 +74,11 @@ HANDSHAKE: Final = "handshake"  # waiting for the server's initial handshake
 AUTH: Final = "auth"  # authentication exchange (also after COM_CHANGE_USER)
 COMMAND: Final = "command"
 CLOSING: Final = "closing"  # the server sent a final ERR; nothing more is expected
+# A replication stream (COM_BINLOG_DUMP, COM_BINLOG_DUMP_GTID): from the command on, both
+# directions are relayed as plain bytes, unread, until either side closes. The server sends
+# events for as long as the client stays (a replica, ``mariadb-binlog --stop-never``); the
+# session never returns to commands, so there is nothing left to track.
+STREAM: Final = "stream"
 
 # Response parsing states. A command's response is a small program over these states.
 S_FIRST: Final = 0  # first packet of a result: OK | ERR | LOCAL INFILE | column count
@@ -82,6 +99,8 @@ _IN_TRANS: Final = int(ServerStatus.SERVER_STATUS_IN_TRANS)
 _MORE_RESULTS: Final = int(ServerStatus.SERVER_MORE_RESULTS_EXISTS)
 _CURSOR_EXISTS: Final = int(ServerStatus.SERVER_STATUS_CURSOR_EXISTS)
 _DEPRECATE_EOF: Final = int(Capability.CLIENT_DEPRECATE_EOF)
+_PROGRESS: Final = int(Capability.MARIADB_CLIENT_PROGRESS)
+_CACHE_METADATA: Final = int(Capability.MARIADB_CLIENT_CACHE_METADATA)
 _COM_QUERY: Final = int(Command.COM_QUERY)
 _COM_INIT_DB: Final = int(Command.COM_INIT_DB)
 _COM_CHANGE_USER: Final = int(Command.COM_CHANGE_USER)
@@ -89,11 +108,16 @@ _COM_STMT_FETCH: Final = int(Command.COM_STMT_FETCH)
 _COM_STMT_EXECUTE: Final = int(Command.COM_STMT_EXECUTE)
 _COM_STATISTICS: Final = int(Command.COM_STATISTICS)
 _MAX_CHUNK: Final = int(MAX_CHUNK)
+# COM_STMT_EXECUTE's flags byte: CURSOR_TYPE_READ_ONLY | FOR_UPDATE | SCROLLABLE. The byte
+# ends at offset 10 of the packet (header included), which is read before it is forwarded.
+_CURSOR_TYPES: Final = 0x07
+_EXECUTE_FLAGS_END: Final = 10
 
 # Which state a command's response starts in; None = the command has no response.
 _RESPONSE_START: Final[dict[int, int | None]] = {
     int(Command.COM_QUERY): S_FIRST,
     int(Command.COM_STMT_EXECUTE): S_FIRST,
+    int(Command.COM_STMT_BULK_EXECUTE): S_FIRST,  # OK, or a result set (RETURNING, unit results)
     int(Command.COM_STMT_PREPARE): S_PREPARE,
     int(Command.COM_STMT_FETCH): S_ROWS,
     int(Command.COM_FIELD_LIST): S_FIELDS,
@@ -103,26 +127,28 @@ _RESPONSE_START: Final[dict[int, int | None]] = {
     int(Command.COM_STMT_CLOSE): None,
     int(Command.COM_QUIT): None,
 }
-# Commands that would turn the connection into something else (a replication stream, a
-# clone); the relay cannot follow them, so they end the session with an ERR.
+# Commands that turn the session into a replication stream (phase STREAM).
+_STREAM_COMMANDS: Final = frozenset(
+    int(c) for c in (Command.COM_BINLOG_DUMP, Command.COM_BINLOG_DUMP_GTID))
+# Commands that would turn the connection into something the relay cannot follow (MySQL's
+# clone protocol, long-gone internals); they end the session with an ERR.
 _REFUSED_COMMANDS: Final = frozenset(int(c) for c in
     {
-        Command.COM_BINLOG_DUMP,
-        Command.COM_BINLOG_DUMP_GTID,
         Command.COM_TABLE_DUMP,
-        Command.COM_REGISTER_SLAVE,
         Command.COM_CONNECT_OUT,
         Command.COM_CLONE,
-        Command.COM_STMT_BULK_EXECUTE,
     }
 )
-# The two tables above as one byte per command byte, read on every command: indexing bytes
+# The tables above as one byte per command byte, read on every command: indexing bytes
 # is one C call where a dict or frozenset lookup hashes a boxed int.
+_STREAM_START: Final = 0xFD
 _NO_RESPONSE: Final = 0xFE
 _REFUSED: Final = 0xFF
 
 
 def _command_entry(command: int) -> int:
+    if command in _STREAM_COMMANDS:
+        return _STREAM_START
     if command in _REFUSED_COMMANDS:
         return _REFUSED
     start = _RESPONSE_START.get(command, S_SINGLE)
@@ -139,6 +165,15 @@ def _ends_response(entry: PendingResponse, first: int, length: int) -> bool:
     if state in (S_ROWS, S_FIELDS):
         return (first == 0xFE or first == 0xFF) and length < _MAX_CHUNK
     return state == S_SKIP and entry.remaining == 1
+
+
+def _is_progress_report(buf: bytes, start: int, length: int) -> bool:
+    """MARIADB_CLIENT_PROGRESS: a progress report is ERR-shaped (0xFF) with error code 0xFFFF,
+    then 1, stage, max_stage, progress (3 bytes), a lenenc status string. The server sends any
+    number of them before a long command's answer (ALTER TABLE, LOAD DATA, ...); each takes a
+    sequence id; none ends the response."""
+    return (length >= 3 and start + 2 < len(buf)  # a partial packet in a streaming state
+            and buf[start + 1] == 0xFF and buf[start + 2] == 0xFF)
 
 
 def _skip_length_encoded_integer(buf: bytes, pos: int) -> int:
@@ -162,7 +197,8 @@ def _skip_length_encoded_integer(buf: bytes, pos: int) -> int:
 class PendingResponse:
     """One command waiting for (the rest of) its response."""
 
-    __slots__ = ("command", "state", "remaining", "next_seq", "new_database", "new_login")
+    __slots__ = ("command", "state", "remaining", "next_seq", "new_database", "new_login",
+                 "cursor")
 
     def __init__(self, command: int, state: int, next_seq: int):
         self.command = command
@@ -173,6 +209,8 @@ class PendingResponse:
         # COM_CHANGE_USER: (user, database) applied on its OK only; after an ERR the server
         # keeps the session as it was.
         self.new_login: tuple[str, str | None] | None = None
+        # COM_STMT_EXECUTE with a cursor flag: the server may open a cursor and send no rows.
+        self.cursor = False
 
 
 class SessionTracker:
@@ -188,6 +226,8 @@ class SessionTracker:
         self.database: str | None = None
         self.capabilities = 0  # effective: what the client asked for of what we advertised
         self.deprecate_eof = False
+        self.progress_reports = False  # MARIADB_CLIENT_PROGRESS: see _server_packet
+        self.cache_metadata = False  # MARIADB_CLIENT_CACHE_METADATA: see _first_result_packet
         # Responses owed: the oldest in ``_head``, any later ones (pipelining clients) queued
         # behind it. Not a deque: compiled by mypyc, every test and read of a deque goes
         # through the generic object protocol, and a list shrinks and regrows its storage for
@@ -229,7 +269,12 @@ class SessionTracker:
 
         The response is complete only once the last byte of its last packet has arrived: the
         packet that ends it is recognised by its first byte, and the rest may still be on the
-        way (``_s_skip``, ``_s_buf``, ``_s_cont``)."""
+        way (``_s_skip``, ``_s_buf``, ``_s_cont``).
+
+        A replication stream is never busy: it runs no statement, and it would never end; a
+        backtrack's drain does not wait for it (its ``drop_all`` closes it like any other)."""
+        if self.phase == STREAM:
+            return False
         return bool(
             self._head is not None or self._c_infile or self._c_skip or self._c_cont
             or (self._c_buf and not self.held_by_gate)
@@ -243,7 +288,7 @@ class SessionTracker:
         a LOCAL INFILE upload it may be the client's turn: it reads only after sending its own
         packet, then rejects the ERR's sequence id, so a plain lost connection is the answer."""
         head = self._head
-        if (head is not None and self.phase != AUTH and not self._c_infile
+        if (head is not None and self.phase != AUTH and self.phase != STREAM and not self._c_infile
                 and not self._s_skip and not self._s_cont and not self._s_buf):
             return head.next_seq
         return None
@@ -252,8 +297,11 @@ class SessionTracker:
     def feed_server(self, data: bytes) -> bytes:
         """Scan bytes from the server; returns the bytes to send to the client (normally
         ``data`` itself; the initial handshake comes back with capabilities masked)."""
-        if self.phase == HANDSHAKE:
+        phase = self.phase
+        if phase == HANDSHAKE:
             return self._feed_server_handshake(data)
+        if phase == STREAM:
+            return data
         pos = 0
         n = len(data)
         skip = self._s_skip
@@ -374,6 +422,8 @@ class SessionTracker:
         """Advance ``entry`` by one server packet whose payload starts at ``buf[start]``."""
         state = entry.state
         first = buf[start]
+        if first == 0xFF and self.progress_reports and _is_progress_report(buf, start, length):
+            return  # the response goes on; the report took a sequence id, nothing else
         if state == S_ROWS:
             if first == 0xFE and length < _MAX_CHUNK:
                 flags = self._terminator_flags(buf, start, length)
@@ -400,9 +450,12 @@ class SessionTracker:
                 self._complete(entry)
             elif first == 0xFE:
                 flags = self._terminator_flags(buf, start, length)
-                # A cursor was opened: rows come later through COM_STMT_FETCH.
                 entry.state = S_ROWS
-                if flags & _CURSOR_EXISTS and entry.command == _COM_STMT_EXECUTE:
+                # A cursor was opened: rows come later through COM_STMT_FETCH. Only when the
+                # client asked for one, and never with more results to come: inside a CALL or
+                # a BEGIN NOT ATOMIC block, a cursor the stored program itself opened sets
+                # CURSOR_EXISTS on its result sets too, and their rows follow at once.
+                if entry.cursor and flags & _CURSOR_EXISTS and not flags & _MORE_RESULTS:
                     self._complete(entry)
             else:
                 raise ProtocolError(f"expected EOF after column definitions, got 0x{first:02x}")
@@ -458,6 +511,15 @@ class SessionTracker:
                 raise ProtocolError("column count cut short")
             if not count:
                 raise ProtocolError("result set with no columns")
+            if self.cache_metadata:
+                # MARIADB_CLIENT_CACHE_METADATA: a "metadata follows" byte after the count; 0
+                # when the client has the column definitions of this prepared statement
+                # already: none are sent (the EOF after them still is, without DEPRECATE_EOF).
+                if end >= start + length:
+                    raise ProtocolError("metadata-follows flag missing")
+                if not buf[end]:
+                    entry.state = S_ROWS if self.deprecate_eof else S_COLEOF
+                    return
             entry.remaining = count
             entry.state = S_COLDEFS
 
@@ -556,8 +618,11 @@ class SessionTracker:
 
         Anything not returned is kept: the start of a packet not yet decidable, or a command held
         because ``may_start_command()`` said no (then ``held_by_gate`` is set)."""
-        if self.phase == HANDSHAKE:
+        phase = self.phase
+        if phase == HANDSHAKE:
             raise ProtocolError("client spoke before the server's handshake")
+        if phase == STREAM:
+            return data
         buf = self._c_buf + data if self._c_buf else data
         self._c_buf = b""
         n = len(buf)
@@ -602,6 +667,8 @@ class SessionTracker:
                 self._c_skip = end - n
                 return buf
             pos = end
+            if self.phase == STREAM:  # what follows a dump command is relayed unread
+                return buf
         return buf
 
     def release(self) -> bytes:
@@ -646,16 +713,23 @@ class SessionTracker:
         if partial and (
             command in (_COM_INIT_DB, _COM_CHANGE_USER)
             or (command == _COM_QUERY and length <= 512)
+            or (command == _COM_STMT_EXECUTE and len(buf) - pos < _EXECUTE_FLAGS_END)
         ):
             return True
         is_use = command == _COM_QUERY and length <= 512 and starts_with_use(
             buf, pos + 5, length - 1
         )
+        if start_state == _STREAM_START:
+            self._start_stream()
+            return False
         entry = PendingResponse(command, S_SINGLE if start_state == _NO_RESPONSE else start_state, 1)
         if start_state != _NO_RESPONSE:
             self._owe(entry)
         self.commands_started += 1
-        if command == _COM_INIT_DB:
+        if command == _COM_STMT_EXECUTE:
+            # flags: command(1) statement_id(4) flags(1); any CURSOR_TYPE_* bit asks for one.
+            entry.cursor = length >= 6 and buf[pos + 9] & _CURSOR_TYPES != 0
+        elif command == _COM_INIT_DB:
             entry.new_database = bytes(buf[pos + 5 : pos + 4 + length]).decode("utf-8", "replace")
         elif is_use:
             entry.new_database = parse_use_statement(buf[pos + 5 : pos + 4 + length])
@@ -666,6 +740,19 @@ class SessionTracker:
             self.phase = AUTH
         self._c_cont = entry if length == _MAX_CHUNK else None
         return False
+
+    def _start_stream(self) -> None:
+        """COM_BINLOG_DUMP(_GTID): the rest of the session is a plain byte stream. Responses
+        still owed to earlier (pipelined) commands come first in it and are relayed unread."""
+        self.phase = STREAM
+        self.commands_started += 1
+        self._head = None
+        self._queued = []
+        self._c_cont = None
+        self._c_infile = None
+        self._s_buf = b""
+        self._s_skip = 0
+        self._s_cont = False
 
     def _client_follow_up(self, entry: PendingResponse, length: int, seq: int) -> None:
         """A continuation chunk, or a LOCAL INFILE data packet."""
@@ -714,6 +801,8 @@ class SessionTracker:
                 )
             self.capabilities = response.capabilities & self._server_capabilities
             self.deprecate_eof = bool(self.capabilities & _DEPRECATE_EOF)
+            self.progress_reports = bool(self.capabilities & _PROGRESS)
+            self.cache_metadata = bool(self.capabilities & _CACHE_METADATA)
             self.user = response.user
             self.database = response.database
             masked = mask_handshake_response(payload)

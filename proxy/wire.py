@@ -66,19 +66,16 @@ class Capability(IntFlag):
 #  - ZSTD compression (MySQL 8.0.18+ only): the relay inflates zlib only (proxy/compression.py);
 #    clients fall back to zlib (CLIENT_COMPRESS, which is relayed) or, zstd alone, to none;
 #  - SSL: the proxy does not terminate TLS yet, and a relayed TLS stream cannot be framed;
-#  - OPTIONAL_RESULTSET_METADATA and MariaDB's CACHE_METADATA: result sets without column
-#    definitions cannot be delimited without remembering statement metadata;
-#  - MariaDB PROGRESS: progress reports are 0xFF packets in the middle of a response;
-#  - COM_MULTI / STMT_BULK / BULK_UNIT_RESULTS: commands whose responses we do not track.
+#  - MySQL's OPTIONAL_RESULTSET_METADATA: result sets without column definitions, announced in
+#    a way the relay does not read (MariaDB's CACHE_METADATA it does: proxy.tracker);
+#  - MariaDB COM_MULTI: a command of commands, never used by a released client.
+# MariaDB's PROGRESS, STMT_BULK_OPERATIONS, CACHE_METADATA and BULK_UNIT_RESULTS are relayed:
+# the tracker frames what they change (see its module docstring).
 MASKED_CAPABILITIES = (
     Capability.CLIENT_ZSTD_COMPRESSION_ALGORITHM
     | Capability.CLIENT_SSL
     | Capability.CLIENT_OPTIONAL_RESULTSET_METADATA
-    | Capability.MARIADB_CLIENT_PROGRESS
     | Capability.MARIADB_CLIENT_COM_MULTI
-    | Capability.MARIADB_CLIENT_STMT_BULK_OPERATIONS
-    | Capability.MARIADB_CLIENT_CACHE_METADATA
-    | Capability.MARIADB_CLIENT_BULK_UNIT_RESULTS
 )
 
 

@@ -30,7 +30,6 @@ ER_UNKNOWN_COM_ERROR = 1047
 ER_NET_PACKET_TOO_LARGE = 1153
 ER_NET_PACKETS_OUT_OF_ORDER = 1156
 ER_CONNECTION_KILLED = 1927
-CR_SERVER_LOST = 2013
 
 
 @dataclass(frozen=True)
@@ -160,11 +159,11 @@ def test_malformed_handshake_response(scene):
     ("packet", "errno", "message"),
     [
         (b"", ER_UNKNOWN_COM_ERROR, "empty command packet"),
-        (b"\x12\x04\x00\x00\x00\x00\x00\x01\x00\x00\x00", ER_UNKNOWN_COM_ERROR,
-         "does not relay command 0x12"),  # COM_BINLOG_DUMP
+        (b"\x20\x00\x00\x00\x00", ER_UNKNOWN_COM_ERROR,
+         "does not relay command 0x20"),  # COM_CLONE (MySQL's clone protocol)
         (b"\x11bob", ER_HANDSHAKE_ERROR, "without terminator"),  # COM_CHANGE_USER, no NUL
     ],
-    ids=["empty", "binlog_dump", "change_user_unterminated"],
+    ids=["empty", "clone", "change_user_unterminated"],
 )
 def test_malformed_command(scene, packet, errno, message):
     with scene.login() as conn:
@@ -305,10 +304,7 @@ def test_client_disconnects_mid_result(scene):
     scene.assert_only_that_session_ended(cid)
 
 
-KILLED_ERRS = {
-    (ER_CONNECTION_KILLED, "Connection was killed"),
-    (CR_SERVER_LOST, "auroratrack: lost connection to the server during the query"),
-}
+KILLED_ERRS = {(ER_CONNECTION_KILLED, "Connection was killed")}
 
 
 @pytest.mark.parametrize("deprecate_eof", [True, False], ids=["deprecate_eof", "eof"])
@@ -323,7 +319,7 @@ def test_server_connection_killed_mid_result(scene, deprecate_eof):
         scene.server.query(f"KILL CONNECTION {cid}")  # from a direct admin connection
         # Keep reading. The server's socket is shut at once, often in the middle of a row: then
         # there is no room for an ERR and the proxy just hangs up after the last byte it got.
-        # At a packet boundary the client gets the server's ERR, or the proxy's.
+        # At a packet boundary the client gets the server's ERR, if the server sent one.
         rows = 100
         with pytest.raises((raw.ServerError, raw.ConnectionClosed)) as ended:
             while True:
@@ -337,7 +333,8 @@ def test_server_connection_killed_mid_result(scene, deprecate_eof):
 
 
 def test_server_connection_killed_during_a_query(scene):
-    """Killed while the client waits at a packet boundary: it must get an ERR, not silence."""
+    """Killed while the client waits at a packet boundary: it gets what the server sends, its
+    ERR or (when KILL shut the socket first) a closed connection, never a made-up ERR."""
     with scene.login() as conn:
         cid = conn.connection_id
         conn.send_command(raw.COM_QUERY, b"SELECT SLEEP(30)")
@@ -345,9 +342,10 @@ def test_server_connection_killed_during_a_query(scene):
             "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID = %s "
             "AND INFO LIKE 'SELECT SLEEP%%'", (cid,))[0][0] == 1, what="the query to run")
         scene.server.query(f"KILL CONNECTION {cid}")
-        with pytest.raises(raw.ServerError) as err:
+        with pytest.raises((raw.ServerError, raw.ConnectionClosed)) as err:
             conn.read_results()
-        assert (err.value.errno, err.value.message) in KILLED_ERRS, err.value
+        if isinstance(err.value, raw.ServerError):
+            assert (err.value.errno, err.value.message) in KILLED_ERRS, err.value
         assert conn.closed_by_peer()
     scene.assert_only_that_session_ended(cid)
 

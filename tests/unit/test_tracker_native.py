@@ -29,7 +29,9 @@ def run_python(code: str, **env: str) -> str:
 def test_pure_python_tracker_passes_the_tracker_tests_too():
     if tracker.IMPLEMENTATION != "compiled":
         pytest.skip(f"the tracker tests already ran on the {tracker.IMPLEMENTATION} tracker")
-    tests = [str(ROOT / "tests" / "unit" / name) for name in ("test_tracker.py", "test_tracker_fuzz.py")]
+    tests = [str(ROOT / "tests" / "unit" / name) for name in (
+        "test_tracker.py", "test_tracker_fuzz.py", "test_tracker_cursor.py",
+        "test_tracker_replication.py", "test_tracker_mariadb_caps.py")]
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
         capture_output=True, text=True, cwd=ROOT, timeout=600,

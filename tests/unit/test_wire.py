@@ -164,14 +164,11 @@ def test_parse_captured_mariadb_handshake():
 
 def test_mask_captured_mariadb_handshake():
     masked = wire.mask_initial_handshake(MARIADB_HANDSHAKE)
-    # Only the capability bytes change: CLIENT_SSL (0x0800, not offered here) would go from the
-    # low half, CLIENT_COMPRESS (0x0020) stays (relayed: proxy/compression.py); PROGRESS,
-    # STMT_BULK and CACHE_METADATA go from MariaDB's extended flags.
-    expected = bytearray(MARIADB_HANDSHAKE)
-    ext = MARIADB_HANDSHAKE.index(b"\x1d\x00\x00\x00")
-    expected[ext : ext + 4] = b"\x08\x00\x00\x00"
-    assert masked == bytes(expected)
-    assert wire.parse_initial_handshake(masked).capabilities == 0x08_81FF_F7FE
+    # Nothing offered here is masked: CLIENT_SSL (0x0800) is not offered, CLIENT_COMPRESS (0x0020)
+    # is relayed (proxy/compression.py), and MariaDB's extended flags (PROGRESS, STMT_BULK,
+    # EXT_METADATA, CACHE_METADATA) are framed by the tracker; COM_MULTI would go, but is not offered.
+    assert masked == MARIADB_HANDSHAKE
+    assert wire.parse_initial_handshake(masked).capabilities == 0x1D_81FF_F7FE
 
 
 def test_mysql_style_handshake_has_no_extended_capabilities():
@@ -258,9 +255,10 @@ def test_mask_handshake_response():
     masked = wire.mask_handshake_response(asks_compress_and_ssl)
     # CLIENT_SSL is masked, CLIENT_COMPRESS relayed (proxy/compression.py).
     assert masked[:4] == b"\x2d\xa2\x2a\x00" and masked[4:] == asks_compress_and_ssl[4:]
-    # MariaDB extended flags (no LONG_PASSWORD): PROGRESS (bit 32) is masked, EXT_METADATA kept.
-    mariadb = b"\x04\x82\x08\x00" + b"\x00" * 24 + b"\x09\x00\x00\x00" + b"bob\x00\x00"
-    assert wire.mask_handshake_response(mariadb)[28:32] == b"\x08\x00\x00\x00"
+    # MariaDB extended flags (no LONG_PASSWORD): COM_MULTI (bit 33) is masked, PROGRESS and
+    # EXT_METADATA kept.
+    mariadb = b"\x04\x82\x08\x00" + b"\x00" * 24 + b"\x0b\x00\x00\x00" + b"bob\x00\x00"
+    assert wire.mask_handshake_response(mariadb)[28:32] == b"\x09\x00\x00\x00"
 
 
 def test_parse_change_user():
