@@ -1,0 +1,290 @@
+"""TLS on both legs of the proxy, against a real MariaDB that requires secure transport.
+
+One private server for this module, started with its own CA-signed certificate and
+``require_secure_transport=ON``; auroratrack in front of it with ``--upstream-tls
+verify-identity`` and a certificate of its own from the same test CA. Real clients connect
+through it with certificate and host verification and must see TLS on their leg (their socket's
+cipher) and on the proxy's leg (the server's ``Ssl_cipher`` for their session).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import pymysql
+import pytest
+
+from proxy.sandbox import ADMIN_PASSWORD, ADMIN_USER, PrivateServer, find_server_binary
+from proxy.serveradmin import UpstreamCredentials
+from proxy.service import BackgroundService, ServeConfig
+from proxy.tls import certificate_fingerprint
+from proxy.wire import make_packets, read_header
+from tests.integration.tls_support import TestCA, server_tls_args
+
+NODE_DIR = Path(__file__).resolve().parents[1] / "clients" / "node"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("pki")
+    ca = TestCA(directory)
+    return {
+        "ca": ca,
+        "server": ca.issue("server", dns=(), ips=("127.0.0.1",)),
+        "proxy": ca.issue("proxy", dns=("localhost",), ips=("127.0.0.1",)),
+        "other_ca": TestCA(directory, "another CA"),
+        "dir": directory,
+    }
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory, pki) -> PrivateServer:
+    try:
+        find_server_binary()
+    except RuntimeError as exc:
+        pytest.skip(f"needs a server binary of its own: {exc}")
+    server = PrivateServer(tmp_path_factory.mktemp("tls-server"),
+                           extra_args=server_tls_args(pki["ca"], pki["server"]))
+    server.start()
+    yield server
+    server.destroy()
+
+
+def _config(server: PrivateServer, pki, tmp_path: Path, **overrides) -> ServeConfig:
+    upstream = overrides.pop("upstream", None) or UpstreamCredentials(
+        "127.0.0.1", server.port, ADMIN_USER, ADMIN_PASSWORD,
+        tls_mode="verify-identity", tls_ca=str(pki["ca"].path))
+    settings = dict(upstream=upstream, listen_port=0, admin_port=0, capture=False,
+                    data_dir=tmp_path / "data", tls_cert=pki["proxy"].cert, tls_key=pki["proxy"].key)
+    settings.update(overrides)
+    return ServeConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def tls_proxy(tls_server, pki, tmp_path_factory):
+    service = BackgroundService(_config(tls_server, pki, tmp_path_factory.mktemp("tls-proxy"),
+                                        tls_handshake_timeout=2.0)).start()
+    yield service
+    service.stop()
+
+
+def _server_cipher(cursor) -> str:
+    cursor.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+    return cursor.fetchone()[1]
+
+
+def test_server_refuses_plaintext(tls_server):
+    """The premise: this server really refuses a client without TLS."""
+    with pytest.raises(pymysql.OperationalError) as caught:
+        pymysql.connect(host="127.0.0.1", port=tls_server.port, user=ADMIN_USER, password=ADMIN_PASSWORD,
+                        ssl_disabled=True)
+    assert caught.value.args[0] in (3159, 1045), caught.value.args  # MariaDB: access denied
+
+
+def test_pymysql_verifies_the_proxy_and_both_legs_are_tls(tls_proxy, pki):
+    conn = pymysql.connect(host="127.0.0.1", port=tls_proxy.port, user=ADMIN_USER, password=ADMIN_PASSWORD,
+                           ssl_ca=str(pki["ca"].path), ssl_verify_cert=True, ssl_verify_identity=True)
+    with conn, conn.cursor() as cur:
+        assert conn._sock.version() in ("TLSv1.2", "TLSv1.3")  # the client's leg
+        assert _server_cipher(cur)  # the proxy's leg, as the server sees it
+        cur.execute("SELECT CURRENT_USER(), 1 + 1")
+        assert cur.fetchone() == (f"{ADMIN_USER}@%", 2)
+
+
+@pytest.mark.parametrize("use_pure", [True, False], ids=["pure", "c-ext"])
+def test_mysql_connector_verifies_the_proxy(tls_proxy, pki, use_pure):
+    mysql_connector = pytest.importorskip("mysql.connector")
+    if not use_pure and not mysql_connector.HAVE_CEXT:
+        pytest.skip("mysql-connector-python's C extension is not installed")
+    conn = mysql_connector.connect(host="127.0.0.1", port=tls_proxy.port, user=ADMIN_USER,
+                                   password=ADMIN_PASSWORD, use_pure=use_pure, ssl_ca=str(pki["ca"].path),
+                                   ssl_verify_cert=True, ssl_verify_identity=True)
+    try:
+        cur = conn.cursor()
+        cur.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+        assert cur.fetchone()[1]
+        cur.execute("SELECT 40 + 2")
+        assert cur.fetchone() == (42,)
+    finally:
+        conn.close()
+
+
+def test_mariadb_connector_verifies_the_proxy(tls_proxy, pki):
+    mariadb = pytest.importorskip("mariadb")
+    conn = mariadb.connect(host="127.0.0.1", port=tls_proxy.port, user=ADMIN_USER, password=ADMIN_PASSWORD,
+                           ssl_ca=str(pki["ca"].path), ssl_verify_cert=True)
+    try:
+        cur = conn.cursor()
+        cur.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+        assert cur.fetchone()[1]
+        assert conn.server_version_info  # the relayed greeting reached the client
+    finally:
+        conn.close()
+
+
+def test_mariadb_cli_verifies_the_proxy(tls_proxy, pki):
+    cli = shutil.which("mariadb") or shutil.which("mysql")
+    if cli is None:
+        pytest.skip("no mariadb/mysql command-line client on PATH")
+    done = subprocess.run(
+        [cli, "--no-defaults", "-h", "127.0.0.1", "-P", str(tls_proxy.port), "-u", ADMIN_USER,
+         f"-p{ADMIN_PASSWORD}", "--ssl", "--ssl-verify-server-cert", f"--ssl-ca={pki['ca'].path}", "-N", "-B",
+         "-e", "SHOW SESSION STATUS LIKE 'Ssl_cipher'; SELECT CONNECTION_ID() > 0"],
+        capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    cipher_line, answer = done.stdout.strip().splitlines()
+    assert cipher_line.split("\t")[1]
+    assert answer == "1"
+
+
+NODE_SCRIPT = """
+const mysql = require('mysql2/promise');
+const fs = require('fs');
+(async () => {
+  const conn = await mysql.createConnection({host: '127.0.0.1', port: +process.argv[2], user: process.argv[3],
+    password: process.argv[4], ssl: {ca: fs.readFileSync(process.argv[5]), rejectUnauthorized: true}});
+  const [rows] = await conn.query("SHOW SESSION STATUS LIKE 'Ssl_cipher'");
+  const [answer] = await conn.execute('SELECT ? + 1 AS n', [41]);
+  console.log(JSON.stringify({cipher: rows[0].Value, n: answer[0].n, tls: conn.connection.stream.getProtocol()}));
+  await conn.end();
+})().catch((e) => { console.error(e); process.exit(1); });
+"""
+
+
+def test_node_mysql2_verifies_the_proxy(tls_proxy, pki, tmp_path):
+    if shutil.which("node") is None or not (NODE_DIR / "node_modules" / "mysql2").is_dir():
+        pytest.skip("node or mysql2 is missing (make test installs mysql2)")
+    script = NODE_DIR / f"tls_check_{os.getpid()}.js"
+    script.write_text(NODE_SCRIPT)
+    try:
+        done = subprocess.run(["node", str(script), str(tls_proxy.port), ADMIN_USER, ADMIN_PASSWORD,
+                               str(pki["ca"].path)], capture_output=True, text=True, timeout=60, cwd=NODE_DIR)
+    finally:
+        script.unlink()
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["cipher"] and seen["n"] == 42 and seen["tls"].startswith("TLSv1.")
+
+
+def test_plaintext_client_refused_when_tls_required(tls_server, pki, tmp_path):
+    service = BackgroundService(_config(tls_server, pki, tmp_path, client_tls="required")).start()
+    try:
+        with pytest.raises(pymysql.OperationalError) as caught:
+            pymysql.connect(host="127.0.0.1", port=service.port, user=ADMIN_USER, password=ADMIN_PASSWORD,
+                            ssl_disabled=True)
+        assert caught.value.args[0] == 3159
+        assert "insecure transport" in caught.value.args[1]
+        with pymysql.connect(host="127.0.0.1", port=service.port, user=ADMIN_USER, password=ADMIN_PASSWORD,
+                             ssl_ca=str(pki["ca"].path)) as conn, conn.cursor() as cur:
+            assert _server_cipher(cur)
+    finally:
+        service.stop()
+
+
+def test_plaintext_client_through_tls_upstream(tls_proxy):
+    """A client without TLS still gets in: the proxy's own leg to the server is encrypted."""
+    with pymysql.connect(host="127.0.0.1", port=tls_proxy.port, user=ADMIN_USER, password=ADMIN_PASSWORD,
+                         ssl_disabled=True) as conn, conn.cursor() as cur:
+        assert conn._sock is not None and not hasattr(conn._sock, "cipher")
+        assert _server_cipher(cur)
+
+
+def _ssl_request_bytes() -> bytes:
+    caps = 0x0000_8000 | 0x0000_0200 | 0x0000_0800 | 0x0008_0000 | 0x1  # SECURE, 4.1, SSL, PLUGIN_AUTH, LONG_PW
+    return make_packets(caps.to_bytes(4, "little") + (1 << 24).to_bytes(4, "little") + b"\x21" + bytes(23), 1)
+
+
+def _read_greeting(sock: socket.socket) -> bytes:
+    header = sock.recv(4, socket.MSG_WAITALL)
+    length, _ = read_header(header)
+    return sock.recv(length, socket.MSG_WAITALL)
+
+
+def _still_serves(port: int, pki) -> None:
+    with pymysql.connect(host="127.0.0.1", port=port, user=ADMIN_USER, password=ADMIN_PASSWORD,
+                         ssl_ca=str(pki["ca"].path)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
+
+
+def test_garbage_after_ssl_request_ends_only_that_session(tls_proxy, pki):
+    with socket.create_connection(("127.0.0.1", tls_proxy.port), timeout=10) as sock:
+        _read_greeting(sock)
+        sock.sendall(_ssl_request_bytes() + b"this is not a TLS ClientHello" * 20)
+        assert sock.recv(4096) == b""  # closed (no TLS alert parsing needed: the bytes were not TLS)
+    _still_serves(tls_proxy.port, pki)
+
+
+def test_client_that_never_finishes_the_handshake_is_bounded(tls_proxy, pki):
+    """The module's proxy has a 2 s TLS handshake timeout."""
+    with socket.create_connection(("127.0.0.1", tls_proxy.port), timeout=20) as sock:
+        _read_greeting(sock)
+        sock.sendall(_ssl_request_bytes())  # ... and then nothing
+        started = time.monotonic()
+        assert sock.recv(4096) == b""
+        waited = time.monotonic() - started
+    assert 1.0 < waited < 15.0
+    _still_serves(tls_proxy.port, pki)
+
+
+def test_self_signed_certificate_made_at_first_start(tls_server, pki, tmp_path):
+    config = _config(tls_server, pki, tmp_path, tls_cert=None, tls_key=None)
+    service = BackgroundService(config).start()
+    try:
+        cert, key = config.data_dir / "tls-cert.pem", config.data_dir / "tls-key.pem"
+        assert key.stat().st_mode & 0o777 == 0o600
+        fingerprint = certificate_fingerprint(cert)
+        assert service.service.tls.status()["client"]["sha256_fingerprint"] == fingerprint
+        context = ssl.create_default_context(cafile=str(cert))  # the self-signed file is its own CA
+        with pymysql.connect(host="127.0.0.1", port=service.port, user=ADMIN_USER, password=ADMIN_PASSWORD,
+                             ssl=context) as conn, conn.cursor() as cur:
+            der = conn._sock.getpeercert(binary_form=True)
+            assert ssl.DER_cert_to_PEM_cert(der).strip() == cert.read_text().strip()
+            assert _server_cipher(cur)
+    finally:
+        service.stop()
+
+
+def test_reload_swaps_the_certificate_without_dropping_sessions(tls_server, pki, tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    shutil.copy(pki["proxy"].cert, cert)
+    shutil.copy(pki["proxy"].key, key)
+    service = BackgroundService(_config(tls_server, pki, tmp_path, tls_cert=cert, tls_key=key)).start()
+    try:
+        before = pymysql.connect(host="127.0.0.1", port=service.port, user=ADMIN_USER, password=ADMIN_PASSWORD,
+                                 ssl_ca=str(pki["ca"].path))
+        renewed = pki["ca"].issue("proxy-renewed", dns=("localhost",), ips=("127.0.0.1",))
+        shutil.copy(renewed.cert, cert)
+        shutil.copy(renewed.key, key)
+        service.call_soon(service.service.reload_tls)
+        with before.cursor() as cur:  # the session from before goes on
+            cur.execute("SELECT 7")
+            assert cur.fetchone() == (7,)
+        with pymysql.connect(host="127.0.0.1", port=service.port, user=ADMIN_USER, password=ADMIN_PASSWORD,
+                             ssl_ca=str(pki["ca"].path)) as after:
+            der = after._sock.getpeercert(binary_form=True)
+            assert ssl.DER_cert_to_PEM_cert(der).strip() == renewed.cert.read_text().strip()
+        before.close()
+    finally:
+        service.stop()
+
+
+@pytest.mark.parametrize("case", ["unknown-ca", "wrong-host"])
+def test_upstream_certificate_that_fails_verification_stops_serve(tls_server, pki, tmp_path, case):
+    ca, host = (str(pki["other_ca"].path), "127.0.0.1") if case == "unknown-ca" else (str(pki["ca"].path), "localhost")
+    upstream = UpstreamCredentials(host, tls_server.port, ADMIN_USER, ADMIN_PASSWORD,
+                                   tls_mode="verify-identity", tls_ca=ca)
+    service = BackgroundService(_config(tls_server, pki, tmp_path, upstream=upstream))
+    with pytest.raises(RuntimeError, match="failed verification") as caught:
+        service.start()
+    service.stop()
+    expected = ("unable to get local issuer certificate", "self-signed certificate in certificate chain") \
+        if case == "unknown-ca" else ("Hostname mismatch",)
+    assert any(reason in str(caught.value) for reason in expected), caught.value
