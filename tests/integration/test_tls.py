@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - pytest fixtures imported from tls_support are parameters of the tests below
 """TLS on both legs of the proxy, against a real MariaDB that requires secure transport.
 
 One private server for this module, started with its own CA-signed certificate and
@@ -21,50 +22,15 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from proxy.sandbox import ADMIN_PASSWORD, ADMIN_USER, PrivateServer, find_server_binary
+from proxy.sandbox import ADMIN_PASSWORD, ADMIN_USER
 from proxy.serveradmin import UpstreamCredentials
-from proxy.service import BackgroundService, ServeConfig
+from proxy.service import BackgroundService
 from proxy.tls import certificate_fingerprint
 from proxy.wire import make_packets, read_header
-from tests.integration.tls_support import TestCA, server_tls_args
+from tests.integration.tls_support import pki, tls_server  # noqa: F401 (module fixtures)
+from tests.integration.tls_support import proxy_config as _config
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "clients" / "node"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("pki")
-    ca = TestCA(directory)
-    return {
-        "ca": ca,
-        "server": ca.issue("server", dns=(), ips=("127.0.0.1",)),
-        "proxy": ca.issue("proxy", dns=("localhost",), ips=("127.0.0.1",)),
-        "other_ca": TestCA(directory, "another CA"),
-        "dir": directory,
-    }
-
-
-@pytest.fixture(scope="module")
-def tls_server(tmp_path_factory, pki) -> PrivateServer:
-    try:
-        find_server_binary()
-    except RuntimeError as exc:
-        pytest.skip(f"needs a server binary of its own: {exc}")
-    server = PrivateServer(tmp_path_factory.mktemp("tls-server"),
-                           extra_args=server_tls_args(pki["ca"], pki["server"]))
-    server.start()
-    yield server
-    server.destroy()
-
-
-def _config(server: PrivateServer, pki, tmp_path: Path, **overrides) -> ServeConfig:
-    upstream = overrides.pop("upstream", None) or UpstreamCredentials(
-        "127.0.0.1", server.port, ADMIN_USER, ADMIN_PASSWORD,
-        tls_mode="verify-identity", tls_ca=str(pki["ca"].path))
-    settings = dict(upstream=upstream, listen_port=0, admin_port=0, capture=False,
-                    data_dir=tmp_path / "data", tls_cert=pki["proxy"].cert, tls_key=pki["proxy"].key)
-    settings.update(overrides)
-    return ServeConfig(**settings)
 
 
 @pytest.fixture(scope="module")

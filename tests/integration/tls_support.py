@@ -1,5 +1,6 @@
-"""Certificates for the TLS tests, made with ``cryptography``: a CA, and leaf certificates it
-signs (valid, expired, or for another host)."""
+"""TLS test material: certificates made with ``cryptography`` (a CA, and leaf certificates it
+signs: valid, expired, or for another host), a private server that requires TLS, and the
+configuration of a proxy in front of it. Test modules import the fixtures they use."""
 
 from __future__ import annotations
 
@@ -8,10 +9,15 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from proxy.sandbox import ADMIN_PASSWORD, ADMIN_USER, PrivateServer, find_server_binary
+from proxy.serveradmin import UpstreamCredentials
+from proxy.service import ServeConfig
 
 
 @dataclass(frozen=True)
@@ -76,3 +82,43 @@ def server_tls_args(ca: TestCA, issued: Issued) -> tuple[str, ...]:
     """mariadbd/mysqld options for TLS with ``issued``, refusing plaintext TCP clients."""
     return (f"--ssl-cert={issued.cert}", f"--ssl-key={issued.key}", f"--ssl-ca={ca.path}",
             "--require-secure-transport=ON")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> dict:
+    """A test CA, the server's and the proxy's certificates it signs, and an unrelated CA."""
+    directory = tmp_path_factory.mktemp("pki")
+    ca = TestCA(directory)
+    return {
+        "ca": ca,
+        "server": ca.issue("server", dns=(), ips=("127.0.0.1",)),  # names 127.0.0.1 only
+        "proxy": ca.issue("proxy", dns=("localhost",), ips=("127.0.0.1",)),
+        "other_ca": TestCA(directory, "another CA"),
+        "dir": directory,
+    }
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory, pki):
+    """A private server with TLS and require_secure_transport=ON, for one module."""
+    try:
+        find_server_binary()
+    except RuntimeError as exc:
+        pytest.skip(f"needs a server binary of its own: {exc}")
+    server = PrivateServer(tmp_path_factory.mktemp("tls-server"),
+                           extra_args=server_tls_args(pki["ca"], pki["server"]))
+    server.start()
+    yield server
+    server.destroy()
+
+
+def proxy_config(server: PrivateServer, pki: dict, tmp_path: Path, **overrides) -> ServeConfig:
+    """auroratrack in front of ``server``: --upstream-tls verify-identity with the test CA, and
+    a certificate of its own from that CA."""
+    upstream = overrides.pop("upstream", None) or UpstreamCredentials(
+        "127.0.0.1", server.port, ADMIN_USER, ADMIN_PASSWORD,
+        tls_mode="verify-identity", tls_ca=str(pki["ca"].path))
+    settings = dict(upstream=upstream, listen_port=0, admin_port=0, capture=False,
+                    data_dir=tmp_path / "data", tls_cert=pki["proxy"].cert, tls_key=pki["proxy"].key)
+    settings.update(overrides)
+    return ServeConfig(**settings)
