@@ -17,16 +17,20 @@ import socket
 import ssl
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pymysql
 import pytest
 
+from proxy.gate import BACKTRACKING_ERRNO
 from proxy.sandbox import ADMIN_PASSWORD, ADMIN_USER
 from proxy.serveradmin import UpstreamCredentials
 from proxy.service import BackgroundService
 from proxy.tls import certificate_fingerprint
 from proxy.wire import make_packets, read_header
+from tests.conftest import ServerHandle
+from tests.integration.backtrack_support import backtrack, fingerprint, now_iso, wait_captured
 from tests.integration.tls_support import pki, tls_server  # noqa: F401 (module fixtures)
 from tests.integration.tls_support import proxy_config as _config
 
@@ -254,3 +258,60 @@ def test_upstream_certificate_that_fails_verification_stops_serve(tls_server, pk
     expected = ("unable to get local issuer certificate", "self-signed certificate in certificate chain") \
         if case == "unknown-ca" else ("Hostname mismatch",)
     assert any(reason in str(caught.value) for reason in expected), caught.value
+
+
+def _tls_client(service: BackgroundService, pki, database: str | None = None) -> pymysql.Connection:
+    return pymysql.connect(host="127.0.0.1", port=service.port, user=ADMIN_USER, password=ADMIN_PASSWORD,
+                           database=database, autocommit=True, ssl_ca=str(pki["ca"].path),
+                           ssl_verify_cert=True, ssl_verify_identity=True)
+
+
+def test_backtrack_pauses_drops_and_resumes_tls_clients(tls_server, pki, tmp_path):
+    """Capture, the control connection and the apply all reach a server that refuses plaintext;
+    clients on TLS are paused, dropped, and get back in."""
+    server = ServerHandle("127.0.0.1", tls_server.port, ADMIN_USER, ADMIN_PASSWORD, private=tls_server)
+    service = BackgroundService(_config(tls_server, pki, tmp_path, capture=True, backtrack_window_s=3600)).start()
+    database = f"tls_bt_{uuid.uuid4().hex[:8]}"
+    server.query(f"CREATE DATABASE {database}")
+    try:
+        client = _tls_client(service, pki, database)
+        with client.cursor() as cur:
+            cur.execute("CREATE TABLE orders (id INT PRIMARY KEY, note VARCHAR(40))")
+            cur.executemany("INSERT INTO orders VALUES (%s, %s)", [(i, f"order {i}") for i in range(200)])
+        wait_captured(service, server)
+        before = fingerprint(server, database)
+        moment = now_iso()
+        with client.cursor() as cur:
+            cur.execute("DELETE FROM orders")
+        record = backtrack(service, moment)
+        assert record.status == "completed", record.error
+        assert [s["name"] for s in record.steps][:5] == ["plan", "prepare", "pause", "drain", "drop"]
+        assert fingerprint(server, database) == before
+        with pytest.raises(pymysql.err.OperationalError):  # dropped
+            client.cursor().execute("SELECT 1")
+        with _tls_client(service, pki, database) as again, again.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM orders")
+            assert cur.fetchone() == (200,)
+            assert _server_cipher(cur)
+    finally:
+        service.stop()
+        server.query(f"DROP DATABASE IF EXISTS {database}")
+
+
+def test_held_tls_client_gets_the_backtracking_error_then_goes_on(tls_server, pki, tmp_path):
+    service = BackgroundService(_config(tls_server, pki, tmp_path, hold_timeout=1.0)).start()
+    try:
+        conn = _tls_client(service, pki)
+        service.call_soon(service.gate.pause)
+        started = time.monotonic()
+        with pytest.raises(pymysql.err.OperationalError) as caught:
+            conn.cursor().execute("SELECT 1")
+        assert caught.value.args[0] == BACKTRACKING_ERRNO
+        assert 1.0 <= time.monotonic() - started < 10.0
+        service.call_soon(service.gate.resume)
+        with conn.cursor() as cur:
+            cur.execute("SELECT 2")
+            assert cur.fetchone() == (2,)
+        conn.close()
+    finally:
+        service.stop()
