@@ -252,7 +252,7 @@ class LoginRelay:
                 self._greeting(payload, step)
                 continue
             if self.phase not in (AUTH,) or seq != self._s_seq:
-                raise ProtocolError(f"server sent packet {seq} during the login, expected {self._s_seq}",
+                raise ProtocolError(f"server sent sequence id {seq}, expected {self._s_seq}",
                                     wire.ER_NET_PACKETS_OUT_OF_ORDER)
             self._s_seq = (seq + 1) & 0xFF
             self._server_auth_packet(payload, step)
@@ -337,7 +337,7 @@ class LoginRelay:
             if self.phase == DONE or self.phase == GREETING:
                 raise ProtocolError("client spoke out of turn during the login")
             if seq != self._c_seq:
-                raise ProtocolError(f"client sent packet {seq} during the login, expected {self._c_seq}",
+                raise ProtocolError(f"client sent sequence id {seq}, expected {self._c_seq}",
                                     wire.ER_NET_PACKETS_OUT_OF_ORDER)
             self._c_seq = (seq + 1) & 0xFF
             if self.phase == CLIENT_FIRST:
