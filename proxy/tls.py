@@ -65,12 +65,16 @@ def ensure_self_signed(data_dir: Path, hostnames: tuple[str, ...] = ()) -> Certi
     names = ["localhost", socket.gethostname(), *hostnames]
     alt: list[x509.GeneralName] = [x509.DNSName(n) for n in dict.fromkeys(names) if n]
     alt += [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address("::1"))]
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "auroratrack proxy")])
+    # A subject of its own (the serial number in it): peers look issuers up by subject, and two
+    # self-signed certificates with the same name in one trust bundle would shadow each other.
+    serial = x509.random_serial_number()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "auroratrack proxy"),
+                         x509.NameAttribute(NameOID.SERIAL_NUMBER, f"{serial:x}")])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
+        .serial_number(serial)
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=3650))
         .add_extension(x509.SubjectAlternativeName(alt), critical=False)
