@@ -24,7 +24,7 @@ import pymysql
 import pytest
 
 from proxy.gate import BACKTRACKING_ERRNO
-from proxy.sandbox import ADMIN_PASSWORD, ADMIN_USER
+from proxy.sandbox import ADMIN_PASSWORD, ADMIN_USER, PrivateServer
 from proxy.serveradmin import UpstreamCredentials
 from proxy.service import BackgroundService
 from proxy.tls import certificate_fingerprint
@@ -315,3 +315,36 @@ def test_held_tls_client_gets_the_backtracking_error_then_goes_on(tls_server, pk
         conn.close()
     finally:
         service.stop()
+
+
+def test_expired_upstream_certificate_stops_serve(pki, tmp_path):
+    expired = pki["ca"].issue("expired-server", dns=(), ips=("127.0.0.1",), expired=True)
+    server = PrivateServer(tmp_path / "expired-server",
+                           extra_args=(f"--ssl-cert={expired.cert}", f"--ssl-key={expired.key}"))
+    server.start()
+    try:
+        upstream = UpstreamCredentials("127.0.0.1", server.port, ADMIN_USER, ADMIN_PASSWORD,
+                                       tls_mode="verify-ca", tls_ca=str(pki["ca"].path))
+        service = BackgroundService(_config(server, pki, tmp_path, upstream=upstream))
+        with pytest.raises(RuntimeError, match="certificate has expired") as caught:
+            service.start()
+        service.stop()
+        assert "failed verification (--upstream-tls verify-ca" in str(caught.value)
+    finally:
+        server.destroy()
+
+
+def test_account_requiring_a_client_certificate_gets_a_clear_error(tls_proxy, tls_server, pki):
+    name = f"x509_{uuid.uuid4().hex[:6]}"
+    with tls_server.connect() as admin, admin.cursor() as cur:
+        cur.execute(f"CREATE USER '{name}'@'%' IDENTIFIED BY 'pw' REQUIRE X509")
+    try:
+        client = pki["ca"].issue(f"client-{name}")
+        with pytest.raises(pymysql.OperationalError) as caught:
+            pymysql.connect(host="127.0.0.1", port=tls_proxy.port, user=name, password="pw",
+                            ssl_ca=str(pki["ca"].path), ssl_cert=str(client.cert), ssl_key=str(client.key))
+        assert caught.value.args[0] == 1045
+        assert "REQUIRE X509" in caught.value.args[1] and "auroratrack terminates TLS" in caught.value.args[1]
+    finally:
+        with tls_server.connect() as admin, admin.cursor() as cur:
+            cur.execute(f"DROP USER '{name}'@'%'")
