@@ -64,7 +64,8 @@ class Capability(IntFlag):
 
 # Capabilities the relay cannot follow, so it never advertises them:
 #  - COMPRESS / ZSTD: the relay frames plain packets;
-#  - SSL: the proxy does not terminate TLS yet, and a relayed TLS stream cannot be framed;
+#  - SSL: a relayed TLS stream cannot be framed; the proxy offers TLS of its own instead
+#    (proxy/authrelay.py sets CLIENT_SSL on each leg by that leg's policy);
 #  - OPTIONAL_RESULTSET_METADATA and MariaDB's CACHE_METADATA: result sets without column
 #    definitions cannot be delimited without remembering statement metadata;
 #  - MariaDB PROGRESS: progress reports are 0xFF packets in the middle of a response;
