@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -31,6 +33,7 @@ from proxy.tls import certificate_fingerprint
 from proxy.wire import make_packets, read_header
 from tests.conftest import ServerHandle
 from tests.integration.backtrack_support import backtrack, fingerprint, now_iso, wait_captured
+from tests.integration.test_backtrack_crash import admin_client
 from tests.integration.tls_support import pki, tls_server  # noqa: F401 (module fixtures)
 from tests.integration.tls_support import proxy_config as _config
 
@@ -348,3 +351,48 @@ def test_account_requiring_a_client_certificate_gets_a_clear_error(tls_proxy, tl
     finally:
         with tls_server.connect() as admin, admin.cursor() as cur:
             cur.execute(f"DROP USER '{name}'@'%'")
+
+
+def test_serve_command_line_tls_options_and_sighup(tls_server, pki, tmp_path):
+    """``auroratrack serve --tls-cert/--tls-key --upstream-tls verify-identity --upstream-ca``, the
+    fingerprint in ``auroratrack status``, and SIGHUP swapping the certificate while a session lives."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    shutil.copy(pki["proxy"].cert, cert)
+    shutil.copy(pki["proxy"].key, key)
+    data_dir = tmp_path / "data"
+    (tmp_path / "password").write_text(ADMIN_PASSWORD)
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log:
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "proxy.cli", "serve", "--upstream", f"127.0.0.1:{tls_server.port}",
+             "--user", ADMIN_USER, "--password-file", str(tmp_path / "password"), "--listen", "127.0.0.1:0",
+             "--admin", "127.0.0.1:0", "--data-dir", str(data_dir), "--no-capture", "--client-tls", "required",
+             "--tls-cert", str(cert), "--tls-key", str(key), "--upstream-tls", "verify-identity",
+             "--upstream-ca", str(pki["ca"].path)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        client = admin_client(data_dir, serve)
+        status = client.get("/v1/status")
+        assert status["tls"]["client"]["sha256_fingerprint"] == certificate_fingerprint(pki["proxy"].cert)
+        assert status["tls"]["upstream"]["mode"] == "verify-identity"
+        port = int(status["listen"].rsplit(":", 1)[1])
+        before = pymysql.connect(host="127.0.0.1", port=port, user=ADMIN_USER, password=ADMIN_PASSWORD,
+                                 ssl_ca=str(pki["ca"].path), ssl_verify_identity=True)
+        renewed = pki["ca"].issue("proxy-cli-renewed", dns=("localhost",), ips=("127.0.0.1",))
+        shutil.copy(renewed.cert, cert)
+        shutil.copy(renewed.key, key)
+        serve.send_signal(signal.SIGHUP)
+        wanted = certificate_fingerprint(renewed.cert)
+        deadline = time.monotonic() + 20
+        while client.get("/v1/status")["tls"]["client"]["sha256_fingerprint"] != wanted:
+            assert time.monotonic() < deadline, log_path.read_text()[-2000:]
+            time.sleep(0.1)
+        with before.cursor() as cur:  # not dropped
+            cur.execute("SELECT 5")
+            assert cur.fetchone() == (5,)
+        before.close()
+        done = subprocess.run([sys.executable, "-m", "proxy.cli", "status", "--data-dir", str(data_dir)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0 and wanted[:20] in done.stdout.replace("\n", "")
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(timeout=30)
