@@ -154,6 +154,24 @@ def response_plugin(payload: bytes, capabilities: int) -> str | None:
     return payload[pos : end if end >= 0 else len(payload)].decode("ascii", "replace")
 
 
+def change_user_plugin(payload: bytes, capabilities: int) -> str | None:
+    """The auth plugin a COM_CHANGE_USER payload (command byte included) names, if any."""
+    try:
+        _, pos = wire.read_null_terminated(payload, 1)  # user
+        if capabilities & Capability.CLIENT_SECURE_CONNECTION:
+            pos += 1 + payload[pos]
+        else:
+            _, pos = wire.read_null_terminated(payload, pos)
+        _, pos = wire.read_null_terminated(payload, pos)  # schema
+        pos += 2  # character set
+        if pos >= len(payload) or not capabilities & Capability.CLIENT_PLUGIN_AUTH:
+            return None
+        name, _ = wire.read_null_terminated(payload, pos)
+    except (ProtocolError, IndexError):
+        return None
+    return name.decode("ascii", "replace")
+
+
 def xor_nonce(data: bytes, nonce: bytes) -> bytes:
     """``data`` XOR the nonce repeated (caching_sha2's obfuscation before RSA)."""
     return bytes(b ^ nonce[i % len(nonce)] for i, b in enumerate(data))
@@ -408,6 +426,17 @@ class LoginRelay:
                 step.to_server += self._to_server(password)
                 return
         step.to_server += self._to_server(payload)
+
+    # -- COM_CHANGE_USER ---------------------------------------------------------------------------
+    def restart_for_change_user(self, command_payload: bytes, capabilities: int) -> None:
+        """Follow the authentication of a COM_CHANGE_USER (already sent, packet 0 on both legs)
+        as the login's, with this session's legs and nonce: a session whose legs differ needs the
+        same caching_sha2 key exchange again."""
+        self.phase = AUTH
+        self._c_seq = self._s_seq = 1
+        self._keys = _Keys()
+        # Without a name (or the packet), caching_sha2 is assumed: only it asks b"\x01\x04".
+        self._plugin = change_user_plugin(command_payload, capabilities) or CACHING_SHA2
 
     # -- helpers -----------------------------------------------------------------------------------
     def _rsa(self) -> ProxyRsaKey:

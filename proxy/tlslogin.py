@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from proxy import tlsupgrade, wire
 from proxy.authrelay import CR_SSL_CONNECTION_ERROR, LoginRelay, LoginResult, LoginStep, ssl_request
 from proxy.tls import TlsPolicy, upstream_requires_tls
-from proxy.tracker import CLOSING, COMMAND
+from proxy.tracker import AUTH, CLOSING, COMMAND
 
 if TYPE_CHECKING:
     from proxy.relay import ClientSession
@@ -123,6 +123,8 @@ class SessionLogin:
         tracker.status_flags = result.status_flags
         tracker.phase = COMMAND if result.ok else CLOSING
         session.login = None
+        if result.ok and self.relay.client_tls != self.relay.upstream_tls:
+            ChangeUserRelay.watch(session, self.relay)
 
     def _fail(self, message: str, errno: int = wire.ER_HANDSHAKE_ERROR, sqlstate: str = "08S01") -> None:
         session = self.session
@@ -139,6 +141,75 @@ class SessionLogin:
     def close(self) -> None:
         for task in list(self._handshakes):
             task.cancel()
+
+
+class ChangeUserRelay:
+    """A COM_CHANGE_USER in a session whose legs differ (one TLS, one not): its authentication
+    goes through the login's ``LoginRelay`` again, for caching_sha2's key exchange (a password
+    the client sends over TLS must not cross a plaintext leg as is), while the tracker follows
+    the exchange as the client sees it. Sessions whose legs agree never get here: their
+    COM_CHANGE_USER is relayed by the tracker alone."""
+
+    def __init__(self, session: ClientSession, relay: LoginRelay):
+        self.session = session
+        self.relay = relay
+
+    @classmethod
+    def watch(cls, session: ClientSession, relay: LoginRelay) -> None:
+        """From now on, notice each COM_CHANGE_USER of ``session`` once it has gone to the server.
+        Only such sessions pay for it: a wrapper on their ``data_received``, which the transport
+        is told to read again (uvloop keeps the bound method it was given)."""
+        relayed = session.data_received
+
+        def data_received(data: bytes) -> None:
+            relayed(data)
+            tracker = session.tracker
+            if session.login is None and tracker.phase == AUTH and not session.closed:
+                head = tracker.pending[0] if tracker.pending else None
+                if head is not None and head.command == wire.Command.COM_CHANGE_USER:
+                    # The packet, when this read holds it whole from its start (it normally does).
+                    whole = len(data) > 4 and data[3] == 0 and data[4] == wire.Command.COM_CHANGE_USER
+                    relay.restart_for_change_user(bytes(data[4:]) if whole else b"", tracker.capabilities)
+                    session.login = cls(session, relay)
+
+        session.data_received = data_received
+        session.transport.set_protocol(session)
+
+    def from_client(self, data: bytes) -> None:
+        session = self.session
+        try:
+            out = session.tracker.feed_client(data)  # the client's view, checked as usual
+            step = self.relay.feed_client(out) if out else None
+        except wire.ProtocolError as exc:
+            session._fail(exc, from_client=True)
+            return
+        if step is not None:
+            self._act(step)
+
+    def from_server(self, data: bytes) -> None:
+        try:
+            step = self.relay.feed_server(data)
+        except wire.ProtocolError as exc:
+            self.session._fail(exc, from_client=False)
+            return
+        self._act(step)
+
+    def _act(self, step: LoginStep) -> None:
+        session = self.session
+        if step.to_server:
+            session.upstream.write(step.to_server)
+        if step.to_client:
+            try:
+                out = session.tracker.feed_server(step.to_client)  # completes the tracker's exchange
+            except wire.ProtocolError as exc:
+                session._fail(exc, from_client=False)
+                return
+            session.transport.write(out)
+        if step.result is not None:
+            session.login = None
+
+    def close(self) -> None:
+        pass
 
 
 def probe_upstream_tls(host: str, port: int, policy: TlsPolicy, timeout: float = 10.0) -> str | None:

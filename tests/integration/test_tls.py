@@ -396,3 +396,26 @@ def test_serve_command_line_tls_options_and_sighup(tls_server, pki, tmp_path):
     finally:
         serve.send_signal(signal.SIGTERM)
         serve.wait(timeout=30)
+
+
+def test_change_user_on_a_session_whose_legs_differ(tls_proxy):
+    """A plaintext client, the server's leg TLS: COM_CHANGE_USER goes through the login relay again."""
+    mysql_connector = pytest.importorskip("mysql.connector")
+    conn = mysql_connector.connect(host="127.0.0.1", port=tls_proxy.port, user=ADMIN_USER, password=ADMIN_PASSWORD,
+                                   ssl_disabled=True, use_pure=True)
+    try:
+        sessions = tls_proxy.call_soon(lambda: list(tls_proxy.service.proxy.sessions.values()))
+        mine = [s for s in sessions if s.tracker.connection_id == conn.connection_id]
+        assert len(mine) == 1 and "data_received" in vars(mine[0])  # watched for COM_CHANGE_USER
+        for _ in range(2):
+            conn.cmd_change_user(username=ADMIN_USER, password=ADMIN_PASSWORD, database="mysql")
+            cur = conn.cursor()
+            cur.execute("SELECT CURRENT_USER(), DATABASE()")
+            assert cur.fetchall() == [(f"{ADMIN_USER}@%", "mysql")]
+            cur.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+            assert cur.fetchall()[0][1]
+        with pytest.raises(mysql_connector.Error) as caught:
+            conn.cmd_change_user(username=ADMIN_USER, password="wrong")
+        assert caught.value.errno == 1045
+    finally:
+        conn.close()

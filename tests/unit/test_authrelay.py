@@ -234,3 +234,49 @@ def test_out_of_order_client_packet_is_a_protocol_error():
     relay.feed_server(make_packets(greeting(ssl=False), 0))
     with pytest.raises(authrelay.ProtocolError):
         relay.feed_client(make_packets(handshake_response(ssl=False), 5))
+
+
+def change_user_packet(plugin: bytes = b"caching_sha2_password") -> bytes:
+    return b"\x11" + b"other\x00" + bytes((32,)) + bytes(32) + b"shop\x00" + b"\xff\x00" + plugin + b"\x00"
+
+
+@pytest.mark.parametrize("client_tls", [True, False], ids=["client-tls", "server-tls"])
+def test_change_user_with_legs_that_differ_repeats_the_key_exchange(client_tls, server_key):
+    """After the login, COM_CHANGE_USER (packet 0 on both legs, already relayed) runs the same
+    caching_sha2 matrix with the login's nonce."""
+    relay, c, s = start(client_tls=client_tls, server_tls=not client_tls)
+    if client_tls:
+        relay.feed_client(make_packets(PASSWORD + b"\x00", c))
+        relay.feed_server(make_packets(b"\x01" + server_key.pem, s + 1))
+        relay.feed_server(make_packets(b"\x00\x00\x00\x02\x00\x00\x00", s + 3))
+    else:
+        step = relay.feed_client(make_packets(authrelay.REQUEST_PUBLIC_KEY, c))
+        encrypted = rsa_encrypt_password(PASSWORD + b"\x00", NONCE, one(step.to_client)[1][1:])
+        relay.feed_client(make_packets(encrypted, c + 2))
+        relay.feed_server(make_packets(b"\x00\x00\x00\x02\x00\x00\x00", s + 1))
+    assert relay.phase == authrelay.DONE
+    relay.restart_for_change_user(change_user_packet(), int(CLIENT_CAPS))
+    step = relay.feed_server(make_packets(authrelay.FULL_AUTH, 1))
+    assert one(step.to_client) == (1, authrelay.FULL_AUTH)
+    if client_tls:  # the password came over TLS: the plaintext server gets it encrypted
+        step = relay.feed_client(make_packets(b"new-pw\x00", 2))
+        assert one(step.to_server) == (2, authrelay.REQUEST_PUBLIC_KEY)
+        step = relay.feed_server(make_packets(b"\x01" + server_key.pem, 3))
+        seq, encrypted = one(step.to_server)
+        assert seq == 4 and server_key.decrypt(encrypted, NONCE) == b"new-pw\x00"
+        step = relay.feed_server(make_packets(b"\x00\x00\x00\x02\x00\x00\x00", 5))
+        assert one(step.to_client)[0] == 3 and step.result.ok
+    else:  # a plaintext client gets the proxy's key; the TLS server gets the password
+        step = relay.feed_client(make_packets(authrelay.REQUEST_PUBLIC_KEY, 2))
+        key_seq, key_packet = one(step.to_client)
+        assert key_seq == 3
+        step = relay.feed_client(make_packets(rsa_encrypt_password(b"new-pw\x00", NONCE, key_packet[1:]), 4))
+        assert one(step.to_server) == (2, b"new-pw\x00")
+        step = relay.feed_server(make_packets(b"\x00\x00\x00\x02\x00\x00\x00", 3))
+        assert one(step.to_client)[0] == 5 and step.result.ok
+
+
+def test_change_user_plugin_is_read_from_the_packet():
+    assert authrelay.change_user_plugin(change_user_packet(b"mysql_native_password"), int(CLIENT_CAPS)) \
+        == "mysql_native_password"
+    assert authrelay.change_user_plugin(b"", int(CLIENT_CAPS)) is None
