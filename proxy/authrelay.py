@@ -34,6 +34,9 @@ from proxy import wire
 from proxy.wire import Capability, ProtocolError
 
 CACHING_SHA2 = "caching_sha2_password"
+# Plugins whose client sends the password itself over TLS (sha256_password puts it in the
+# HandshakeResponse): never relayed from a TLS client onto a plaintext server leg.
+CLEARTEXT_OVER_TLS_PLUGINS = frozenset({"sha256_password", "mysql_clear_password"})
 FULL_AUTH = b"\x01\x04"  # AuthMoreData: perform full authentication
 REQUEST_PUBLIC_KEY = b"\x02"
 ER_SECURE_TRANSPORT_REQUIRED = 3159
@@ -402,10 +405,19 @@ class LoginRelay:
         self._user = response.user
         self._database = response.database
         self._plugin = response_plugin(payload, caps) or self._plugin
+        self._refuse_cleartext_downgrade()
         step.to_server += self._to_server(response_for_server(payload, self.upstream_tls))
         self.phase = AUTH
 
+    def _refuse_cleartext_downgrade(self) -> None:
+        if self.client_tls and not self.upstream_tls and self._plugin in CLEARTEXT_OVER_TLS_PLUGINS:
+            raise ProtocolError(
+                f"{self._plugin} sends the password as is over TLS, and auroratrack's connection to the "
+                "server is not encrypted: give the server TLS (and --upstream-tls required), use "
+                "caching_sha2_password, or connect without TLS", ER_ACCESS_DENIED, "28000")
+
     def _client_auth_packet(self, payload: bytes, step: LoginStep) -> None:
+        self._refuse_cleartext_downgrade()  # after an auth switch to such a plugin
         keys = self._keys
         if keys.full_auth and self._plugin == CACHING_SHA2 and self.client_tls != self.upstream_tls:
             if self.client_tls:  # the password came over TLS; the server's leg is plaintext

@@ -280,3 +280,18 @@ def test_change_user_plugin_is_read_from_the_packet():
     assert authrelay.change_user_plugin(change_user_packet(b"mysql_native_password"), int(CLIENT_CAPS)) \
         == "mysql_native_password"
     assert authrelay.change_user_plugin(b"", int(CLIENT_CAPS)) is None
+
+
+@pytest.mark.parametrize("switch", [False, True], ids=["in-response", "after-switch"])
+def test_cleartext_plugins_never_cross_a_plaintext_server_leg(switch):
+    relay = LoginRelay(True, False, "disabled")
+    relay.feed_server(make_packets(greeting(ssl=False), 0))
+    relay.feed_client(make_packets(ssl_request(), 1))
+    if not switch:
+        with pytest.raises(authrelay.ProtocolError, match="sha256_password sends the password"):
+            relay.feed_client(make_packets(handshake_response(ssl=True, plugin=b"sha256_password"), 2))
+        return
+    relay.feed_client(make_packets(handshake_response(ssl=True), 2))
+    relay.feed_server(make_packets(b"\xfemysql_clear_password\x00", 2))
+    with pytest.raises(authrelay.ProtocolError, match="mysql_clear_password"):
+        relay.feed_client(make_packets(PASSWORD + b"\x00", 4))
