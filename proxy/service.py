@@ -151,9 +151,9 @@ class Service:
                              config.upstream.tls_ca, config.tls_handshake_timeout)
         cipher = await asyncio.to_thread(probe_upstream_tls, config.upstream.host, config.upstream.port,
                                          self.tls, config.connect_timeout)
-        log.info("TLS: clients %s%s; server %s (%s)", config.client_tls,
+        log.info("TLS: clients %s%s; server %s%s", config.client_tls,
                  f" (certificate SHA-256 {self.tls.client.fingerprint})" if self.tls.client.offered else "",
-                 config.upstream.tls_mode, cipher or "plaintext")
+                 config.upstream.tls_mode, f" ({cipher}, certificate verified)" if cipher else "")
 
     def reload_tls(self) -> None:
         """SIGHUP: read the certificate and key again; sessions keep their TLS, new ones get the new

@@ -214,11 +214,13 @@ class ChangeUserRelay:
 
 def probe_upstream_tls(host: str, port: int, policy: TlsPolicy, timeout: float = 10.0) -> str | None:
     """Open one TLS session to the server as the relay would; returns the cipher, or None when
-    TLS is not used (disabled, or preferred and not offered). Raises ``RuntimeError`` saying why
+    there is nothing to check (disabled or preferred). Raises ``RuntimeError`` saying why
     when the policy cannot be met: no TLS offered where it is required, or a certificate that
     fails verification. Blocking: run it in a thread at start."""
     mode = policy.upstream_mode
-    if policy.upstream_context is None:
+    if policy.upstream_context is None or mode == "preferred":
+        # Nothing to verify, and no connection opened for nothing (the server counts a
+        # connection that never logs in against the host's max_connect_errors).
         return None
     where = f"{host}:{port}"
     with socket.create_connection((host, port), timeout=timeout) as sock:
