@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ from proxy.service import BackgroundService
 from proxy.tls import certificate_fingerprint
 from proxy.wire import make_packets, read_header
 from tests.conftest import ServerHandle
+from tests.integration import rawmysql as raw
 from tests.integration.backtrack_support import backtrack, fingerprint, now_iso, wait_captured
 from tests.integration.test_backtrack_crash import admin_client
 from tests.integration.tls_support import pki, tls_server  # noqa: F401 (module fixtures)
@@ -419,3 +421,41 @@ def test_change_user_on_a_session_whose_legs_differ(tls_proxy):
         assert caught.value.errno == 1045
     finally:
         conn.close()
+
+
+def _tls_pump(sock: socket.socket, tls: ssl.SSLObject, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO,
+              step) -> object:
+    """Run ``step()`` on the TLS object until it stops wanting bytes, moving bytes over ``sock``."""
+    while True:
+        try:
+            result = step()
+        except ssl.SSLWantReadError:
+            if outgoing.pending:
+                sock.sendall(outgoing.read())
+            data = sock.recv(65536)
+            assert data, "the proxy closed the connection"
+            incoming.write(data)
+            continue
+        if outgoing.pending:
+            sock.sendall(outgoing.read())
+        return result
+
+
+def test_client_hello_in_the_same_segment_as_the_ssl_request(tls_proxy, pki):
+    """cpython gh-142352: bytes read past the SSLRequest are the ClientHello, and must reach TLS."""
+    with raw.RawConnection("127.0.0.1", tls_proxy.port) as conn:
+        nonce = conn.read_handshake()
+        caps = raw.BASE_CAPABILITIES | raw.CLIENT_SSL
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = ssl.create_default_context(cafile=str(pki["ca"].path)).wrap_bio(
+            incoming, outgoing, server_hostname="127.0.0.1")
+        with pytest.raises(ssl.SSLWantReadError):
+            tls.do_handshake()
+        hello = outgoing.read()
+        conn.sock.sendall(raw.frame(struct.pack("<IIB23s", caps, 1 << 24, 45, b""), 1) + hello)  # one write
+        _tls_pump(conn.sock, tls, incoming, outgoing, tls.do_handshake)
+        response = conn.handshake_response(ADMIN_USER, raw.native_password_scramble(ADMIN_PASSWORD, nonce),
+                                           None, caps)
+        tls.write(raw.frame(response, 2))
+        reply = _tls_pump(conn.sock, tls, incoming, outgoing, lambda: tls.read(65536))
+        assert reply[3] == 3 and reply[4] == 0x00, reply  # OK, sequence id 3 on the client's leg
