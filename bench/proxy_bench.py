@@ -160,6 +160,9 @@ class BenchConfig:
     # sysbench's --mysql-compression=on: every session asks for CLIENT_COMPRESS (zlib), which
     # auroratrack relays (proxy/compression.py) and haproxy passes through as bytes.
     compression: bool = False
+    # --tls: the server requires TLS, sysbench connects with --mysql-ssl=on (its client files are
+    # here), auroratrack terminates TLS on both legs; haproxy passes the server's TLS through.
+    tls_dir: Path | None = None
 
     @property
     def proxies(self) -> list[str]:
@@ -209,11 +212,15 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--compression", action="store_true",
                         help="sysbench sessions use protocol compression (CLIENT_COMPRESS, zlib)")
+    parser.add_argument("--tls", action="store_true",
+                        help="TLS everywhere: the server requires it, sysbench uses it, auroratrack "
+                             "terminates it on both legs (haproxy relays the server's TLS)")
     a = parser.parse_args(argv)
     if "direct" not in a.targets:
         parser.error("--targets must include direct (it loads the tables and warms up)")
     return BenchConfig(a.duration, a.rounds, a.threads, a.workloads, a.targets, a.tables,
-                       a.table_size, a.warmup, a.profile, a.results_dir, a.compression)
+                       a.table_size, a.warmup, a.profile, a.results_dir, a.compression,
+                       tls_dir=Path("tls") if a.tls else None)  # placed in the work dir by main()
 
 
 # -- processes ------------------------------------------------------------------------------------
@@ -237,9 +244,13 @@ class Target:
 class Lab:
     """The private server and the proxies in front of it: everything this script starts."""
 
-    def __init__(self, work: Path):
+    def __init__(self, work: Path, tls_dir: Path | None = None):
         self.work = work
-        self.server = PrivateServer(work / "server", extra_args=SERVER_ARGS)
+        self.tls_args: tuple[str, ...] = ()
+        server_args = SERVER_ARGS
+        if tls_dir is not None:
+            server_args += self._tls_files(tls_dir)
+        self.server = PrivateServer(work / "server", extra_args=server_args)
         self.proxy_warnings: list[str] = []
         self._procs: list[subprocess.Popen] = []
         self._starts = 0
@@ -315,6 +326,25 @@ class Lab:
             stop_process(self._procs.pop())
         self.server.destroy()
 
+    def _tls_files(self, tls_dir: Path) -> tuple[str, ...]:
+        """Self-signed pairs for the server and auroratrack, and sysbench's fixed file names
+        (sysbench 1.0 reads cacert.pem, client-cert.pem, client-key.pem from its working
+        directory); returns the server's TLS options."""
+        from proxy.tls import ensure_self_signed
+
+        server = ensure_self_signed(tls_dir / "server")
+        proxy = ensure_self_signed(tls_dir / "proxy")
+        client = ensure_self_signed(tls_dir / "client")
+        # One bundle trusts all three: sysbench checks the server (or auroratrack) with it, and the
+        # server, which asks for sysbench's client certificate, checks that one with it.
+        (tls_dir / "cacert.pem").write_text(server.cert.read_text() + proxy.cert.read_text()
+                                            + client.cert.read_text())
+        shutil.copy(client.cert, tls_dir / "client-cert.pem")
+        shutil.copy(client.key, tls_dir / "client-key.pem")
+        self.tls_args = ("--tls-cert", str(proxy.cert), "--tls-key", str(proxy.key))
+        return (f"--ssl-cert={server.cert}", f"--ssl-key={server.key}", f"--ssl-ca={tls_dir / 'cacert.pem'}",
+                "--require-secure-transport=ON")
+
     def _haproxy_command(self, port: int) -> list[str]:
         config = self.work / f"haproxy-{port}.cfg"
         config.write_text(
@@ -351,7 +381,7 @@ class Lab:
             "--upstream", f"127.0.0.1:{self.server.port}", "--user", ADMIN_USER,
             "--password-file", str(password_file),
             "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{find_free_port()}",
-            "--data-dir", str(self.work / f"data-{port}"), *AURORATRACK_ARGS[name],
+            "--data-dir", str(self.work / f"data-{port}"), *AURORATRACK_ARGS[name], *self.tls_args,
         ]
 
 
@@ -462,8 +492,11 @@ def parse_sysbench(output: str) -> SysbenchResult:
 
 def sysbench_command(config: BenchConfig, workload: str, port: int, threads: int,
                      seconds: int, action: str = "run") -> list[str]:
+    # With --tls, sysbench runs in the directory of its TLS files (it has no option for them).
+    chdir = ["env", f"--chdir={config.tls_dir}"] if config.tls_dir else []
     return [
-        find_program("sysbench"), f"oltp_{workload}", "--db-driver=mysql",
+        *chdir, find_program("sysbench"), f"oltp_{workload}", "--db-driver=mysql",
+        *(["--mysql-ssl=on"] if config.tls_dir else []),
         "--mysql-host=127.0.0.1", f"--mysql-port={port}", f"--mysql-user={ADMIN_USER}",
         f"--mysql-password={ADMIN_PASSWORD}", "--mysql-db=sbtest",
         f"--tables={config.tables}", f"--table-size={config.table_size}",
@@ -1148,7 +1181,8 @@ def report_saved(paths: Sequence[Path]) -> str:
 
 def saved_config(raw: dict) -> BenchConfig:
     return BenchConfig(**{**raw, "threads": tuple(raw["threads"]), "workloads": tuple(raw["workloads"]),
-                          "targets": tuple(raw["targets"]), "results_dir": Path(raw["results_dir"])})
+                          "targets": tuple(raw["targets"]), "results_dir": Path(raw["results_dir"]),
+                          "tls_dir": Path(raw["tls_dir"]) if raw.get("tls_dir") else None})
 
 
 def saved_records(data: dict) -> list[RunRecord]:
@@ -1227,8 +1261,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     work = Path(tempfile.mkdtemp(prefix="auroratrack-bench-"))
     lab = None
+    if config.tls_dir is not None:
+        config = dataclasses.replace(config, tls_dir=work / config.tls_dir)
     try:
-        lab = Lab(work)
+        lab = Lab(work, config.tls_dir)
         bench(config, lab, stamp)
     except KeyboardInterrupt:
         progress("interrupted; cleaning up")

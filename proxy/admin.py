@@ -204,6 +204,7 @@ async def get_status(request: web.Request) -> web.Response:
         "capture_lag": (await asyncio.to_thread(metrics.gather, service)).get("lag") if config.capture else None,
         "creation_rate_per_s": _creation_rate(config) if config.capture else None,
         "held_tables": _held_tables(service),
+        "tls": service.tls.status() if getattr(service, "tls", None) else None,  # TLS (proxy/tls.py)
     })
 
 

@@ -106,13 +106,28 @@ def load_config_file(ctx: click.Context, param: click.Parameter, value: Path | N
 @click.option("--backfill/--no-backfill", default=True, show_default=True, envvar="AURORATRACK_BACKFILL",
               help="At the first start (empty store), capture the server's binlogs back to the "
                    "window's start, so a backtrack can reach before auroratrack was started.")
+@click.option("--client-tls", default="preferred", show_default=True, envvar="AURORATRACK_CLIENT_TLS",
+              type=click.Choice(["disabled", "preferred", "required"]),
+              help="TLS for applications: offered (preferred), or demanded of every client (required).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              envvar="AURORATRACK_TLS_CERT",
+              help="The proxy's certificate (chain), PEM [default: a self-signed one made in --data-dir]. "
+                   "SIGHUP reloads it.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              envvar="AURORATRACK_TLS_KEY", help="The key of --tls-cert, PEM.")
+@click.option("--upstream-tls", default="preferred", show_default=True, envvar="AURORATRACK_UPSTREAM_TLS",
+              type=click.Choice(["disabled", "preferred", "required", "verify-ca", "verify-identity"]),
+              help="TLS to the server, for every connection auroratrack makes (like the MySQL clients' --ssl-mode).")
+@click.option("--upstream-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              envvar="AURORATRACK_UPSTREAM_CA", help="CA file that verifies the server's certificate "
+                                                     "[default: the system's CAs].")
 @click.option("--log-format", default="text", show_default=True, envvar="AURORATRACK_LOG_FORMAT",
               type=click.Choice(["text", "json"]), help="Log lines for people, or JSON for log shippers.")
 @click.option("--log-level", default="info", show_default=True, envvar="AURORATRACK_LOG_LEVEL",
               type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(upstream, user, password_file, listen, admin_listen, data_dir, hold_timeout, max_allowed_packet,
           backtrack_window, allow_long_window, max_store_bytes, streamer_server_id, no_capture,
-          backfill, log_format, log_level) -> None:
+          backfill, client_tls, tls_cert, tls_key, upstream_tls, upstream_ca, log_format, log_level) -> None:
     """Run the proxy, the changelog streamer and the admin API in front of the server.
 
     Every option can also be set with an environment variable named after it
@@ -126,10 +141,13 @@ def serve(upstream, user, password_file, listen, admin_listen, data_dir, hold_ti
     if window_s > 72 * 3600 and not allow_long_window:
         raise click.BadParameter("at most 72h (Aurora's limit); add --allow-long-window to go beyond",
                                  param_hint="--backtrack-window")
+    if (tls_cert is None) != (tls_key is None):
+        raise click.BadParameter("give both --tls-cert and --tls-key, or neither", param_hint="--tls-cert")
     from proxy.service import ServeConfig
 
     config = ServeConfig(
-        upstream=UpstreamCredentials(up_host, up_port, user, read_password(password_file)),
+        upstream=UpstreamCredentials(up_host, up_port, user, read_password(password_file),
+                                     tls_mode=upstream_tls, tls_ca=str(upstream_ca) if upstream_ca else None),
         listen_host=listen_host, listen_port=listen_port, data_dir=data_dir,
         hold_timeout=hold_timeout, max_allowed_packet=max_allowed_packet,
         capture=not no_capture, backtrack_window_s=window_s,
@@ -137,6 +155,7 @@ def serve(upstream, user, password_file, listen, admin_listen, data_dir, hold_ti
         if max_store_bytes else None,
         streamer_server_id=streamer_server_id, log_level=log_level.upper(), log_format=log_format,
         admin_host=admin_host, admin_port=admin_port, backfill=backfill,
+        client_tls=client_tls, tls_cert=tls_cert, tls_key=tls_key,
     )
     data_dir.mkdir(parents=True, exist_ok=True)
     sys.exit(asyncio_run(_serve(config)))
@@ -158,6 +177,7 @@ async def _serve(config: ServeConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, service.reload_tls)  # a renewed certificate, nobody dropped
     await stop.wait()
     await service.stop()
     return 0

@@ -91,6 +91,8 @@ def status_view(status: dict) -> RenderableType:
     grid.add_row("State", Text(state, style="green" if state == "available" else "yellow bold"))
     upstream = status["upstream"]
     grid.add_row("Upstream", " ".join(filter(None, [upstream["address"], upstream.get("server_version")])))
+    if (status.get("tls") or {}).get("client", {}).get("sha256_fingerprint"):  # TLS: what clients pin
+        grid.add_row("TLS certificate", "SHA-256 " + status["tls"]["client"]["sha256_fingerprint"])
     grid.add_row("Proxy", status.get("listen") or "-")
     grid.add_row("Admin API", f"{status.get('admin') or '-'} (serve pid {status.get('pid')}, "
                               f"auroratrack {status.get('auroratrack_version')})")

@@ -33,6 +33,8 @@ from proxy import wire
 from proxy.compression import CompressedSession
 from proxy.ddlhold import FIRST_BYTES as DDL_FIRST_BYTES
 from proxy.gate import BACKTRACKING_ERRNO, BACKTRACKING_SQLSTATE, Gate, backtracking_message
+from proxy.tls import TlsPolicy
+from proxy.tlslogin import SessionLogin
 from proxy.tracker import AUTH, HANDSHAKE, STREAM, SessionTracker
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,9 @@ class ClientSession(asyncio.Protocol):
         self.compressed: CompressedSession | None = None  # a CLIENT_COMPRESS session, once authenticated
         self.ddl_running = False  # proxy.ddlhold runs the client's statement (until ddl_done)
         self.ddl_statements: dict | None = None  # prepared statement id -> held DDL (proxy.ddlhold)
+        # TLS: while set, the login is relayed leg by leg (proxy/tlslogin.py) instead of by the
+        # tracker; it clears itself when the server's OK or ERR has gone to the client.
+        self.login: SessionLogin | None = SessionLogin(self, proxy.tls) if proxy.tls is not None else None
 
     # -- what the gate and status see --------------------------------------------------------------
     @property
@@ -107,6 +112,9 @@ class ClientSession(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
+            return
+        if self.login is not None:  # TLS login
+            self.login.from_client(data)
             return
         # DDL hold hook (proxy.ddlhold): a few byte tests per read. A query or prepare that may
         # start with DROP/TRUNCATE, or the execute of one prepared so, goes to the holder.
@@ -169,6 +177,9 @@ class ClientSession(asyncio.Protocol):
 
     def server_data(self, data: bytes) -> None:
         if self.closed:
+            return
+        if self.login is not None:  # TLS login
+            self.login.from_server(data)
             return
         try:
             out = self.tracker.feed_server(data)
@@ -363,6 +374,8 @@ class ClientSession(asyncio.Protocol):
             self._held_timer = None
         if self._connect_task is not None and not self._connect_task.done():
             self._connect_task.cancel()
+        if self.login is not None:  # TLS login: its handshake watchers
+            self.login.close()
         if self.transport is not None:
             self.transport.close()
         if self.upstream is not None:
@@ -431,12 +444,14 @@ class ProxyServer:
         gate: Gate,
         max_allowed_packet: int = 1 << 30,
         connect_timeout: float = 10.0,
+        tls: TlsPolicy | None = None,
     ):
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
         self.gate = gate
         self.max_allowed_packet = max_allowed_packet
         self.connect_timeout = connect_timeout
+        self.tls = tls if tls is not None and tls.active else None  # None: the tracker follows logins
         self.sessions: dict[int, ClientSession] = {}
         self.sessions_total = 0
         self.protocol_errors = 0

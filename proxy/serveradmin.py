@@ -60,11 +60,23 @@ class UpstreamCredentials:
     port: int
     user: str
     password: str = ""
+    # TLS to the server (--upstream-tls / --upstream-ca), for every connection auroratrack makes.
+    # Names, not an ssl.SSLContext: the streamer's process gets these credentials pickled.
+    tls_mode: str = "preferred"
+    tls_ca: str | None = None
+
+    def tls_kwargs(self) -> dict:
+        """PyMySQL connect() arguments for the TLS policy."""
+        from proxy.tls import pymysql_tls_kwargs
+
+        return pymysql_tls_kwargs(self.tls_mode, self.tls_ca)
 
     def connect(self, role: str = "control", **kwargs) -> pymysql.Connection:
         """A connection as auroratrack, telling the server its ``role`` (one of ``ROLES``)."""
         kwargs.setdefault("autocommit", True)
         kwargs.setdefault("connect_timeout", 10)
+        for key, value in self.tls_kwargs().items():
+            kwargs.setdefault(key, value)
         return open_connection(role, host=self.host, port=self.port, user=self.user, password=self.password,
                                **kwargs)
 

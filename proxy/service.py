@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -31,6 +32,8 @@ from proxy.ddlundo import DdlUndo, resume_interrupted
 from proxy.gate import Gate
 from proxy.relay import ProxyServer
 from proxy.serveradmin import ServerAdmin, UpstreamCredentials
+from proxy.tls import CertificateFiles, ClientTls, TlsPolicy, ensure_self_signed
+from proxy.tlslogin import probe_upstream_tls
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,6 +61,12 @@ class ServeConfig:
     capture_restart_backoff_s: float = 1.0  # first wait before a stopped streamer is started again
     hold_ddl: bool | None = None  # hold DROP TABLE / TRUNCATE (proxy.ddlhold); None: when capturing
     backfill: bool = True  # empty store: capture the server's binlogs within the window (backfill.py)
+    # TLS on the client leg (the upstream leg's policy is in ``upstream``): --client-tls,
+    # --tls-cert/--tls-key (None: a self-signed pair made in data_dir at first start).
+    client_tls: str = "preferred"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_handshake_timeout: float = 10.0
 
     @property
     def store_path(self) -> Path:
@@ -92,6 +101,7 @@ class Service:
         self.admin_address: tuple[str, int] | None = None
         self.ddl_holder: DdlHolder | None = None
         self._sweep_task: asyncio.Task | None = None
+        self.tls: TlsPolicy | None = None
 
     async def start(self) -> None:
         try:
@@ -103,6 +113,7 @@ class Service:
     async def _start(self) -> None:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        await self._start_tls()
         if config.capture:
             streamer_config = config.streamer_config()
             self.inspection = await asyncio.to_thread(
@@ -127,7 +138,7 @@ class Service:
         self.gate = Gate(hold_timeout=config.hold_timeout, server=self.admin)
         self.proxy = ProxyServer(
             config.upstream.host, config.upstream.port, self.gate,
-            max_allowed_packet=max_packet, connect_timeout=config.connect_timeout,
+            max_allowed_packet=max_packet, connect_timeout=config.connect_timeout, tls=self.tls,
         )
         if config.capture:
             self.backtracker = Backtracker(config.upstream, self.gate, config.store_path, config.data_dir,
@@ -153,6 +164,35 @@ class Service:
         backtracker = self.backtracker
         resume_interrupted(backtracker.ddl_undo, self.config.store_path, backtracker.apply_connection,
                            backtracker.catch_up, backtracker.finish_resumed)
+
+    async def _start_tls(self) -> None:
+        """Both legs' TLS; refuses to start when the server's certificate fails verification."""
+        config = self.config
+        files = None
+        if config.client_tls != "disabled":
+            if config.tls_cert is not None:
+                files = CertificateFiles(config.tls_cert, config.tls_key or config.tls_cert)
+            else:
+                files = await asyncio.to_thread(ensure_self_signed, config.data_dir)
+        self.tls = TlsPolicy(ClientTls(config.client_tls, files), config.upstream.tls_mode,
+                             config.upstream.tls_ca, config.tls_handshake_timeout)
+        cipher = await asyncio.to_thread(probe_upstream_tls, config.upstream.host, config.upstream.port,
+                                         self.tls, config.connect_timeout)
+        log.info("TLS: clients %s%s; server %s%s", config.client_tls,
+                 f" (certificate SHA-256 {self.tls.client.fingerprint})" if self.tls.client.offered else "",
+                 config.upstream.tls_mode, f" ({cipher}, certificate verified)" if cipher else "")
+
+    def reload_tls(self) -> None:
+        """SIGHUP: read the certificate and key again; sessions keep their TLS, new ones get the new
+        certificate. A file that does not load leaves the old certificate in use."""
+        if self.tls is None:
+            return
+        try:
+            self.tls.client.reload()
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            log.error("TLS certificate not reloaded, the old one stays in use: %s", exc)
+            return
+        log.info("TLS certificate reloaded (SHA-256 %s)", self.tls.client.fingerprint)
 
     async def _start_admin(self) -> None:
         # Imported here: aiohttp takes ~0.4 s to import and the CLI's client commands never need it.

@@ -796,7 +796,7 @@ class SessionTracker:
             response = parse_handshake_response(payload)
             if response.is_ssl_request:
                 raise ProtocolError(
-                    "auroratrack does not terminate TLS yet: connect without SSL "
+                    "auroratrack offers no TLS here (--client-tls disabled): connect without SSL "
                     "(e.g. --ssl-mode=DISABLED / ssl_disabled=True)", 2026, "HY000",
                 )
             self.capabilities = response.capabilities & self._server_capabilities

@@ -65,7 +65,8 @@ class Capability(IntFlag):
 # Capabilities the relay cannot follow, so it never advertises them:
 #  - ZSTD compression (MySQL 8.0.18+ only): the relay inflates zlib only (proxy/compression.py);
 #    clients fall back to zlib (CLIENT_COMPRESS, which is relayed) or, zstd alone, to none;
-#  - SSL: the proxy does not terminate TLS yet, and a relayed TLS stream cannot be framed;
+#  - SSL: a relayed TLS stream cannot be framed; the proxy offers TLS of its own instead
+#    (proxy/authrelay.py sets CLIENT_SSL on each leg by that leg's policy);
 #  - MySQL's OPTIONAL_RESULTSET_METADATA: result sets without column definitions, announced in
 #    a way the relay does not read (MariaDB's CACHE_METADATA it does: proxy.tracker);
 #  - MariaDB COM_MULTI: a command of commands, never used by a released client.

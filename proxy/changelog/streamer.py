@@ -917,7 +917,7 @@ class Streamer:
     # -- the control connection ---------------------------------------------------------------------------------
     def _connection_settings(self) -> dict:
         up = self.config.upstream
-        return {"host": up.host, "port": up.port, "user": up.user, "password": up.password}
+        return {"host": up.host, "port": up.port, "user": up.user, "password": up.password, **up.tls_kwargs()}
 
     def _control_conn(self) -> pymysql.Connection:
         if self._control is None or not self._control.open:

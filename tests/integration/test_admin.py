@@ -25,7 +25,8 @@ from proxy.cli import main
 from proxy.service import BackgroundService
 
 STATUS_KEYS = {"state", "auroratrack_version", "pid", "upstream", "listen", "admin", "sessions", "capture",
-               "store", "streamer", "last_backtrack", "capture_lag", "creation_rate_per_s", "held_tables"}
+               "store", "streamer", "last_backtrack", "capture_lag", "creation_rate_per_s", "held_tables",
+               "tls"}
 SESSION_KEYS = {"total", "idle", "busy", "held", "connecting", "in_transaction"}
 STORE_KEYS = {"transactions", "change_records", "stored_bytes", "file_bytes", "evicted_transactions",
               "oldest_commit_time", "newest_commit_time", "earliest_backtrack_time",
@@ -193,8 +194,10 @@ def test_cli_status_json_has_a_stable_set_of_keys(captured):
     status = json.loads(out)
     assert set(status) == STATUS_KEYS and set(status["sessions"]) == SESSION_KEYS
     assert set(status["store"]) == STORE_KEYS
+    assert status["tls"]["client"]["sha256_fingerprint"].count(":") == 31  # what clients pin
     code, out, _ = cli("status", "--data-dir", data_dir)
     assert code == 0 and "available" in out and "Backtrack window" in out
+    assert status["tls"]["client"]["sha256_fingerprint"] in out
 
 
 def test_cli_finds_serve_through_the_environment(bare, monkeypatch):

@@ -857,8 +857,9 @@ def test_auth_caching_sha2_mysql_connector(proxy, mysql_server, caching_sha2_use
 # -- TLS ---------------------------------------------------------------------------------------------
 
 
-def test_client_requiring_tls_gets_a_clear_error(proxy, mysql_server, mariadb_child):
-    # The proxy does not offer TLS, so a driver that requires it refuses on its own ...
+def test_client_requiring_tls_gets_a_clear_error(make_proxy, mysql_server, mariadb_child):
+    # With --client-tls disabled the proxy offers no TLS, so a driver that requires it refuses on its own ...
+    proxy = make_proxy(client_tls="disabled")
     with raw.RawConnection("127.0.0.1", proxy.port) as conn:
         conn.read_handshake()
         assert not conn.server_capabilities & raw.CLIENT_SSL
@@ -875,5 +876,17 @@ def test_client_requiring_tls_gets_a_clear_error(proxy, mysql_server, mariadb_ch
         with pytest.raises(raw.ServerError) as rerr:
             conn.read_ok()
         assert rerr.value.errno == 2026
-        assert "does not terminate TLS" in rerr.value.message
+        assert "TLS" in rerr.value.message
         assert conn.closed_by_peer()
+
+
+def test_client_requiring_tls_gets_it_by_default(proxy, mysql_server, mariadb_child):
+    """The default proxy offers TLS with its self-signed certificate (this server offers none:
+    the proxy's leg to it stays plaintext); a driver that verifies it against that file gets in."""
+    if proxy.service.config.tls_cert is not None:
+        pytest.skip("this proxy has a CA-signed certificate of its own: test_tls.py verifies that one")
+    ca = str(proxy.service.config.data_dir / "tls-cert.pem")
+    with connect_pymysql(proxy, mysql_server, ssl_ca=ca, ssl_verify_cert=True) as conn:
+        assert conn._sock.version() in ("TLSv1.2", "TLSv1.3")
+        assert_idle(proxy, conn.thread_id())
+        works(conn)
