@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from proxy import ddlops
+from proxy import ddlops, ddlrecord
 from proxy.changelog.store import ChangeStore, StoredTransaction
 from proxy.ddllink import PyMySQLExecutor
 from proxy.ddlops import Journal, Op, Swap
@@ -85,7 +85,9 @@ class DdlUndo:
             op = self.journal.get(op_id)
             item = {"op": op_id, "txn_id": txn_id, "kind": op.kind if op else None,
                     "statement": op.statement[:200] if op else None, "undo": None}
-            if op is not None:
+            if op is not None and op.change is not None and op.kind != "create":
+                item["undo"] = ddlrecord.describe_undo(op)
+            elif op is not None:
                 preview = Op("preview", "undo", op.statement, [Swap(s.db, s.name, s.into, s.out) for s in op.swaps])
                 item["undo"] = ddlops.rename_statement(preview)
             out.append(item)
@@ -150,6 +152,8 @@ class DdlUndo:
         op = self.journal.get(op_id)
         conn.autocommit(True)
         ex = PyMySQLExecutor(conn)
+        if op.change is not None and op.kind != "create":  # a recorded RENAME/ALTER (proxy.ddlrecord)
+            return ddlrecord.undo(ex, self.journal, op) or "nothing"
         inverse = Op(ddlops.new_op_id(), "undo", op.statement, [], undoes=op.op_id, created_us=ddlops.now_us())
         if op.schema_action == "drop":  # an undone DROP DATABASE: the schema comes back first
             inverse.schema_action, inverse.schema = "create", op.schema
