@@ -1,7 +1,8 @@
 """Keep instead of destroy: DROP TABLE, TRUNCATE and DROP DATABASE from clients become held tables.
 
 The relay hands this module a COM_QUERY or COM_STMT_PREPARE only when its first byte could start
-``DROP`` or ``TRUNCATE`` (``FIRST_BYTES``, a byte test on the hot path), and a COM_STMT_EXECUTE
+``DROP``, ``TRUNCATE``, ``CREATE``, ``ALTER`` or ``RENAME`` (``FIRST_BYTES``, a byte test on the
+hot path; CREATE TABLE, ALTER TABLE and RENAME TABLE are recorded ops of proxy.ddlrecord), and a COM_STMT_EXECUTE
 only of a statement prepared so; ``DdlHolder.claims`` then decides off that path (a regex on the
 prefix, then sqlglot, ~0.2 ms, DDL only) whether it is a statement it holds. If so it takes the
 session over until the answer is sent: it runs the checks and the hold on the client's own
@@ -305,7 +306,7 @@ class DdlHolder:
                 control = PyMySQLExecutor(self._control)
                 if isinstance(statement, ddlrecord.Recorded):
                     self.recorded += 1
-                    return ddlrecord.record(session, self.journal, statement, current_db)
+                    return ddlrecord.record(session, control, self.journal, statement, current_db)
                 if statement.kind == "truncate":
                     return self._truncate(session, control, statement, current_db)
                 if statement.kind == "drop_database":

@@ -1,6 +1,6 @@
-"""Recorded DDL: CREATE TABLE, RENAME TABLE and non-destructive ALTER TABLE from clients, made invertible.
+"""Recorded DDL: CREATE TABLE, RENAME TABLE and ALTER TABLE from clients, made invertible.
 
-DESIGN.md decision 12, the DDL that destroys nothing. proxy.ddlhold claims these statements as it
+DESIGN.md decision 12, the DDL that is not a DROP/TRUNCATE. proxy.ddlhold claims these statements as it
 claims DROP/TRUNCATE (the same relay hook, session link and journal); this module runs them as
 *recorded ops* (proxy.ddlops.Op, kind ``create`` | ``rename`` | ``alter``):
 
@@ -24,11 +24,22 @@ Row images logged before a recorded DDL are decoded with the table map they were
 (the store keeps one per layout, with the column names under binlog_row_metadata=FULL), and the
 steps of proxy.ddlundo apply them only once the table is back in that layout.
 
-Recorded ALTERs are the ones that lose no data: ADD COLUMN/INDEX/KEY/CONSTRAINT, DROP
-INDEX/KEY/FOREIGN KEY/CONSTRAINT/CHECK, ALTER COLUMN ... DEFAULT, COMMENT and the like. An ALTER
-that may (DROP COLUMN, CHANGE, MODIFY, CONVERT, RENAME, anything about partitions, ORDER BY...)
-is not recorded: it runs as sent and a backtrack across it is a DDL conflict, as before. Neither
-are CREATE TABLE ... SELECT, CREATE OR REPLACE, CREATE TEMPORARY TABLE and ALTER ... RENAME TO.
+Recorded ALTERs: ADD COLUMN/INDEX/KEY/CONSTRAINT, DROP INDEX/KEY/FOREIGN KEY/CONSTRAINT/CHECK,
+ALTER COLUMN ... DEFAULT, COMMENT and the like; and the ones that may lose data, DROP COLUMN,
+MODIFY, CHANGE (a narrowing or a type change): the primary key and the columns they name are
+saved first (``_save``: CREATE TABLE ... SELECT into ``auroratrack_hold``, out of the binlog,
+on auroratrack's connection after a COMMIT of the client's session, the implicit commit the
+ALTER makes anyway), and the undo writes them back over the rows with the same key after the
+inverse ALTER (``_restore``, an UPDATE ... JOIN, logged: a forward backtrack undoes it). An undo
+that drops or changes columns saves them too, so the forward gets them back. The saved table is
+held data of the op (proxy.ddlretention: listed, and dropped when the op leaves the window).
+
+Not recorded (runs as sent; a backtrack across it is a DDL conflict, as before): a destructive
+ALTER of a table without a primary key or touching a key column, CONVERT TO CHARACTER SET,
+RENAME, anything about partitions, ORDER BY, DISCARD/IMPORT, IF [NOT] EXISTS clauses; CREATE
+TABLE ... SELECT, CREATE OR REPLACE, CREATE TEMPORARY TABLE; statements with comments inside.
+Limits: a write by another session between the save and the ALTER is not in the saved data (the
+undo then meets it as drift); the restore UPDATE fires the table's UPDATE triggers.
 
 Reads and writes the server through the executors it is given; reads and writes the journal.
 """
@@ -54,13 +65,15 @@ _CREATE = re.compile(rf"\s*CREATE\s+TABLE\s+(IF\s+NOT\s+EXISTS\s+)?{_QNAME}", re
 _RENAME = re.compile(r"\s*RENAME\s+TABLES?\s+", re.IGNORECASE)
 _RENAME_PAIR = re.compile(rf"\s*{_QNAME}\s+TO\s+{_QNAME}\s*(,|$)", re.IGNORECASE)
 _ALTER = re.compile(rf"\s*ALTER\s+(?:ONLINE\s+)?TABLE\s+{_QNAME}\s+", re.IGNORECASE)
-# In an ALTER: clauses that may lose or change data (decided by proxy.ddlhold's destructive
-# path, or not held at all). Matched anywhere, strings included: a false match only means the
-# statement is not recorded (a conflict at backtrack), never a wrong undo.
-_UNSAFE_ALTER = re.compile(
-    r"\b(?:CHANGE|MODIFY|CONVERT|RENAME|PARTITION|PARTITIONING|TRUNCATE|DISCARD|IMPORT|ORDER\s+BY|"
-    r"SYSTEM\s+VERSIONING|IF\s+EXISTS|DROP\s+(?!(?:INDEX|KEY|PRIMARY\s+KEY|FOREIGN\s+KEY|CONSTRAINT|CHECK)\b))",
-    re.IGNORECASE)
+# In an ALTER: clauses not recorded (the statement runs as sent: a conflict at backtrack). Matched
+# anywhere, strings included: a false match only means the statement is not recorded, never a
+# wrong undo.
+_UNSUPPORTED_ALTER = re.compile(
+    r"\b(?:CONVERT|RENAME|PARTITION|PARTITIONING|TRUNCATE|DISCARD|IMPORT|ORDER\s+BY|SYSTEM\s+VERSIONING|"
+    r"IF\s+EXISTS|IF\s+NOT\s+EXISTS)\b", re.IGNORECASE)
+# Clauses that may lose or change a column's data: the columns they name are saved first.
+_DESTRUCTIVE = re.compile(rf"\b(?:DROP|MODIFY|CHANGE)\s+(?:COLUMN\s+)?"
+                          rf"(?!(?:INDEX|KEY|PRIMARY|FOREIGN|CONSTRAINT|CHECK|DEFAULT)\b)({_NAME})", re.IGNORECASE)
 _SYSTEM_SCHEMAS = frozenset({"mysql", "information_schema", "performance_schema", "sys", HOLD_SCHEMA, "auroratrack"})
 
 
@@ -72,6 +85,7 @@ class Recorded:
     text: str
     tables: list[tuple[str | None, str]]  # create/alter: the table; rename: from, to, from, to...
     if_exists: bool = False  # (CREATE ... IF NOT EXISTS)
+    columns: tuple[str, ...] = ()  # ALTER: the columns a DROP/MODIFY/CHANGE names (saved first)
 
 
 def _unquote(name: str | None) -> str | None:
@@ -113,8 +127,9 @@ def parse(query: bytes) -> Recorded | None:
             pos = pair.end()
         return _checked(Recorded("rename", text, tables)) if tables else None
     found = _ALTER.match(body)
-    if found and not _UNSAFE_ALTER.search(body, found.end()):
-        return _checked(Recorded("alter", text, [_pair(found.group(1), found.group(2))]))
+    if found and not _UNSUPPORTED_ALTER.search(body, found.end()):
+        columns = tuple(dict.fromkeys(_unquote(m.group(1)) for m in _DESTRUCTIVE.finditer(body, found.end())))
+        return _checked(Recorded("alter", text, [_pair(found.group(1), found.group(2))], columns=columns))
     return None
 
 
@@ -127,27 +142,91 @@ def _checked(statement: Recorded) -> Recorded | None:
 # -- recording (the client's session) ------------------------------------------------------------------
 
 
-def record(session: Executor, journal: Journal, statement: Recorded, current_db: str | None) -> Result:
-    """Run the client's statement as a recorded op (steps 1-3 of the module docstring)."""
+def record(session: Executor, control: Executor, journal: Journal, statement: Recorded,
+           current_db: str | None) -> Result:
+    """Run the client's statement as a recorded op (steps 1-3 of the module docstring); an ALTER
+    that may lose data has that data saved first (``_save``), or is run as sent (not recorded)
+    when it cannot be (no primary key, a key column touched, the save refused)."""
     names = [(db or current_db, name) for db, name in statement.tables]
     op = Op(ddlops.new_op_id(), statement.kind, statement.text, [], created_us=ddlops.now_us(),
             change={"tables": [list(n) for n in names]})
     if statement.kind == "alter":
         op.change["before"] = _show_create(session, *names[0])
+        if statement.columns and op.change["before"] is not None:
+            # The DDL commits the client's open transaction anyway: committed first, so that
+            # the save (auroratrack's connection) reads what the ALTER will change.
+            ddlops._must(session.run("/* auroratrack ddl */ COMMIT"))
+            journal.save(op)
+            if not _save(control, op, *names[0], op.change["before"], statement.columns):
+                op.state = "failed"
+                journal.save(op)
+                return session.run(statement.text)
     elif statement.kind == "create":
         if _show_create(session, *names[0]) is not None:
             op.kind = "noop"  # IF NOT EXISTS of a table that exists (a Note; logged all the same)
         op.swaps.append(Swap(names[0][0], names[0][1], None, f"{op.op_id}_0_{names[0][1]}"[:64]))
     journal.save(op)
+    ddlops._test_pause("before_recorded")
     result = session.run(tag(op.op_id) + statement.text)
     if not result.ok:
         op.state = "failed"
+        if op.change.get("saved"):
+            control.run(f"{tag(op.op_id, 'unsave')}DROP TABLE IF EXISTS {qname(HOLD_SCHEMA, op.change['saved'])}")
     elif statement.kind == "alter":
         op.change["after"] = _show_create(session, *names[0])
     if op.state != "failed":
         op.state = "done"
     journal.save(op)
     return result
+
+
+def _save(ex: Executor, op: Op, db: str, name: str, create: str, columns) -> bool:
+    """Copy the primary key and ``columns`` of ``db.name`` into a table of the hold schema, out
+    of the binlog (``sql_log_bin = 0``: a copy of a column need not be replicated nor captured);
+    its name goes into ``op.change["saved"]``. False when there is no primary key, a key column
+    is among ``columns`` (the rows could not be found again) or a statement fails."""
+    key = _primary_key(create)
+    present = {c.lower(): c for c in (_unquote(q) for q in _parts(create)[1])}
+    wanted = [present[c.lower()] for c in columns if c.lower() in present]
+    if not key or not wanted or {c.lower() for c in key} & {c.lower() for c in wanted}:
+        return False
+    saved = f"{op.op_id}_s_{name}"[:64]
+    listed = ", ".join(quote(c) for c in key + wanted)
+    if not ex.run("/* auroratrack ddl */ SET SESSION sql_log_bin = 0").ok:
+        return False
+    try:
+        made = ex.run(f"{tag(op.op_id, 'save')}CREATE TABLE {qname(HOLD_SCHEMA, saved)} "
+                      f"(PRIMARY KEY ({', '.join(quote(c) for c in key)})) ENGINE=InnoDB "
+                      f"SELECT {listed} FROM {qname(db, name)}")
+    finally:
+        ex.run("/* auroratrack ddl */ SET SESSION sql_log_bin = 1")
+    if not made.ok:
+        log.warning("ALTER of %s.%s not recorded: its data could not be saved (%s %s)", db, name,
+                    made.errno, made.message)
+        return False
+    op.change.update(saved=saved, key=key, columns=wanted)
+    return True
+
+
+def _restore(ex: Executor, op_id: str, db: str, name: str, change: dict) -> None:
+    """Write the saved columns back over the rows with the same key (logged: captured as any
+    change, so a backtrack forward undoes it)."""
+    on = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in change["key"])
+    sets = ", ".join(f"t.{quote(c)} = s.{quote(c)}" for c in change["columns"])
+    ddlops._must(ex.run(f"{tag(op_id, 'restore')}UPDATE {qname(db, name)} AS t JOIN "
+                        f"{qname(HOLD_SCHEMA, change['saved'])} AS s ON {on} SET {sets}"))
+
+
+def _primary_key(create: str) -> list[str]:
+    found = re.search(r"^  PRIMARY KEY \(((?:`(?:[^`]|``)+`(?:,)?)+)\)", create, re.MULTILINE)
+    return [_unquote(q) for q in re.findall(r"`(?:[^`]|``)+`", found.group(1))] if found else []
+
+
+def _lost_columns(current: str, target: str) -> list[str]:
+    """Columns of ``current`` that going to ``target`` drops or changes."""
+    cur, _, _, _ = _parts(current)
+    tgt, _, _, _ = _parts(target)
+    return [_unquote(c) for c, definition in cur.items() if tgt.get(c) != definition]
 
 
 def _show_create(ex: Executor, db: str, name: str) -> str | None:
@@ -216,6 +295,12 @@ def undo(ex: Executor, journal: Journal, op: Op) -> str | None:
             return None  # the ALTER changed nothing SHOW CREATE TABLE shows (FORCE, ENGINE=same...)
         statement = f"ALTER TABLE {qname(*names[0])} {clauses}"
         inverse.change = {"tables": [list(names[0])], "before": current}
+        lost = _lost_columns(current, op.change["before"])
+        journal.save(inverse)
+        if lost and not _save(ex, inverse, *names[0], current, lost):
+            # (a table without a primary key: the columns an undone ADD COLUMN filled come
+            # back from the rows a forward backtrack re-applies)
+            log.warning("undo of ALTER op %s: columns %s of %s.%s not saved", op.op_id, lost, *names[0])
     journal.save(inverse)
     result = ex.run(tag(inverse.op_id) + statement)
     if not result.ok:
@@ -223,6 +308,8 @@ def undo(ex: Executor, journal: Journal, op: Op) -> str | None:
         journal.save(inverse)
         raise ddlops.DdlError(result)
     if op.kind == "alter":
+        if op.change.get("saved"):
+            _restore(ex, inverse.op_id, *names[0], op.change)
         inverse.change["after"] = _show_create(ex, *names[0])
         if inverse.change["after"] != op.change["before"]:
             log.warning("undo of ALTER op %s: the definition differs from the one before it:\n%s\n%s",

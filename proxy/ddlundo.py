@@ -1,4 +1,4 @@
-"""Backtrack across held DROP/TRUNCATE: inverse rows and inverse ops, newest first.
+"""Backtrack across held and recorded DDL: inverse rows and inverse ops, newest first.
 
 A backtrack whose window holds ops of proxy.ddlops (their RENAME is a DDL transaction in the
 change store, tagged with the op id) cannot be one server transaction: DDL commits. So it runs,
@@ -6,6 +6,12 @@ under the backtrack's fence and paused gate, as steps newest first:
 
   rows after the newest op (one transaction)  ->  undo that op (its inverse op, journalled)
   ->  rows between it and the op before (one transaction)  ->  ...  ->  rows after the point.
+
+The same holds for the recorded DDL of proxy.ddlrecord (CREATE/RENAME/ALTER TABLE, the client's
+statement tagged with its op id): its undo is ``ddlrecord.undo`` (rename back, ALTER back plus
+the saved columns), or for a CREATE the held-table path below (the table moved aside). Rows of
+each stretch are decoded with the table maps they were logged with, and applied while the
+table has that layout.
 
 Each rows step is the ordinary net inverse (rewind.plan_between + Applier.apply_table), written
 with the backtrack marker, so capture records it as the backtrack's; each undo is an op of its

@@ -20,8 +20,8 @@ def test_recorded(query, kind, tables):
 
 @pytest.mark.parametrize("query", [
     b"CREATE TABLE t AS SELECT 1", b"CREATE TEMPORARY TABLE t (id INT)", b"CREATE OR REPLACE TABLE t (id INT)",
-    b"ALTER TABLE t DROP COLUMN v", b"ALTER TABLE t DROP v", b"ALTER TABLE t MODIFY v BIGINT",
-    b"ALTER TABLE t CHANGE v w INT", b"ALTER TABLE t RENAME TO u", b"ALTER TABLE t CONVERT TO CHARACTER SET utf8mb4",
+    b"ALTER TABLE t RENAME TO u", b"ALTER TABLE t DROP COLUMN IF EXISTS v",
+    b"ALTER TABLE t CONVERT TO CHARACTER SET utf8mb4",
     b"ALTER TABLE t DROP PARTITION p1", b"CREATE TABLE mysql.t (id INT)", b"RENAME TABLE a TO b; DROP TABLE c",
     b"COMMIT", b"CREATE INDEX i ON t (v)",
 ])
@@ -54,3 +54,12 @@ def test_inverse_alter_both_ways():
         "DROP INDEX `v`, ADD COLUMN `w` int(11) NOT NULL DEFAULT 5 AFTER `id`, "
         "MODIFY COLUMN `note` varchar(10) DEFAULT 'n', ADD KEY `w_note` (`w`,`note`), COMMENT='second'")
     assert inverse_alter(BEFORE, BEFORE) == ""
+
+
+@pytest.mark.parametrize(("query", "columns"), [
+    (b"ALTER TABLE t DROP COLUMN v", ("v",)), (b"ALTER TABLE t DROP v, DROP INDEX i", ("v",)),
+    (b"ALTER TABLE t MODIFY v BIGINT, CHANGE COLUMN `w x` y INT", ("v", "w x")),
+    (b"ALTER TABLE t ALTER COLUMN v DROP DEFAULT, DROP PRIMARY KEY, ADD c INT", ()),
+])
+def test_destructive_columns(query, columns):
+    assert parse(query).columns == columns
