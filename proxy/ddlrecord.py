@@ -213,8 +213,11 @@ def _restore(ex: Executor, op_id: str, db: str, name: str, change: dict) -> None
     change, so a backtrack forward undoes it)."""
     on = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in change["key"])
     sets = ", ".join(f"t.{quote(c)} = s.{quote(c)}" for c in change["columns"])
+    # Only the rows that differ: a narrowing MODIFY changed few values as a rule, and every row
+    # written is a row image in the binlog and the store (1M rows: ~40 s on a loaded machine).
+    differ = " OR ".join(f"NOT (t.{quote(c)} <=> s.{quote(c)})" for c in change["columns"])
     ddlops._must(ex.run(f"{tag(op_id, 'restore')}UPDATE {qname(db, name)} AS t JOIN "
-                        f"{qname(HOLD_SCHEMA, change['saved'])} AS s ON {on} SET {sets}"))
+                        f"{qname(HOLD_SCHEMA, change['saved'])} AS s ON {on} SET {sets} WHERE {differ}"))
 
 
 def _primary_key(create: str) -> list[str]:

@@ -119,6 +119,15 @@ class DdlUndo:
                                           "(ddl.db) as done: it cannot be undone"))
         return conflicts
 
+    def plan_conflicts(self, store_path: Path, plan: Plan) -> list[Conflict]:
+        """The log's conflicts of a backtrack across DDL, stretch by stretch (for --dry-run: the
+        rows of an older stretch cannot be tried on the server before the newer steps ran)."""
+        store = ChangeStore(store_path, readonly=True)
+        try:
+            return self.log_conflicts(self.steps(store, plan))
+        finally:
+            store.close()
+
     def apply(self, applier: Applier, record, force: bool, steps: list[Step]) -> list[Conflict]:
         """Run ``steps``; returns the conflicts met on the way (applied as forced)."""
         forced: list[Conflict] = []

@@ -33,6 +33,9 @@ def test_rename_table_undone_then_redone(svc, mysql_server, database):
     after_at = moment(svc, mysql_server)
     after = schema_snapshot(mysql_server, database)
     assert "create u" in after and "create t" not in after
+    dry = backtrack(svc, before_at, dry_run=True)
+    assert [(s["kind"], s["undo"]) for s in dry.plan["ddl_steps"]] == [
+        ("rename", f"RENAME TABLE `{database}`.`kept` TO `{database}`.`keep`, `{database}`.`u` TO `{database}`.`t`")]
     there_and_back(svc, mysql_server, database, before_at, before, after_at, after)
 
 
