@@ -5,7 +5,9 @@ decoded with the layout they were logged with."""
 
 from __future__ import annotations
 
-from proxy.ddlops import HOLD_SCHEMA
+from proxy import ddlrecord
+from proxy.ddllink import PyMySQLExecutor
+from proxy.ddlops import HOLD_SCHEMA, Journal, Op
 from tests.integration.backtrack_support import backtrack, connect_via, wait_captured
 from tests.integration.test_ddl_backtrack import assert_same, execute, moment, schema_snapshot
 
@@ -111,3 +113,30 @@ def test_destructive_alter_of_a_table_without_key_is_not_recorded(svc, mysql_ser
     record = backtrack(svc, before_at)
     assert record.status == "failed"
     assert any(c["kind"] == "ddl" and "DROP COLUMN" in c["reason"] for c in record.conflicts), record.conflicts
+
+
+def test_recorded_ops_a_crash_left_started_are_settled_by_what_the_server_shows(mysql_server, database, tmp_path):
+    """ddlrecord.recover at start: an op journalled ``started`` whose statement ran is done,
+    one whose statement never ran is failed (a backtrack then names it a conflict)."""
+    mysql_server.query(f"CREATE TABLE `{database}`.a (id INT PRIMARY KEY)")
+    mysql_server.query(f"CREATE TABLE `{database}`.b (id INT PRIMARY KEY)")
+    journal = Journal(tmp_path / "ddl.db")
+    try:
+        with mysql_server.connect() as conn:
+            control = PyMySQLExecutor(conn)
+            before_b = control.run(f"SHOW CREATE TABLE `{database}`.b").rows[0][1]
+            ran = Op("r1", "alter", "ALTER TABLE a ADD COLUMN v INT", [], created_us=1,
+                     change={"tables": [[database, "a"]], "before": control.run(
+                         f"SHOW CREATE TABLE `{database}`.a").rows[0][1]})
+            control.run(f"ALTER TABLE `{database}`.a ADD COLUMN v INT")  # ... then the process died
+            never = Op("r2", "alter", "ALTER TABLE b ADD COLUMN v INT", [], created_us=2,
+                       change={"tables": [[database, "b"]], "before": before_b})
+            renamed = Op("r3", "rename", "RENAME TABLE gone TO there", [], created_us=3,
+                         change={"tables": [[database, "gone"], [database, "there"]]})
+            for op in (ran, never, renamed):
+                journal.save(op)
+            outcomes = ddlrecord.recover(journal, control)
+        assert outcomes == ["op r1 (alter) done", "op r2 (alter) failed", "op r3 (rename) done"]
+        assert "`v` int(11)" in journal.get("r1").change["after"]
+    finally:
+        journal.close()
