@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""DDL undo benchmark: a held DROP TABLE / TRUNCATE of a sysbench table, and its backtrack.
+"""DDL undo benchmark: a held DROP TABLE / TRUNCATE / destructive ALTER of a sysbench table, and its backtrack.
 
 Targets (issue 15): undo a DROP TABLE and a TRUNCATE of the sysbench table with clients paused
 under 1 s and the whole backtrack under 2 s; the held DROP TABLE through the proxy costs the
@@ -19,6 +19,12 @@ capture on, as ``auroratrack serve`` runs it; the table and its helpers from ben
   request to completed record, "paused" is ``record.durations['paused_s']``. The table's checksum
   (CHECKSUM TABLE, COUNT, SUM(CRC32) of every row) must equal the baseline afterwards. A proxy
   client runs ``SELECT 1`` every 20 ms; "stall" is the longest gap it saw while the undo ran.
+
+* destructive ALTER cost, per round and per statement (DROP COLUMN pad, a narrowing MODIFY of c
+  CHAR(120) to CHAR(60)): two copies again, one altered directly ("plain": the ALTER's own time),
+  one through the proxy ("saved": the key and the column saved into the hold schema first, then
+  the same ALTER, proxy.ddlrecord). The undo of the same ALTER on the table itself is timed as
+  above (the inverse ALTER plus the saved column written back), checksum checked.
 
 Medians over the rounds. The machine is shared: the load average is printed with the results.
 Usage: ``.venv/bin/python bench/ddl_undo_bench.py [--rows 1000000] [--rounds 3]``; results go
@@ -106,13 +112,39 @@ def drop_cost(server: PrivateServer, port: int) -> dict:
     return {"plain_s": plain, "held_s": held, "ratio": held / plain}
 
 
+ALTERS = {"DROP COLUMN": "ALTER TABLE {table} DROP COLUMN pad",
+          "narrowing MODIFY": "ALTER TABLE {table} MODIFY c CHAR(60) NOT NULL DEFAULT ''"}
+
+
+def alter_cost(server: PrivateServer, port: int, statement: str) -> dict:
+    make_copy(server, "plain_copy")
+    make_copy(server, "saved_copy")
+    with root_connect(server) as conn:
+        execute(conn, "FLUSH TABLES")
+        execute(conn, "SET SESSION sql_mode = ''")
+        plain = timed_statement(conn, ALTERS[statement].format(table=f"{SCHEMA}.plain_copy"))
+        execute(conn, f"DROP TABLE {SCHEMA}.plain_copy")
+    with proxy_connect(port) as conn:
+        execute(conn, "SET SESSION sql_mode = ''")
+        saved = timed_statement(conn, ALTERS[statement].format(table=f"{SCHEMA}.saved_copy"))
+        execute(conn, f"DROP TABLE {SCHEMA}.saved_copy")  # (held; dropped from the hold schema below)
+    with root_connect(server) as conn, conn.cursor() as cur:
+        cur.execute("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                    "AND TABLE_NAME LIKE %s", (HOLD_SCHEMA, "%\\_saved\\_copy"))
+        for (name,) in cur.fetchall():
+            cur.execute(f"DROP TABLE `{HOLD_SCHEMA}`.`{name}`")
+    return {"statement": statement, "plain_s": plain, "saved_s": saved, "ratio": saved / plain}
+
+
 def undo(server: PrivateServer, service, probe: ClientProbe, baseline: list, statement: str) -> dict:
     store_path = service.service.config.store_path
     wait_captured(server, store_path)
     moment = dt.datetime.now(dt.UTC).isoformat()
     time.sleep(1.05)
     with proxy_connect(service.port) as conn:
-        forward = timed_statement(conn, f"{statement} {TABLE}")
+        execute(conn, "SET SESSION sql_mode = ''")
+        sql = ALTERS[statement].format(table=TABLE) if statement in ALTERS else f"{statement} {TABLE}"
+        forward = timed_statement(conn, sql)
     wait_captured(server, store_path)
     backtracker = service.service.backtracker
     probe.open_window()
@@ -139,7 +171,12 @@ def report(results: dict) -> str:
     lines.append(f"DROP TABLE at the client: plain {median([c['plain_s'] for c in costs]) * 1000:.1f} ms, "
                  f"held through the proxy {median([c['held_s'] for c in costs]) * 1000:.1f} ms, "
                  f"ratio {median([c['ratio'] for c in costs]):.2f} (target <= 2)")
-    for statement in ("DROP TABLE", "TRUNCATE TABLE"):
+    for statement in ALTERS:
+        costs = [c for c in results["alter_cost"] if c["statement"] == statement]
+        lines.append(f"ALTER TABLE {statement} at the client: plain {median([c['plain_s'] for c in costs]):.3f} s, "
+                     f"through the proxy with its data saved first {median([c['saved_s'] for c in costs]):.3f} s, "
+                     f"ratio {median([c['ratio'] for c in costs]):.2f}")
+    for statement in ("DROP TABLE", "TRUNCATE TABLE", *ALTERS):
         trials = [t for t in results["undo"] if t["statement"] == statement]
         lines.append(f"undo {statement}: total {median([t['total_s'] for t in trials]):.3f} s (target < 2), "
                      f"paused {median([t['paused_s'] for t in trials]):.3f} s (target < 1), "
@@ -157,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     work = Path(tempfile.mkdtemp(prefix="ddl-undo-bench-"))
     server = PrivateServer(work / "server", extra_args=SERVER_ARGS)
-    results: dict = {"rows": args.rows, "rounds": args.rounds, "load": os.getloadavg(), "drop_cost": [], "undo": []}
+    results: dict = {"rows": args.rows, "rounds": args.rounds, "load": os.getloadavg(), "drop_cost": [],
+                     "alter_cost": [], "undo": []}
     service = probe = None
     try:
         server.start()
@@ -169,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         for round_no in range(args.rounds):
             progress(f"round {round_no + 1}")
             results["drop_cost"].append(drop_cost(server, service.port))
-            for statement in ("DROP TABLE", "TRUNCATE TABLE"):
+            for statement in ALTERS:
+                results["alter_cost"].append(alter_cost(server, service.port, statement))
+            for statement in ("DROP TABLE", "TRUNCATE TABLE", *ALTERS):
                 results["undo"].append(undo(server, service, probe, baseline, statement))
         results["load_end"] = os.getloadavg()
     finally:

@@ -434,6 +434,9 @@ class Backtracker:
                 plan = build_plan(store, point.txn_id, self.flavor)
             finally:
                 store.close()
+            if self.ddl_undo is not None and self.ddl_undo.crosses(plan):  # rows in several layouts
+                plan.conflicts = self.ddl_undo.plan_conflicts(self.store_path, plan)
+                return plan
             conn = self._apply_connection()
             try:
                 applier = Applier(conn, f"dry-run {record.id}", emit=sql.append if req.with_sql else None,

@@ -1,7 +1,8 @@
 """Keep instead of destroy: DROP TABLE, TRUNCATE and DROP DATABASE from clients become held tables.
 
 The relay hands this module a COM_QUERY or COM_STMT_PREPARE only when its first byte could start
-``DROP`` or ``TRUNCATE`` (``FIRST_BYTES``, a byte test on the hot path), and a COM_STMT_EXECUTE
+``DROP``, ``TRUNCATE``, ``CREATE``, ``ALTER`` or ``RENAME`` (``FIRST_BYTES``, a byte test on the
+hot path; CREATE TABLE, ALTER TABLE and RENAME TABLE are recorded ops of proxy.ddlrecord), and a COM_STMT_EXECUTE
 only of a statement prepared so; ``DdlHolder.claims`` then decides off that path (a regex on the
 prefix, then sqlglot, ~0.2 ms, DDL only) whether it is a statement it holds. If so it takes the
 session over until the answer is sent: it runs the checks and the hold on the client's own
@@ -43,7 +44,7 @@ import pymysql
 import sqlglot
 from sqlglot import exp
 
-from proxy import ddlops, ddlretention, ddlscript, wire
+from proxy import ddlops, ddlrecord, ddlretention, ddlscript, wire
 from proxy.ddllink import PyMySQLExecutor, Result, SessionExecutor, SessionLink, reframe
 from proxy.ddlops import HOLD_SCHEMA, Journal, Op, Swap, qname, quote, sql_string
 from proxy.ddlretention import HeldTable
@@ -55,9 +56,10 @@ log = logging.getLogger(__name__)
 
 # First payload byte after COM_QUERY that may start a statement this module holds (checked by
 # the relay before it calls ``claims``): d/D, t/T, whitespace, or a comment.
-FIRST_BYTES = frozenset(b"dDtT \t\r\n/")
-_PREFIX = re.compile(rb"\s*(?:/\*.*?\*/\s*)*(drop\s+(?:table|database|schema)|truncate)\b",
-                     re.IGNORECASE | re.DOTALL)
+# Also c/C, a/A, r/R: CREATE/ALTER/RENAME TABLE are recorded (proxy.ddlrecord).
+FIRST_BYTES = frozenset(b"dDtTcCaArR \t\r\n/")
+_PREFIX = re.compile(rb"\s*(?:/\*.*?\*/\s*)*(drop\s+(?:table|database|schema)|truncate|create\s+table|"
+                     rb"rename\s+tables?|alter\s+(?:online\s+)?table)\b", re.IGNORECASE | re.DOTALL)
 # Never held: the server's own schemas and auroratrack's.
 _SYSTEM_SCHEMAS = frozenset({"mysql", "information_schema", "performance_schema", "sys", HOLD_SCHEMA, "auroratrack"})
 _IN_TRANS = int(wire.ServerStatus.SERVER_STATUS_IN_TRANS)
@@ -72,8 +74,12 @@ class Statement:
     if_exists: bool = False
 
 
-def parse_statement(query: bytes) -> Statement | None:
-    """The DROP TABLE / TRUNCATE this module holds, or None (relay it unchanged)."""
+def parse_statement(query: bytes) -> Statement | ddlrecord.Recorded | None:
+    """The DROP TABLE / TRUNCATE this module holds, the DDL proxy.ddlrecord records, or None
+    (relay it unchanged)."""
+    recorded = ddlrecord.parse(query)
+    if recorded is not None:
+        return recorded
     if not _PREFIX.match(query, 0, 200) or not query.isascii():
         return None
     text = query.decode("ascii")
@@ -113,6 +119,7 @@ class DdlHolder:
         self.journal = Journal(data_dir / "ddl.db")
         self.holds = 0  # statements answered by a hold
         self.passed = 0  # statements claimed but run unchanged (nothing to hold)
+        self.recorded = 0  # CREATE/RENAME/ALTER TABLE run as recorded ops (proxy.ddlrecord)
         self.held: list[HeldTable] = []  # as of the last sweep (status, metrics)
         self._control: pymysql.Connection | None = None  # reused: a connect costs ~10 ms
         self._control_lock = threading.Lock()
@@ -123,7 +130,7 @@ class DdlHolder:
         try:
             control = PyMySQLExecutor(conn)
             ddlops.ensure_hold_schema(control)
-            return ddlops.recover(self.journal, control)
+            return ddlops.recover(self.journal, control) + ddlrecord.recover(self.journal, control)
         finally:
             conn.close()
 
@@ -297,6 +304,9 @@ class DdlHolder:
                 self._control = self.control_credentials.connect()
             try:
                 control = PyMySQLExecutor(self._control)
+                if isinstance(statement, ddlrecord.Recorded):
+                    self.recorded += 1
+                    return ddlrecord.record(session, control, self.journal, statement, current_db)
                 if statement.kind == "truncate":
                     return self._truncate(session, control, statement, current_db)
                 if statement.kind == "drop_database":

@@ -157,6 +157,9 @@ class Op:
     schema_action: str | None = None
     schema: dict | None = None
     gtids: list[str] = field(default_factory=list)  # of the untagged statements it sent
+    # A recorded DDL (proxy.ddlrecord, kinds create | rename | alter | noop): the tables it names
+    # and, for an ALTER, SHOW CREATE TABLE before and after.
+    change: dict | None = None
 
     def inverse(self, op_id: str, defs: dict[str, TableDefs]) -> Op:
         """The op that undoes this one (``defs``: what the tables now going out are)."""
@@ -528,6 +531,8 @@ def recover(journal: Journal, control: Executor) -> list[str]:
     """Finish or roll back every op a crash left ``started``; returns what was done, per op."""
     outcomes = []
     for op in journal.ops("started"):
+        if op.change is not None:
+            continue  # a recorded DDL: proxy.ddlrecord.recover
         first = op.swaps[0]
         if first.out is not None:
             renamed = table_exists(control, HOLD_SCHEMA, first.out)

@@ -55,6 +55,10 @@ def current_holders(journal: Journal) -> dict[str, tuple[Op, ddlops.Swap]]:
         for swap in op.swaps:
             if swap.out is not None:
                 holders[swap.out] = (op, swap)
+        saved = (op.change or {}).get("saved")  # the data a destructive ALTER lost (proxy.ddlrecord)
+        if saved:
+            db, name = op.change["tables"][0]
+            holders[saved] = (op, ddlops.Swap(db, name, saved, None))
     return holders
 
 

@@ -1,4 +1,4 @@
-"""Backtrack across held DROP/TRUNCATE: inverse rows and inverse ops, newest first.
+"""Backtrack across held and recorded DDL: inverse rows and inverse ops, newest first.
 
 A backtrack whose window holds ops of proxy.ddlops (their RENAME is a DDL transaction in the
 change store, tagged with the op id) cannot be one server transaction: DDL commits. So it runs,
@@ -6,6 +6,12 @@ under the backtrack's fence and paused gate, as steps newest first:
 
   rows after the newest op (one transaction)  ->  undo that op (its inverse op, journalled)
   ->  rows between it and the op before (one transaction)  ->  ...  ->  rows after the point.
+
+The same holds for the recorded DDL of proxy.ddlrecord (CREATE/RENAME/ALTER TABLE, the client's
+statement tagged with its op id): its undo is ``ddlrecord.undo`` (rename back, ALTER back plus
+the saved columns), or for a CREATE the held-table path below (the table moved aside). Rows of
+each stretch are decoded with the table maps they were logged with, and applied while the
+table has that layout.
 
 Each rows step is the ordinary net inverse (rewind.plan_between + Applier.apply_table), written
 with the backtrack marker, so capture records it as the backtrack's; each undo is an op of its
@@ -35,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from proxy import ddlops
+from proxy import ddlops, ddlrecord
 from proxy.changelog.store import ChangeStore, StoredTransaction
 from proxy.ddllink import PyMySQLExecutor
 from proxy.ddlops import Journal, Op, Swap
@@ -85,7 +91,9 @@ class DdlUndo:
             op = self.journal.get(op_id)
             item = {"op": op_id, "txn_id": txn_id, "kind": op.kind if op else None,
                     "statement": op.statement[:200] if op else None, "undo": None}
-            if op is not None:
+            if op is not None and op.change is not None and op.kind != "create":
+                item["undo"] = ddlrecord.describe_undo(op)
+            elif op is not None:
                 preview = Op("preview", "undo", op.statement, [Swap(s.db, s.name, s.into, s.out) for s in op.swaps])
                 item["undo"] = ddlops.rename_statement(preview)
             out.append(item)
@@ -110,6 +118,15 @@ class DdlUndo:
                 conflicts.append(Conflict("ddl", None, f"held DDL op {step.op_id} is not in the journal "
                                           "(ddl.db) as done: it cannot be undone"))
         return conflicts
+
+    def plan_conflicts(self, store_path: Path, plan: Plan) -> list[Conflict]:
+        """The log's conflicts of a backtrack across DDL, stretch by stretch (for --dry-run: the
+        rows of an older stretch cannot be tried on the server before the newer steps ran)."""
+        store = ChangeStore(store_path, readonly=True)
+        try:
+            return self.log_conflicts(self.steps(store, plan))
+        finally:
+            store.close()
 
     def apply(self, applier: Applier, record, force: bool, steps: list[Step]) -> list[Conflict]:
         """Run ``steps``; returns the conflicts met on the way (applied as forced)."""
@@ -150,6 +167,8 @@ class DdlUndo:
         op = self.journal.get(op_id)
         conn.autocommit(True)
         ex = PyMySQLExecutor(conn)
+        if op.change is not None and op.kind != "create":  # a recorded RENAME/ALTER (proxy.ddlrecord)
+            return ddlrecord.undo(ex, self.journal, op) or "nothing"
         inverse = Op(ddlops.new_op_id(), "undo", op.statement, [], undoes=op.op_id, created_us=ddlops.now_us())
         if op.schema_action == "drop":  # an undone DROP DATABASE: the schema comes back first
             inverse.schema_action, inverse.schema = "create", op.schema
