@@ -79,7 +79,7 @@ def short_id(backtrack_id: str) -> str:
 def _grid() -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
-    grid.add_column()
+    grid.add_column(overflow="fold")  # a long value (a certificate fingerprint) folds, never cut
     return grid
 
 

@@ -58,7 +58,7 @@ from proxy.changelog.decoder import (
     sql_literal,
 )
 from proxy.changelog.store import ChangeStore, StoredTransaction
-from proxy.ddlops import is_op_statement
+from proxy.ddlops import HOLD_SCHEMA, is_op_statement
 from proxy.loaddata import LoadIncomplete, load_available, load_rows, load_spec
 
 log = logging.getLogger(__name__)
@@ -326,11 +326,16 @@ def _gap_conflicts(store: ChangeStore, after_txn_id: int) -> list[Conflict]:
             for gap in store.gaps() if gap.after_txn_id is None or gap.after_txn_id >= after_txn_id]
 
 
+_OWN_SCHEMA_PREFIXES = (ORIGIN_SCHEMA + ".", HOLD_SCHEMA + ".")
+
+
 def _log_conflicts(txn: StoredTransaction) -> list[Conflict]:
     conflicts = []
-    tables = [t for t in txn.tables if not t.startswith(ORIGIN_SCHEMA + ".")]
+    tables = [t for t in txn.tables if not t.startswith(_OWN_SCHEMA_PREFIXES)]
     if txn.tables and not tables:
-        return []  # auroratrack's own schema (the backtrack marker): never part of an undo
+        # auroratrack's own schemas (the backtrack marker; the hold schema, created at serve's
+        # start): never part of an undo, so a point before serve started is not "before DDL".
+        return []
     tables = tables or [None]
     statement = txn.statements[0][:200] if txn.statements else ""
     # DDL auroratrack sent for a held DROP/TRUNCATE (proxy.ddlops): undone by proxy.ddlundo.

@@ -116,8 +116,7 @@ class SessionLogin:
         tracker = session.tracker
         tracker.connection_id = result.connection_id
         tracker.server_version = result.server_version
-        tracker.capabilities = result.capabilities
-        tracker.deprecate_eof = bool(result.capabilities & wire.Capability.CLIENT_DEPRECATE_EOF)
+        tracker.adopt_capabilities(result.capabilities)
         tracker.user = result.user
         tracker.database = result.database
         tracker.status_flags = result.status_flags

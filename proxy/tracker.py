@@ -613,6 +613,14 @@ class SessionTracker:
         return buf[:4] + masked
 
     # -- client -> server ---------------------------------------------------------------------------
+    def adopt_capabilities(self, capabilities: int) -> None:
+        """The session's negotiated capabilities and the framing rules that follow from them;
+        also called by the TLS login (proxy/tlslogin.py), which follows the login instead."""
+        self.capabilities = capabilities
+        self.deprecate_eof = bool(capabilities & _DEPRECATE_EOF)
+        self.progress_reports = bool(capabilities & _PROGRESS)
+        self.cache_metadata = bool(capabilities & _CACHE_METADATA)
+
     def feed_client(self, data: bytes, may_start_command: Callable[[], bool] | None = None) -> bytes:
         """Scan bytes from the client; returns the bytes that may go to the server now.
 
@@ -799,10 +807,7 @@ class SessionTracker:
                     "auroratrack offers no TLS here (--client-tls disabled): connect without SSL "
                     "(e.g. --ssl-mode=DISABLED / ssl_disabled=True)", 2026, "HY000",
                 )
-            self.capabilities = response.capabilities & self._server_capabilities
-            self.deprecate_eof = bool(self.capabilities & _DEPRECATE_EOF)
-            self.progress_reports = bool(self.capabilities & _PROGRESS)
-            self.cache_metadata = bool(self.capabilities & _CACHE_METADATA)
+            self.adopt_capabilities(response.capabilities & self._server_capabilities)
             self.user = response.user
             self.database = response.database
             masked = mask_handshake_response(payload)
