@@ -27,6 +27,10 @@ Two ways to write, both checked:
 * detailed (forced, or after a mismatch, ``server_conflicts`` + ``apply_table``): every drifted,
   missing or unexpected row is named; then the affected rows are deleted and the targets
   inserted.
+
+Not forced, the checked writes normally run before the pause (``begin_early``, ``write_early``),
+in the transaction that the pause completes with ``write_rows_checked`` and commits; what is
+written early and what is left to the pause is decided by ``proxy.earlywrite``.
 """
 
 from __future__ import annotations
@@ -551,12 +555,13 @@ class Applier:
 
         READ COMMITTED: the joins lock only the rows they write (a row they merely read is
         unlocked at once, and no gap is locked), so a client writing other rows never waits;
-        and every read sees what clients committed. Our lock waits are bounded by
-        ``lock_wait_s``: a client holding a row for longer makes the early writes give up
+        and every read sees what clients committed. Our lock waits (row and metadata) are
+        bounded by ``lock_wait_s``: a client holding a lock for longer makes the early writes give up
         (the pause then applies as it always did), never wait on and on."""
         self.configure_session()
-        self._run(f"SET SESSION innodb_lock_wait_timeout = LEAST(@@SESSION.innodb_lock_wait_timeout, "
-                  f"{max(1, int(lock_wait_s))})", record=False)
+        bound = max(1, int(lock_wait_s))
+        for variable in ("innodb_lock_wait_timeout", "lock_wait_timeout"):  # row locks; metadata locks
+            self._run(f"SET SESSION {variable} = LEAST(@@SESSION.{variable}, {bound})", record=False)
         self._run("SET SESSION autocommit = 0", record=False)
         self._run("SET TRANSACTION ISOLATION LEVEL READ COMMITTED", record=False)  # this transaction only
         self._run("START TRANSACTION", record=False)
@@ -564,7 +569,7 @@ class Applier:
     def end_early(self) -> None:
         """Roll the early writes back and leave the session as ``prepare`` left it."""
         self.rollback()
-        self._run("SET SESSION innodb_lock_wait_timeout = DEFAULT", record=False)
+        self._run("SET SESSION innodb_lock_wait_timeout = DEFAULT, lock_wait_timeout = DEFAULT", record=False)
         self._run("SET SESSION autocommit = 1", record=False)
 
     def write_early(self, table: TableChanges) -> dict[str, int]:
