@@ -504,9 +504,10 @@ def undo_auroratrack(rig: Rig, mistake: Mistake, case: Case, early: bool = True)
 
 
 def _early_window(prepare: dict) -> tuple[float, float]:
-    """Wall time of the early writes: the end of the prepare step, less their duration."""
-    end = dt.datetime.fromisoformat(prepare["started"].replace("Z", "+00:00")).timestamp() + prepare["duration_s"]
-    return end - prepare["early_writes"]["duration_s"], end
+    """Wall time of the early writes."""
+    early = prepare["early_writes"]
+    began = dt.datetime.fromisoformat(early["started"].replace("Z", "+00:00")).timestamp()
+    return began, began + early["duration_s"]
 
 
 def flashback_commands(server: PrivateServer, mistake: Mistake) -> tuple[list[str], list[str]]:

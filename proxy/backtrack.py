@@ -316,17 +316,23 @@ class Backtracker:
         watch = LockWatch(self.upstream.connect, applier.conn.thread_id())
         await asyncio.to_thread(watch.start)
         before = dict(applier.timings)
+        started = format_time_us(now_us())
         began = time.monotonic()
         try:
             early = await asyncio.to_thread(write_early, applier, plan, req.drain_timeout)
         except Exception as exc:  # recorded; the pause applies as it did before early writes
-            step["early_writes"] = {"duration_s": round(time.monotonic() - began, 6), **watch.stop(),
-                                    "rolled_back": _reason(exc)}
+            step["early_writes"] = {"started": started, "duration_s": round(time.monotonic() - began, 6),
+                                    **watch.stop(), "rolled_back": _reason(exc)}
             log.info("backtrack %s: no early writes (%s)", record.id, _reason(exc))
             await asyncio.to_thread(watch.close)
             return await asyncio.to_thread(self._after_early_failure, applier, record, req, plan), None, None
-        step["early_writes"] = {"duration_s": round(time.monotonic() - began, 6), **watch.stop(),
+        step["early_writes"] = {"started": started, "duration_s": round(time.monotonic() - began, 6), **watch.stop(),
                                 "rows_written": early.rows_written(), "timings": _take_timings(applier, before)}
+        # Fold in what clients committed during the early writes while they still run: the
+        # pause then folds only what committed since.
+        began = time.monotonic()
+        await asyncio.to_thread(self._extend_plan, plan)
+        step["early_writes"]["fold_s"] = round(time.monotonic() - began, 6)
         log.info("backtrack %s: early writes took %.3f s", record.id, step["early_writes"]["duration_s"])
         return applier, early, watch
 
@@ -365,6 +371,13 @@ class Backtracker:
         finally:
             step["duration_s"] = round(time.monotonic() - began, 6)
             log.info("backtrack %s: %s took %.3f s", record.id, name, step["duration_s"])
+
+    def _extend_plan(self, plan: Plan) -> None:
+        store = ChangeStore(self.store_path, readonly=True)
+        try:
+            extend_plan(plan, store)
+        finally:
+            store.close()
 
     def _build_plan(self, point: Point) -> Plan:
         store = ChangeStore(self.store_path, readonly=True)

@@ -148,10 +148,10 @@ class Client(threading.Thread):
 
 
 def window(record: BacktrackRecord) -> tuple[float, float]:
-    """When the early writes ran (wall time): the end of the prepare step, less their duration."""
-    step = next(s for s in record.steps if s["name"] == "prepare")
-    end = dt.datetime.fromisoformat(step["started"].replace("Z", "+00:00")).timestamp() + step["duration_s"]
-    return end - step["early_writes"]["duration_s"], end
+    """When the early writes ran (wall time)."""
+    early = early_writes(record)
+    began = dt.datetime.fromisoformat(early["started"].replace("Z", "+00:00")).timestamp()
+    return began, began + early["duration_s"]
 
 
 def test_sixteen_clients_write_during_a_200k_row_undo(svc, mysql_server, database):
