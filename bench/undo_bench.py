@@ -500,7 +500,15 @@ def undo_auroratrack(rig: Rig, mistake: Mistake, case: Case, early: bool = True)
         "ok": record.status == "completed", "early_writes": early_writes, "early_used": early_used,
         "writer_rows": writer.acknowledged,
         "writer_wait_s": writer.longest_wait(*window) if window else None,
+        "writer_wait_before_pause_s": writer.longest_wait(*_before_pause_window(record)),
     }
+
+
+def _before_pause_window(record: BacktrackRecord) -> tuple[float, float]:
+    """Wall time from the plan to the pause: clients run, with or without early writes."""
+    starts = {s["name"]: dt.datetime.fromisoformat(s["started"].replace("Z", "+00:00")).timestamp()
+              for s in record.steps}
+    return starts.get("plan", 0.0), starts.get("pause", time.time())
 
 
 def _early_window(prepare: dict) -> tuple[float, float]:
@@ -836,6 +844,7 @@ def summarize(trials: list[dict]) -> dict:
             "early_used": f"{sum(bool(a.get('early_used')) for a in at)}/{len(at)}",
             "writer_wait_s": median([a.get("writer_wait_s") for a in ok]),
             "writer_wait_max_s": max((a.get("writer_wait_s") or 0 for a in ok), default=None),
+            "in_pause_writer_wait_s": median([b.get("writer_wait_before_pause_s") for b in base_ok]),
             "checksums": {tool: f"{sum(t['checksum_ok'] for t in r)}/{len(r)}" for tool, r in runs.items() if r},
             "plan_ok": all(a.get("plan_ok") for a in at),
             "steps_s": {step: median([a["steps"].get(step) for a in at])
@@ -866,9 +875,10 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 def results_table(summary: dict) -> list[str]:
     lines = ["| case | rows | forward s | auroratrack total s | auroratrack paused s | client stall s "
              "| longest writer wait during early writes s | in-pause apply: total s | in-pause apply: paused s "
+             "| in-pause apply: longest writer wait before the pause s "
              "| flashback s | auroratrack / in-pause | auroratrack / flashback | auroratrack / forward "
              "| early writes used | checksum ok (auroratrack, flashback, in-pause) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in summary.items():
         digits = 2 if name in BULK_CASES else 3
         per_forward = f"{_fmt(s['at_over_forward'])}×" if name in BULK_CASES else "–"
@@ -878,6 +888,7 @@ def results_table(summary: dict) -> list[str]:
             f"| {_fmt(s['paused_s'], digits)} | {_fmt(s['client_stall_s'], digits)} "
             f"| {_fmt(s.get('writer_wait_s'), 3)} "
             f"| {_fmt(s.get('in_pause_s'), digits)} | {_fmt(s.get('in_pause_paused_s'), digits)} "
+            f"| {_fmt(s.get('in_pause_writer_wait_s'), 3)} "
             f"| {_fmt(s['flashback_s'], digits)} | {_fmt(s.get('at_over_in_pause'))}× | {_fmt(s['at_over_fb'])}× "
             f"| {per_forward} | {s.get('early_used', '–')} "
             f"| {', '.join(checks.get(tool, '–') for tool in TOOLS)} |")
@@ -954,7 +965,8 @@ LEGEND = ("Medians over the rounds. forward: the mistake itself, run through the
           "backtrack request to completed record. paused: gate closed to reopened (clients held). client stall: "
           "longest gap between answers seen by a client running SELECT 1 every 20 ms through the proxy. "
           "writer wait: the longest INSERT of a client adding rows of its own (not the undo's) every 20 ms through "
-          "the proxy, among those that overlapped the early writes. in-pause apply: the same backtrack with its "
+          "the proxy, among those that overlapped the early writes (for the in-pause apply: those between the plan "
+          "and the pause, the machine's own noise). in-pause apply: the same backtrack with its "
           "early writes turned off (the whole undo written in the pause, as before them). "
           "flashback: `mariadb-binlog --flashback | mariadb`, start to exit. Ratios are paired within a round; "
           "below 1 means auroratrack is faster.")

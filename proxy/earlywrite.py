@@ -50,6 +50,7 @@ class EarlyWrites:
     table, and the rows each kind of write matched."""
 
     applier: Applier
+    checked: frozenset[str] = frozenset()  # tables found free of cascades and triggers before writing
     fates: dict[str, dict] = field(default_factory=dict)
     planned: dict[str, dict[str, int]] = field(default_factory=dict)
     matched: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -71,7 +72,7 @@ def write_early(applier: Applier, plan: Plan, lock_wait_s: float) -> EarlyWrites
     if not keyed:
         raise EarlyWritesUnusable("no table with a primary key to write early")
     plan.track_keys()  # what the pause folds in is compared row by row with what was written here
-    early = EarlyWrites(applier)
+    early = EarlyWrites(applier, checked=frozenset(plan.tables))
     applier.begin_early(lock_wait_s)
     for name, table in keyed.items():
         early.fates[name] = table.net_fates()  # a dict of its own: later folds do not change it
@@ -87,7 +88,7 @@ def write_delta(early: EarlyWrites, plan: Plan) -> dict[str, dict[str, int]]:
     applier = early.applier
     if plan.conflicts:
         raise EarlyWritesUnusable("the log shows conflicts")
-    if applier.conflicts_before_writing(plan):
+    if applier.conflicts_before_writing(plan, known=early.checked):
         raise EarlyWritesUnusable("cascading foreign keys, triggers or drift of a table without a key")
     rows = {}
     for name, table in sorted(plan.tables.items()):

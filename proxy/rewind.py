@@ -417,10 +417,13 @@ class Applier:
                 conflicts.extend(self._multiset_drift(table))
         return conflicts
 
-    def conflicts_before_writing(self, plan: Plan) -> list[Conflict]:
+    def conflicts_before_writing(self, plan: Plan, known: frozenset[str] = frozenset()) -> list[Conflict]:
         """What the checked apply cannot fold into its writes: cascading foreign keys, triggers,
-        and drift of tables without a key (checked image by image)."""
-        conflicts = self._cascade_conflicts(plan.tables) + self._trigger_conflicts(plan.tables)
+        and drift of tables without a key (checked image by image). Tables in ``known`` were
+        found free of cascades and triggers earlier in this backtrack (adding either since is
+        DDL, which the log reports as a conflict)."""
+        fresh = {name: table for name, table in plan.tables.items() if name not in known}
+        conflicts = self._cascade_conflicts(fresh) + self._trigger_conflicts(fresh)
         for table in plan.tables.values():
             if not table.has_key:
                 conflicts.extend(self._multiset_drift(table))
