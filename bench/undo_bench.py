@@ -35,16 +35,18 @@ Method (everything on 127.0.0.1 and unix sockets, in a temp dir that is removed 
        - ``flashback``: ``mariadb-binlog --no-defaults --flashback --start-position=P
          --stop-position=E <datadir>/<file> | mariadb --no-defaults -S <socket> -u root
          --max-allowed-packet=1G``, timed from start until both processes exit;
-    5. verify the checksum equals the baseline. If it does not, the table is rebuilt from the
-       template (so the following trials start from the baseline) and the trial is marked failed.
        - ``auroratrack-in-pause``: the same, with the early writes turned off (``write_early``
          refuses, so the pause writes the whole undo, as before issue 16): the baseline that the
-         pause and the total of the early writes are compared with, in the same run;
-     During both auroratrack undos a second client of the proxy (``ClientWriter``) inserts a
-     row of its own (an id above the table's) every 20 ms until the pause drops it: rows after
-     the point, so undone as well (the plan must hold exactly the mistake's rows and the
-     writer's). Its longest INSERT among those that overlapped the early writes is "writer
-     wait": the undo never touches those rows, so it should not wait at all;
+         pause and the total of the early writes are compared with, in the same run, under the
+         conditions the figures before early writes were measured in (no writer);
+       During the ``auroratrack`` undo a second client of the proxy (``ClientWriter``) inserts a
+       row of its own (an id above the table's) every 20 ms until the pause drops it: rows after
+       the point, so undone as well (the plan must hold exactly the mistake's rows and the
+       writer's). Its longest INSERT among those that overlapped the early writes is "writer
+       wait": the undo never touches those rows, so it should not wait at all. Its longest
+       INSERT between the plan and the early writes is the machine's noise to compare it with;
+    5. verify the checksum equals the baseline. If it does not, the table is rebuilt from the
+       template (so the following trials start from the baseline) and the trial is marked failed.
   A client of the proxy runs ``SELECT 1`` every 20 ms during every trial. "client stall" is the
   longest gap it saw between two answers while the undo ran (reconnections included: a backtrack
   drops every client connection). It shows the pause as a client lives it.
@@ -355,7 +357,8 @@ class ClientWriter:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=150)
+        if self._thread.is_alive():
+            self._thread.join(timeout=150)
 
     def longest_wait(self, began: float, ended: float) -> float | None:
         """The longest INSERT that overlapped the wall-time window [began, ended]."""
@@ -470,9 +473,12 @@ def run_mistake(rig: Rig, case: Case) -> Mistake:
 
 
 def undo_auroratrack(rig: Rig, mistake: Mistake, case: Case, early: bool = True) -> dict:
-    """One auroratrack undo while a ``ClientWriter`` writes rows of its own through the proxy."""
+    """One auroratrack undo; with early writes, while a ``ClientWriter`` writes rows of its own
+    through the proxy."""
     backtracker = rig.service.service.backtracker
-    writer = ClientWriter(rig.service.port, case.rows + 1 + 1_000_000 * len(rig.undos)).start()
+    writer = ClientWriter(rig.service.port, case.rows + 1 + 1_000_000 * len(rig.undos))
+    if early:
+        writer.start()
     rig.undos.append(mistake.case)
     began = time.perf_counter()
     with contextlib.nullcontext() if early else early_writes_off():
@@ -500,15 +506,13 @@ def undo_auroratrack(rig: Rig, mistake: Mistake, case: Case, early: bool = True)
         "ok": record.status == "completed", "early_writes": early_writes, "early_used": early_used,
         "writer_rows": writer.acknowledged,
         "writer_wait_s": writer.longest_wait(*window) if window else None,
-        "writer_wait_before_pause_s": writer.longest_wait(*_before_pause_window(record)),
+        "writer_wait_before_s": writer.longest_wait(_plan_start(record), window[0]) if window else None,
     }
 
 
-def _before_pause_window(record: BacktrackRecord) -> tuple[float, float]:
-    """Wall time from the plan to the pause: clients run, with or without early writes."""
-    starts = {s["name"]: dt.datetime.fromisoformat(s["started"].replace("Z", "+00:00")).timestamp()
-              for s in record.steps}
-    return starts.get("plan", 0.0), starts.get("pause", time.time())
+def _plan_start(record: BacktrackRecord) -> float:
+    plan = next(s for s in record.steps if s["name"] == "plan")
+    return dt.datetime.fromisoformat(plan["started"].replace("Z", "+00:00")).timestamp()
 
 
 def _early_window(prepare: dict) -> tuple[float, float]:
@@ -844,7 +848,7 @@ def summarize(trials: list[dict]) -> dict:
             "early_used": f"{sum(bool(a.get('early_used')) for a in at)}/{len(at)}",
             "writer_wait_s": median([a.get("writer_wait_s") for a in ok]),
             "writer_wait_max_s": max((a.get("writer_wait_s") or 0 for a in ok), default=None),
-            "in_pause_writer_wait_s": median([b.get("writer_wait_before_pause_s") for b in base_ok]),
+            "writer_wait_before_s": median([a.get("writer_wait_before_s") for a in ok]),
             "checksums": {tool: f"{sum(t['checksum_ok'] for t in r)}/{len(r)}" for tool, r in runs.items() if r},
             "plan_ok": all(a.get("plan_ok") for a in at),
             "steps_s": {step: median([a["steps"].get(step) for a in at])
@@ -874,8 +878,8 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 def results_table(summary: dict) -> list[str]:
     lines = ["| case | rows | forward s | auroratrack total s | auroratrack paused s | client stall s "
-             "| longest writer wait during early writes s | in-pause apply: total s | in-pause apply: paused s "
-             "| in-pause apply: longest writer wait before the pause s "
+             "| longest writer wait during early writes s | (noise: before them) s "
+             "| in-pause apply: total s | in-pause apply: paused s "
              "| flashback s | auroratrack / in-pause | auroratrack / flashback | auroratrack / forward "
              "| early writes used | checksum ok (auroratrack, flashback, in-pause) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -886,9 +890,8 @@ def results_table(summary: dict) -> list[str]:
         lines.append(
             f"| {name} | {s['rows']:,} | {_fmt(s['forward_s'], digits)} | {_fmt(s['auroratrack_s'], digits)} "
             f"| {_fmt(s['paused_s'], digits)} | {_fmt(s['client_stall_s'], digits)} "
-            f"| {_fmt(s.get('writer_wait_s'), 3)} "
+            f"| {_fmt(s.get('writer_wait_s'), 3)} | {_fmt(s.get('writer_wait_before_s'), 3)} "
             f"| {_fmt(s.get('in_pause_s'), digits)} | {_fmt(s.get('in_pause_paused_s'), digits)} "
-            f"| {_fmt(s.get('in_pause_writer_wait_s'), 3)} "
             f"| {_fmt(s['flashback_s'], digits)} | {_fmt(s.get('at_over_in_pause'))}× | {_fmt(s['at_over_fb'])}× "
             f"| {per_forward} | {s.get('early_used', '–')} "
             f"| {', '.join(checks.get(tool, '–') for tool in TOOLS)} |")
@@ -965,9 +968,9 @@ LEGEND = ("Medians over the rounds. forward: the mistake itself, run through the
           "backtrack request to completed record. paused: gate closed to reopened (clients held). client stall: "
           "longest gap between answers seen by a client running SELECT 1 every 20 ms through the proxy. "
           "writer wait: the longest INSERT of a client adding rows of its own (not the undo's) every 20 ms through "
-          "the proxy, among those that overlapped the early writes (for the in-pause apply: those between the plan "
-          "and the pause, the machine's own noise). in-pause apply: the same backtrack with its "
-          "early writes turned off (the whole undo written in the pause, as before them). "
+          "the proxy, among those that overlapped the early writes (noise: those between the plan and the early "
+          "writes, the machine's own). in-pause apply: the same backtrack with its "
+          "early writes turned off (the whole undo written in the pause, as before them; no writer). "
           "flashback: `mariadb-binlog --flashback | mariadb`, start to exit. Ratios are paired within a round; "
           "below 1 means auroratrack is faster.")
 
