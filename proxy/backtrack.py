@@ -15,10 +15,12 @@ Whatever happens, the fence is lifted and the gate reopens. The undo is one serv
 (rewind.Applier), committed only inside the pause: a failure rolls it back and the data stays
 as it was. When the early writes fail (a deadlock, a lock wait timeout, a duplicate key, their
 connection killed) or cannot be completed in the pause, they are rolled back and the pause
-applies the whole undo, as before early writes existed; forced backtracks always do. Every backtrack has a
-record in ``history.db`` that survives restarts; a record left ``pending`` or ``applying`` by a
-killed process is marked ``failed`` on the next start (the server rolled the open transaction
-back when the connection died). A fence left by a killed process is lifted at the next start.
+applies the whole undo, as before early writes existed; forced backtracks always do.
+
+Every backtrack has a record in ``history.db`` that survives restarts; a record left ``pending``
+or ``applying`` by a killed process is marked ``failed`` on the next start (the server rolled the
+open transaction back when the connection died). A fence left by a killed process is lifted at
+the next start.
 """
 
 from __future__ import annotations
@@ -322,12 +324,14 @@ class Backtracker:
             early = await asyncio.to_thread(write_early, applier, plan, req.drain_timeout)
         except Exception as exc:  # recorded; the pause applies as it did before early writes
             step["early_writes"] = {"started": started, "duration_s": round(time.monotonic() - began, 6),
-                                    **watch.stop(), "rolled_back": _reason(exc)}
+                                    **watch.stop(), "timings": _take_timings(applier, before),
+                                    "rolled_back": _reason(exc)}
             log.info("backtrack %s: no early writes (%s)", record.id, _reason(exc))
             await asyncio.to_thread(watch.close)
             return await asyncio.to_thread(self._after_early_failure, applier, record, req, plan), None, None
-        step["early_writes"] = {"started": started, "duration_s": round(time.monotonic() - began, 6), **watch.stop(),
-                                "rows_written": early.rows_written(), "timings": _take_timings(applier, before)}
+        step["early_writes"] = {"started": started, "duration_s": round(time.monotonic() - began, 6),
+                                **watch.stop(), "timings": _take_timings(applier, before),
+                                "rows_written": early.rows_written()}
         # Fold in what clients committed during the early writes while they still run: the
         # pause then folds only what committed since.
         began = time.monotonic()
