@@ -176,6 +176,7 @@ class BenchConfig:
     profile: str  # auto | on | off
     results_dir: Path
     report: Path | None = None  # print the report of this saved result file, run nothing
+    writer: bool = True  # a client writing rows of its own during the early-write undo
 
 
 def parse_args(argv: Sequence[str] | None) -> BenchConfig:
@@ -184,6 +185,8 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
     parser.add_argument("--rounds", type=int, default=2, help="rounds; tool order alternates [2]")
     parser.add_argument("--cases", default="delete_all,update_all,delete_one",
                         help="comma-separated: delete_all, update_all, delete_one [all three]")
+    parser.add_argument("--no-writer", action="store_true",
+                        help="no client writing during the undo (what the writer itself costs the undo)")
     parser.add_argument("--profile", choices=("auto", "on", "off"), default="auto",
                         help="profiled extra trial: when a target is missed (auto), always, never [auto]")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
@@ -195,7 +198,8 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
         parser.error(f"unknown case(s) {sorted(unknown)}; use delete_all, update_all, delete_one")
     if args.rows < 2 or args.rounds < 1:
         parser.error("--rows must be at least 2 and --rounds at least 1")
-    return BenchConfig(args.rows, args.rounds, cases, args.profile, args.results_dir, args.report)
+    return BenchConfig(args.rows, args.rounds, cases, args.profile, args.results_dir, args.report,
+                       writer=not args.no_writer)
 
 
 # -- the server and its data -------------------------------------------------------------------------------
@@ -415,6 +419,7 @@ class Rig:
     baseline: list
     probe: ClientProbe
     undos: list = field(default_factory=list)  # cases undone by auroratrack so far (writer ids stay unique)
+    writer: bool = True
 
     @property
     def store_path(self) -> Path:
@@ -477,7 +482,7 @@ def undo_auroratrack(rig: Rig, mistake: Mistake, case: Case, early: bool = True)
     through the proxy."""
     backtracker = rig.service.service.backtracker
     writer = ClientWriter(rig.service.port, case.rows + 1 + 1_000_000 * len(rig.undos))
-    if early:
+    if early and rig.writer:
         writer.start()
     rig.undos.append(mistake.case)
     began = time.perf_counter()
@@ -798,7 +803,7 @@ def bench(config: BenchConfig, work: Path, results: dict, save: Callable) -> Non
         service = start_service(server, work)
         progress(f"loading {config.rows:,} rows (and the template copy)")
         load_table(server, config.rows)
-        rig = Rig(server, service, checksum(server), ClientProbe(service.port).start())
+        rig = Rig(server, service, checksum(server), ClientProbe(service.port).start(), writer=config.writer)
         probe = rig.probe
         results["baseline_checksum"] = rig.baseline
         run_rounds(rig, config, cases, results, save)

@@ -69,6 +69,7 @@ ORIGIN_SCHEMA = "auroratrack"
 MARKER_TABLE = f"`{ORIGIN_SCHEMA}`.`backtrack_marker`"
 BATCH_ROWS = 1000
 BATCH_BYTES = 4 * 1024 * 1024
+DELTA_BATCH_ROWS = 100  # rows per DELETE of the pause's literal writes after early writes
 MAX_PLAN_SQL = 200  # statements shown by a dry run with --sql
 LOAD_DATA_MIN_ROWS = 1000  # fewer rows go as INSERTs: a LOAD's FIFO and thread cost more than it saves
 JOIN_BUFFER_BYTES = 1024 * 1024 * 1024  # in-memory limit of the server's internal temporary tables
@@ -602,7 +603,9 @@ class Applier:
         to the detailed path); a re-inserted row that exists raises ``IntegrityError``."""
         name = qualified(table.name)
         added = [(key, last) for key, (first, last) in fates.items() if first is ABSENT]
-        for batch in _batches(added, BATCH_ROWS):
+        # Small batches: the server tries each row against the OR of the batch's images (1,000
+        # rows a statement made a million comparisons: the bench's 2,155-row delta took 0.7 s).
+        for batch in _batches(added, DELTA_BATCH_ROWS):
             images = " OR ".join(f"({self._match_image(table, last)})" for _, last in batch)
             where = f"{self._key_in(table, [key for key, _ in batch])} AND ({images})"
             if self._run(f"DELETE FROM {name} WHERE {where}") != len(batch):
