@@ -19,7 +19,9 @@ Method (everything on 127.0.0.1 and unix sockets, in a temp dir that is removed 
   ``COUNT(*), SUM(CRC32(CONCAT_WS(0x1f, id, k, c, pad)))``.
 * auroratrack runs in this process (``BackgroundService``, capture on, proxy and admin API on
   free ports), exactly as ``auroratrack serve`` would run it.
-* One trial is one mistake and one tool undoing it:
+* One trial is one mistake and one tool undoing it, on a settled server: before each trial the
+  bench waits until InnoDB has flushed its dirty pages and purged old row versions (at most
+  2 minutes; the wait is recorded as ``settled_s``), so no trial pays for the one before it.
     1. wait until the change store has everything the server logged, then ``FLUSH BINARY
        LOGS``, so the mistake starts a binlog file of its own (position P);
     2. note the time T, wait 1.05 s (so no second-resolution timestamp of the mistake can
@@ -135,6 +137,9 @@ TARGET_PAUSE_S = 1.0  # every case, with early writes
 PROBE_INTERVAL_S = 0.02
 UNDO_TIMEOUT_S = 3600.0
 CAPTURE_TIMEOUT_S = 1800.0
+SETTLE_TIMEOUT_S = 120.0  # before each trial: dirty pages flushed and old versions purged, or this long
+SETTLED_DIRTY_PAGES = 200
+SETTLED_HISTORY = 1000
 Position = tuple[str, int]
 
 
@@ -577,7 +582,29 @@ def verify(rig: Rig) -> bool:
     return False
 
 
+def settle(server: PrivateServer, timeout: float = SETTLE_TIMEOUT_S) -> float:
+    """Wait until InnoDB has flushed its dirty pages and purged old row versions, so no trial
+    pays for the work the one before it (or the table's load) left behind. Without it, the first
+    trial of a run took twice as long as the others, the mistake included. Returns the seconds
+    waited."""
+    began = time.perf_counter()
+    with root_connect(server) as conn:
+        previous = query_one(conn, "SELECT @@GLOBAL.innodb_max_dirty_pages_pct")[0]
+        execute(conn, "SET GLOBAL innodb_max_dirty_pages_pct = 0")
+        try:
+            while time.perf_counter() - began < timeout:
+                dirty = int(query_one(conn, "SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_pages_dirty'")[1])
+                history = int(query_one(conn, "SHOW GLOBAL STATUS LIKE 'Innodb_history_list_length'")[1])
+                if dirty < SETTLED_DIRTY_PAGES and history < SETTLED_HISTORY:
+                    break
+                time.sleep(0.5)
+        finally:
+            execute(conn, f"SET GLOBAL innodb_max_dirty_pages_pct = {float(previous)}")
+    return time.perf_counter() - began
+
+
 def run_trial(rig: Rig, case: Case, tool: str, round_no: int) -> dict:
+    settled_s = settle(rig.server)
     load_1m = os.getloadavg()[0]
     mistake = run_mistake(rig, case)
     rig.probe.open_window()
@@ -592,6 +619,7 @@ def run_trial(rig: Rig, case: Case, tool: str, round_no: int) -> dict:
     undo["capture_after_s"] = rig.wait_captured()
     undo["checksum_ok"] = verify(rig)
     trial = {"round": round_no, "case": case.name, "tool": tool, "rows": case.rows, "loadavg_1m": round(load_1m, 2),
+             "settled_s": round(settled_s, 2),
              "mistake": asdict(mistake), "binlog_bytes": mistake.end - mistake.start, **undo}
     progress(f"round {round_no} {case.name} {tool}: forward {mistake.forward_s:.2f} s, undo {undo['total_s']:.2f} s"
              + (f" (paused {undo['paused_s']:.2f} s)" if undo["paused_s"] is not None else "")
