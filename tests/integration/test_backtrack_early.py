@@ -9,12 +9,14 @@ already written and locked by the backtrack's transaction."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import random
 import signal
 import threading
 import time
+from collections.abc import Iterator
 
 import pymysql
 import pytest
@@ -79,10 +81,16 @@ def waiting_on(server, thread_id: int, timeout: float = 30.0) -> set[int]:
     raise AssertionError(f"nobody waited on connection {thread_id}")
 
 
-def blocker_on(server, database: str, row_id: int) -> pymysql.Connection:
+@contextlib.contextmanager
+def blocker_on(server, database: str, row_id: int) -> Iterator[pymysql.Connection]:
+    """A direct connection holding row ``row_id`` locked, closed however the test ends (a lock
+    left behind would hold the database's DROP at teardown)."""
     blocker = server.connect(database, autocommit=False)
-    execute(blocker, f"SELECT * FROM t WHERE id = {row_id} FOR UPDATE")
-    return blocker
+    try:
+        execute(blocker, f"SELECT * FROM t WHERE id = {row_id} FOR UPDATE")
+        yield blocker
+    finally:
+        blocker.close()
 
 
 def mistake_after_snapshot(svc, server, database: str, rows: int) -> tuple[str, dict, dict]:
@@ -98,8 +106,10 @@ def mistake_after_snapshot(svc, server, database: str, rows: int) -> tuple[str, 
 
 
 def request(svc, moment: str) -> BacktrackRecord:
+    """A backtrack whose early writes may wait on a lock for up to a minute (the drain timeout
+    bounds them): the tests below hold them on the blocker's lock meanwhile."""
     backtracker = svc.service.backtracker
-    return svc.call(lambda: backtracker.request(BacktrackRequest(to=moment)))
+    return svc.call(lambda: backtracker.request(BacktrackRequest(to=moment, drain_timeout=60)))
 
 
 def wait_done(svc, record: BacktrackRecord) -> BacktrackRecord:
@@ -180,9 +190,6 @@ def test_sixteen_clients_write_during_a_200k_row_undo(svc, mysql_server, databas
 
 def test_a_client_touching_a_row_being_restored_waits_and_is_dropped(svc, mysql_server, database):
     moment, snapshot, _ = mistake_after_snapshot(svc, mysql_server, database, 2000)
-    blocker = blocker_on(mysql_server, database, 2000)
-    record = request(svc, moment)
-    ours = early_lock_wait(mysql_server)  # rows 1..1999 are restored and locked by now
     client = connect_via(svc, mysql_server, database)
     outcome: list = []
 
@@ -193,12 +200,15 @@ def test_a_client_touching_a_row_being_restored_waits_and_is_dropped(svc, mysql_
         except pymysql.MySQLError as exc:
             outcome.append(exc)
 
-    updating = threading.Thread(target=update)
-    updating.start()
-    waiter = waiting_on(mysql_server, ours)
-    assert waiter == {client.thread_id()}
-    blocker.rollback()
-    record = wait_done(svc, record)
+    with blocker_on(mysql_server, database, 2000) as blocker:
+        record = request(svc, moment)
+        ours = early_lock_wait(mysql_server)  # rows 1..1999 are restored and locked by now
+        updating = threading.Thread(target=update)
+        updating.start()
+        waiter = waiting_on(mysql_server, ours)
+        assert waiter == {client.thread_id()}
+        blocker.rollback()
+        record = wait_done(svc, record)
     updating.join(30)
     assert record.status == "completed", record.error
     assert isinstance(outcome[0], pymysql.err.OperationalError) and outcome[0].args[0] in DROPPED, outcome
@@ -206,22 +216,20 @@ def test_a_client_touching_a_row_being_restored_waits_and_is_dropped(svc, mysql_
     assert_early_path(record)
     assert early_writes(record)["client_waits_seen"] >= 1
     assert next(s for s in record.steps if s["name"] == "drain")["waiters_killed"] == [client.thread_id()]
-    blocker.close()
 
 
 def test_the_early_transaction_killed_falls_back_and_a_new_backtrack_succeeds(svc, mysql_server, database):
     moment, snapshot, mistaken = mistake_after_snapshot(svc, mysql_server, database, 2000)
-    blocker = blocker_on(mysql_server, database, 2000)
-    record = request(svc, moment)
-    ours = early_lock_wait(mysql_server)
-    mysql_server.query(f"KILL CONNECTION {ours}")
-    assert fingerprint(mysql_server, database) == mistaken  # nothing of the early writes is seen
-    blocker.rollback()
-    record = wait_done(svc, record)
+    with blocker_on(mysql_server, database, 2000) as blocker:
+        record = request(svc, moment)
+        ours = early_lock_wait(mysql_server)
+        mysql_server.query(f"KILL CONNECTION {ours}")
+        assert fingerprint(mysql_server, database) == mistaken  # nothing of the early writes is seen
+        blocker.rollback()
+        record = wait_done(svc, record)
     assert record.status == "completed", record.error
     assert "rolled_back" in early_writes(record), early_writes(record)
     assert fingerprint(mysql_server, database) == snapshot
-    blocker.close()
 
     again = now_iso()
     with mysql_server.connect(database) as conn:
@@ -238,7 +246,7 @@ def test_serve_killed_during_the_early_writes_leaves_data_unchanged(mysql_server
         pytest.skip("needs the server's binlog position helpers of a private server")
     data_dir = tmp_path / "data"
     serve = start_serve(mysql_server, data_dir)
-    blocker = None
+    blocker = contextlib.ExitStack()
     try:
         client = admin_client(data_dir, serve)
         make_table(mysql_server, database, 2000)
@@ -250,12 +258,12 @@ def test_serve_killed_during_the_early_writes_leaves_data_unchanged(mysql_server
         wait_caught_up_dir(mysql_server.private, data_dir / "changes.db")
         mistaken = fingerprint(mysql_server, database)
 
-        blocker = blocker_on(mysql_server, database, 2000)
-        record = client.post("/v1/backtracks", {"to": moment})
+        held = blocker.enter_context(blocker_on(mysql_server, database, 2000))
+        record = client.post("/v1/backtracks", {"to": moment, "drain_timeout": 60})
         early_lock_wait(mysql_server)
         os.kill(serve.pid, signal.SIGKILL)
         serve.wait(10)
-        blocker.rollback()
+        held.rollback()
         assert fingerprint(mysql_server, database) == mistaken  # the server rolled the early writes back
 
         serve = start_serve(mysql_server, data_dir)
@@ -272,7 +280,6 @@ def test_serve_killed_during_the_early_writes_leaves_data_unchanged(mysql_server
         assert "rolled_back" not in early_writes(done)
         assert fingerprint(mysql_server, database) == snapshot
     finally:
-        if blocker is not None:
-            blocker.close()
+        blocker.close()
         serve.send_signal(signal.SIGTERM)
         serve.wait(30)
