@@ -19,7 +19,9 @@ Method (everything on 127.0.0.1 and unix sockets, in a temp dir that is removed 
   ``COUNT(*), SUM(CRC32(CONCAT_WS(0x1f, id, k, c, pad)))``.
 * auroratrack runs in this process (``BackgroundService``, capture on, proxy and admin API on
   free ports), exactly as ``auroratrack serve`` would run it.
-* One trial is one mistake and one tool undoing it:
+* One trial is one mistake and one tool undoing it, on a settled server: before each trial the
+  bench waits until InnoDB has flushed its dirty pages and purged old row versions (at most
+  2 minutes; the wait is recorded as ``settled_s``), so no trial pays for the one before it.
     1. wait until the change store has everything the server logged, then ``FLUSH BINARY
        LOGS``, so the mistake starts a binlog file of its own (position P);
     2. note the time T, wait 1.05 s (so no second-resolution timestamp of the mistake can
@@ -35,6 +37,16 @@ Method (everything on 127.0.0.1 and unix sockets, in a temp dir that is removed 
        - ``flashback``: ``mariadb-binlog --no-defaults --flashback --start-position=P
          --stop-position=E <datadir>/<file> | mariadb --no-defaults -S <socket> -u root
          --max-allowed-packet=1G``, timed from start until both processes exit;
+       - ``auroratrack-in-pause``: the same, with the early writes turned off (``write_early``
+         refuses, so the pause writes the whole undo, as before issue 16): the baseline that the
+         pause and the total of the early writes are compared with, in the same run, under the
+         conditions the figures before early writes were measured in (no writer);
+       During the ``auroratrack`` undo a second client of the proxy (``ClientWriter``) inserts a
+       row of its own (an id above the table's) every 20 ms until the pause drops it: rows after
+       the point, so undone as well (the plan must hold exactly the mistake's rows and the
+       writer's). Its longest INSERT among those that overlapped the early writes is "writer
+       wait": the undo never touches those rows, so it should not wait at all. Its longest
+       INSERT between the plan and the early writes is the machine's noise to compare it with;
     5. verify the checksum equals the baseline. If it does not, the table is rebuilt from the
        template (so the following trials start from the baseline) and the trial is marked failed.
   A client of the proxy runs ``SELECT 1`` every 20 ms during every trial. "client stall" is the
@@ -62,7 +74,9 @@ How to read the numbers:
   the tools within a round.
 
 Usage: ``.venv/bin/python bench/undo_bench.py [--rows 1000000] [--rounds 2]
-[--cases delete_all,update_all,delete_one] [--profile auto|on|off]``. Raw results are written to
+[--cases delete_all,update_all,delete_one] [--profile auto|on|off]``. Targets checked: faster than
+flashback, no slower than the mistake, and (issue 16) clients paused under 1 s in every case with
+a total no slower than the in-pause apply. Raw results are written to
 ``bench/results/undo_bench-<time>.json`` after every trial; ``--report FILE`` prints the report of
 a saved file again. A quick check: ``--rows 20000 --rounds 1`` (about a minute). The full run
 (1M rows, 2 rounds, profiles) takes 10-20 minutes, longer on a busy machine.
@@ -113,12 +127,19 @@ SERVER_ARGS = ("--innodb-buffer-pool-size=1G", "--max-allowed-packet=1G")
 SCHEMA = "undobench"
 TEMPLATE = "undobench_tpl"
 TABLE = f"{SCHEMA}.sbtest1"
-TOOLS = ("auroratrack", "flashback")
+# auroratrack-in-pause: the same backtrack with its early writes turned off (the whole undo written
+# in the pause, as before issue 16): the baseline of the pause and total, measured in the same run.
+TOOLS = ("auroratrack", "flashback", "auroratrack-in-pause")
+AURORATRACK_TOOLS = ("auroratrack", "auroratrack-in-pause")
 BULK_CASES = ("delete_all", "update_all")  # the speed targets apply to these; delete_one has the pause target
 TARGET_ONE_ROW_PAUSE_S = 1.0
+TARGET_PAUSE_S = 1.0  # every case, with early writes
 PROBE_INTERVAL_S = 0.02
 UNDO_TIMEOUT_S = 3600.0
 CAPTURE_TIMEOUT_S = 1800.0
+SETTLE_TIMEOUT_S = 120.0  # before each trial: dirty pages flushed and old versions purged, or this long
+SETTLED_DIRTY_PAGES = 200
+SETTLED_HISTORY = 1000
 Position = tuple[str, int]
 
 
@@ -160,6 +181,7 @@ class BenchConfig:
     profile: str  # auto | on | off
     results_dir: Path
     report: Path | None = None  # print the report of this saved result file, run nothing
+    writer: bool = True  # a client writing rows of its own during the early-write undo
 
 
 def parse_args(argv: Sequence[str] | None) -> BenchConfig:
@@ -168,6 +190,8 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
     parser.add_argument("--rounds", type=int, default=2, help="rounds; tool order alternates [2]")
     parser.add_argument("--cases", default="delete_all,update_all,delete_one",
                         help="comma-separated: delete_all, update_all, delete_one [all three]")
+    parser.add_argument("--no-writer", action="store_true",
+                        help="no client writing during the undo (what the writer itself costs the undo)")
     parser.add_argument("--profile", choices=("auto", "on", "off"), default="auto",
                         help="profiled extra trial: when a target is missed (auto), always, never [auto]")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
@@ -179,7 +203,8 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
         parser.error(f"unknown case(s) {sorted(unknown)}; use delete_all, update_all, delete_one")
     if args.rows < 2 or args.rounds < 1:
         parser.error("--rows must be at least 2 and --rounds at least 1")
-    return BenchConfig(args.rows, args.rounds, cases, args.profile, args.results_dir, args.report)
+    return BenchConfig(args.rows, args.rounds, cases, args.profile, args.results_dir, args.report,
+                       writer=not args.no_writer)
 
 
 # -- the server and its data -------------------------------------------------------------------------------
@@ -320,6 +345,73 @@ class ClientProbe:
         return None
 
 
+class ClientWriter:
+    """A proxy client that inserts a new row (an id above the table's) every 20 ms while an
+    auroratrack undo runs, and times each INSERT. Those rows are not the undo's (it never
+    touches them), so with early writes on it must never wait for them; they are committed after
+    the point, so the backtrack undoes them too. It stops at its first error: the pause drops it
+    (written after the pause, a row would not be undone, and the checksum would differ)."""
+
+    def __init__(self, port: int, first_id: int):
+        self.port = port
+        self.next_id = first_id
+        self.acknowledged = 0
+        self.statements: list[tuple[float, float]] = []  # (wall time sent, seconds to its answer)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="undo-bench-writer", daemon=True)
+
+    def start(self) -> ClientWriter:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=150)
+
+    def longest_wait(self, began: float, ended: float) -> float | None:
+        """The longest INSERT that overlapped the wall-time window [began, ended]."""
+        waits = [sec for sent, sec in self.statements if sent <= ended and sent + sec >= began]
+        return max(waits) if waits else None
+
+    def _loop(self) -> None:
+        try:
+            conn = pymysql.connect(host="127.0.0.1", port=self.port, user=ADMIN_USER, password=ADMIN_PASSWORD,
+                                   autocommit=True, connect_timeout=120, read_timeout=120)
+        except (pymysql.MySQLError, OSError):
+            return
+        try:
+            while not self._stop.is_set():
+                sent, began = time.time(), time.perf_counter()
+                with conn.cursor() as cur:
+                    cur.execute(f"INSERT INTO {TABLE} (id, k, c, pad) VALUES (%s, 1, 'written during the undo', '')",
+                                (self.next_id,))
+                self.statements.append((sent, time.perf_counter() - began))
+                self.next_id += 1
+                self.acknowledged += 1
+                self._stop.wait(PROBE_INTERVAL_S)
+        except (pymysql.MySQLError, OSError):
+            pass  # dropped by the pause: done
+        finally:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
+@contextlib.contextmanager
+def early_writes_off() -> Iterator[None]:
+    """The backtrack as it ran before early writes: ``write_early`` refuses, so the pause applies
+    the whole undo (the fallback every failure of the early writes takes)."""
+    def refuse(*_args, **_kwargs):
+        raise backtrack_module.EarlyWritesUnusable("turned off by the benchmark (the in-pause baseline)")
+
+    original = backtrack_module.write_early
+    backtrack_module.write_early = refuse
+    try:
+        yield
+    finally:
+        backtrack_module.write_early = original
+
+
 # -- the rig ---------------------------------------------------------------------------------------------------
 
 
@@ -331,6 +423,8 @@ class Rig:
     service: BackgroundService
     baseline: list
     probe: ClientProbe
+    undos: list = field(default_factory=list)  # cases undone by auroratrack so far (writer ids stay unique)
+    writer: bool = True
 
     @property
     def store_path(self) -> Path:
@@ -388,22 +482,54 @@ def run_mistake(rig: Rig, case: Case) -> Mistake:
     return Mistake(case.name, file, start, end, before, forward_s, affected, rig.wait_captured())
 
 
-def undo_auroratrack(rig: Rig, mistake: Mistake, case: Case) -> dict:
+def undo_auroratrack(rig: Rig, mistake: Mistake, case: Case, early: bool = True) -> dict:
+    """One auroratrack undo; with early writes, while a ``ClientWriter`` writes rows of its own
+    through the proxy."""
     backtracker = rig.service.service.backtracker
+    writer = ClientWriter(rig.service.port, case.rows + 1 + 1_000_000 * len(rig.undos))
+    if early and rig.writer:
+        writer.start()
+    rig.undos.append(mistake.case)
     began = time.perf_counter()
-    record: BacktrackRecord = rig.service.call(lambda: backtracker.request(BacktrackRequest(to=mistake.before)))
-    record = rig.service.call(lambda: backtracker.wait(record.id, UNDO_TIMEOUT_S), timeout=UNDO_TIMEOUT_S + 10)
+    with contextlib.nullcontext() if early else early_writes_off():
+        record: BacktrackRecord = rig.service.call(lambda: backtracker.request(BacktrackRequest(to=mistake.before)))
+        record = rig.service.call(lambda: backtracker.wait(record.id, UNDO_TIMEOUT_S), timeout=UNDO_TIMEOUT_S + 10)
     total_s = time.perf_counter() - began
-    planned = record.rows.get(TABLE, {})
+    writer.stop()
+    planned = dict(record.rows.get(TABLE, {}))
+    written_by_writer = planned.get("delete", 0)  # the writer's rows are the only rows added after the point
+    planned["delete"] = 0
+    prepare = next((s for s in record.steps if s["name"] == "prepare"), {})
+    early_writes = prepare.get("early_writes", {})
+    early_used = bool(early_writes) and "rolled_back" not in early_writes
+    window = _early_window(prepare) if early_used else None
     return {
         "total_s": total_s, "paused_s": record.durations.get("paused_s"), "status": record.status,
         "error": record.error, "steps": {**{s["name"]: s["duration_s"] for s in record.steps},
+                                         **({"  early_writes (in prepare)": early_writes["duration_s"]}
+                                            if early_used else {}),
                                          **{f"  {name}": sec for name, sec in record.durations.items()
                                             if name not in ("total_s", "paused_s", "applying_s")}},
         "durations": record.durations, "planned": record.rows, "point": record.point,
-        "plan_ok": planned == case.expected_plan and set(record.rows) == {TABLE},
-        "ok": record.status == "completed",
+        "plan_ok": planned == case.expected_plan and set(record.rows) == {TABLE}
+        and writer.acknowledged <= written_by_writer <= writer.acknowledged + 1,
+        "ok": record.status == "completed", "early_writes": early_writes, "early_used": early_used,
+        "writer_rows": writer.acknowledged,
+        "writer_wait_s": writer.longest_wait(*window) if window else None,
+        "writer_wait_before_s": writer.longest_wait(_plan_start(record), window[0]) if window else None,
     }
+
+
+def _plan_start(record: BacktrackRecord) -> float:
+    plan = next(s for s in record.steps if s["name"] == "plan")
+    return dt.datetime.fromisoformat(plan["started"].replace("Z", "+00:00")).timestamp()
+
+
+def _early_window(prepare: dict) -> tuple[float, float]:
+    """Wall time of the early writes."""
+    early = prepare["early_writes"]
+    began = dt.datetime.fromisoformat(early["started"].replace("Z", "+00:00")).timestamp()
+    return began, began + early["duration_s"]
 
 
 def flashback_commands(server: PrivateServer, mistake: Mistake) -> tuple[list[str], list[str]]:
@@ -456,18 +582,44 @@ def verify(rig: Rig) -> bool:
     return False
 
 
+def settle(server: PrivateServer, timeout: float = SETTLE_TIMEOUT_S) -> float:
+    """Wait until InnoDB has flushed its dirty pages and purged old row versions, so no trial
+    pays for the work the one before it (or the table's load) left behind. Without it, the first
+    trial of a run took twice as long as the others, the mistake included. Returns the seconds
+    waited."""
+    began = time.perf_counter()
+    with root_connect(server) as conn:
+        previous = query_one(conn, "SELECT @@GLOBAL.innodb_max_dirty_pages_pct")[0]
+        execute(conn, "SET GLOBAL innodb_max_dirty_pages_pct = 0")
+        try:
+            while time.perf_counter() - began < timeout:
+                dirty = int(query_one(conn, "SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_pages_dirty'")[1])
+                history = int(query_one(conn, "SHOW GLOBAL STATUS LIKE 'Innodb_history_list_length'")[1])
+                if dirty < SETTLED_DIRTY_PAGES and history < SETTLED_HISTORY:
+                    break
+                time.sleep(0.5)
+        finally:
+            execute(conn, f"SET GLOBAL innodb_max_dirty_pages_pct = {float(previous)}")
+    return time.perf_counter() - began
+
+
 def run_trial(rig: Rig, case: Case, tool: str, round_no: int) -> dict:
+    settled_s = settle(rig.server)
     load_1m = os.getloadavg()[0]
     mistake = run_mistake(rig, case)
     rig.probe.open_window()
     try:
-        undo = undo_auroratrack(rig, mistake, case) if tool == "auroratrack" else undo_flashback(rig, mistake)
+        if tool in AURORATRACK_TOOLS:
+            undo = undo_auroratrack(rig, mistake, case, early=tool == "auroratrack")
+        else:
+            undo = undo_flashback(rig, mistake)
     finally:
         stall = rig.probe.close_window()
     undo["client_stall_s"] = stall
     undo["capture_after_s"] = rig.wait_captured()
     undo["checksum_ok"] = verify(rig)
     trial = {"round": round_no, "case": case.name, "tool": tool, "rows": case.rows, "loadavg_1m": round(load_1m, 2),
+             "settled_s": round(settled_s, 2),
              "mistake": asdict(mistake), "binlog_bytes": mistake.end - mistake.start, **undo}
     progress(f"round {round_no} {case.name} {tool}: forward {mistake.forward_s:.2f} s, undo {undo['total_s']:.2f} s"
              + (f" (paused {undo['paused_s']:.2f} s)" if undo["paused_s"] is not None else "")
@@ -679,7 +831,7 @@ def bench(config: BenchConfig, work: Path, results: dict, save: Callable) -> Non
         service = start_service(server, work)
         progress(f"loading {config.rows:,} rows (and the template copy)")
         load_table(server, config.rows)
-        rig = Rig(server, service, checksum(server), ClientProbe(service.port).start())
+        rig = Rig(server, service, checksum(server), ClientProbe(service.port).start(), writer=config.writer)
         probe = rig.probe
         results["baseline_checksum"] = rig.baseline
         run_rounds(rig, config, cases, results, save)
@@ -707,9 +859,11 @@ def summarize(trials: list[dict]) -> dict:
     summary = {}
     for name in dict.fromkeys(t["case"] for t in trials):
         runs = {tool: [t for t in trials if t["case"] == name and t["tool"] == tool] for tool in TOOLS}
-        at, fb = runs["auroratrack"], runs["flashback"]
+        at, fb, base = runs["auroratrack"], runs["flashback"], runs["auroratrack-in-pause"]
         paired = [(a, f) for a in at for f in fb if a["round"] == f["round"]]
+        paired_base = [(a, b) for a in at for b in base if a["round"] == b["round"]]
         ok = [a for a in at if a["ok"] and a["checksum_ok"] and a.get("plan_ok")]
+        base_ok = [b for b in base if b["ok"] and b["checksum_ok"] and b.get("plan_ok")]
         entry = {
             "rows": (at or fb)[0]["rows"],
             "forward_s": median([t["mistake"]["forward_s"] for t in at + fb]),
@@ -721,7 +875,14 @@ def summarize(trials: list[dict]) -> dict:
             "flashback_s": median([f["total_s"] for f in fb if f["ok"] and f["checksum_ok"]]),
             "at_over_fb": median([a["total_s"] / f["total_s"] for a, f in paired]),
             "at_over_forward": median([a["total_s"] / a["mistake"]["forward_s"] for a in at]),
-            "checksums": {tool: f"{sum(t['checksum_ok'] for t in r)}/{len(r)}" for tool, r in runs.items()},
+            "in_pause_s": median([b["total_s"] for b in base_ok]),
+            "in_pause_paused_s": median([b["paused_s"] for b in base_ok]),
+            "at_over_in_pause": median([a["total_s"] / b["total_s"] for a, b in paired_base]),
+            "early_used": f"{sum(bool(a.get('early_used')) for a in at)}/{len(at)}",
+            "writer_wait_s": median([a.get("writer_wait_s") for a in ok]),
+            "writer_wait_max_s": max((a.get("writer_wait_s") or 0 for a in ok), default=None),
+            "writer_wait_before_s": median([a.get("writer_wait_before_s") for a in ok]),
+            "checksums": {tool: f"{sum(t['checksum_ok'] for t in r)}/{len(r)}" for tool, r in runs.items() if r},
             "plan_ok": all(a.get("plan_ok") for a in at),
             "steps_s": {step: median([a["steps"].get(step) for a in at])
                         for step in dict.fromkeys(s for a in at for s in a["steps"])},
@@ -738,7 +899,10 @@ def targets(name: str, s: dict, all_ok: bool) -> dict[str, bool]:
         return {"pause under 1 s": all_ok and (s["paused_max_s"] or 0) < TARGET_ONE_ROW_PAUSE_S
                 and (s["client_stall_max_s"] or 0) < TARGET_ONE_ROW_PAUSE_S}
     return {"faster than flashback": all_ok and s["at_over_fb"] is not None and s["at_over_fb"] < 1.0,
-            "no slower than the mistake": all_ok and s["at_over_forward"] is not None and s["at_over_forward"] <= 1.0}
+            "no slower than the mistake": all_ok and s["at_over_forward"] is not None and s["at_over_forward"] <= 1.0,
+            "pause under 1 s (early writes)": all_ok and (s["paused_max_s"] or 0) < TARGET_PAUSE_S,
+            "total no slower than the in-pause apply": all_ok and s["at_over_in_pause"] is not None
+            and s["at_over_in_pause"] <= 1.0}
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -746,17 +910,24 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 
 def results_table(summary: dict) -> list[str]:
-    lines = ["| case | rows | forward s | auroratrack total s | auroratrack paused s | client stall s | flashback s "
-             "| auroratrack / flashback | auroratrack / forward | checksum ok (auroratrack, flashback) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| case | rows | forward s | auroratrack total s | auroratrack paused s | client stall s "
+             "| longest writer wait during early writes s | (noise: before them) s "
+             "| in-pause apply: total s | in-pause apply: paused s "
+             "| flashback s | auroratrack / in-pause | auroratrack / flashback | auroratrack / forward "
+             "| early writes used | checksum ok (auroratrack, flashback, in-pause) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in summary.items():
         digits = 2 if name in BULK_CASES else 3
         per_forward = f"{_fmt(s['at_over_forward'])}×" if name in BULK_CASES else "–"
+        checks = s["checksums"]
         lines.append(
             f"| {name} | {s['rows']:,} | {_fmt(s['forward_s'], digits)} | {_fmt(s['auroratrack_s'], digits)} "
-            f"| {_fmt(s['paused_s'], digits)} | {_fmt(s['client_stall_s'], digits)} | {_fmt(s['flashback_s'], digits)} "
-            f"| {_fmt(s['at_over_fb'])}× | {per_forward} "
-            f"| {s['checksums']['auroratrack']}, {s['checksums']['flashback']} |")
+            f"| {_fmt(s['paused_s'], digits)} | {_fmt(s['client_stall_s'], digits)} "
+            f"| {_fmt(s.get('writer_wait_s'), 3)} | {_fmt(s.get('writer_wait_before_s'), 3)} "
+            f"| {_fmt(s.get('in_pause_s'), digits)} | {_fmt(s.get('in_pause_paused_s'), digits)} "
+            f"| {_fmt(s['flashback_s'], digits)} | {_fmt(s.get('at_over_in_pause'))}× | {_fmt(s['at_over_fb'])}× "
+            f"| {per_forward} | {s.get('early_used', '–')} "
+            f"| {', '.join(checks.get(tool, '–') for tool in TOOLS)} |")
     return lines
 
 
@@ -772,11 +943,13 @@ def steps_table(summary: dict, key: str = "steps_s", total: str = "auroratrack_s
 
 
 def trials_table(trials: list[dict]) -> list[str]:
-    lines = ["| round | case | tool | forward s | undo s | paused s | client stall s | load 1m | checksum | plan |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| round | case | tool | forward s | undo s | paused s | client stall s | writer rows "
+             "| writer's longest wait during early writes s | load 1m | checksum | plan |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for t in trials:
         lines.append(f"| {t['round']} | {t['case']} | {t['tool']} | {t['mistake']['forward_s']:.3f} "
                      f"| {t['total_s']:.3f} | {_fmt(t['paused_s'], 3)} | {_fmt(t['client_stall_s'], 3)} "
+                     f"| {t.get('writer_rows', '–')} | {_fmt(t.get('writer_wait_s'), 3)} "
                      f"| {t['loadavg_1m']} | {'ok' if t['checksum_ok'] else 'WRONG'} | {_plan_text(t)} |")
     return lines
 
@@ -827,6 +1000,10 @@ def verdict_lines(summary: dict) -> list[str]:
 LEGEND = ("Medians over the rounds. forward: the mistake itself, run through the proxy. auroratrack total: "
           "backtrack request to completed record. paused: gate closed to reopened (clients held). client stall: "
           "longest gap between answers seen by a client running SELECT 1 every 20 ms through the proxy. "
+          "writer wait: the longest INSERT of a client adding rows of its own (not the undo's) every 20 ms through "
+          "the proxy, among those that overlapped the early writes (noise: those between the plan and the early "
+          "writes, the machine's own). in-pause apply: the same backtrack with its "
+          "early writes turned off (the whole undo written in the pause, as before them; no writer). "
           "flashback: `mariadb-binlog --flashback | mariadb`, start to exit. Ratios are paired within a round; "
           "below 1 means auroratrack is faster.")
 

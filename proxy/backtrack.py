@@ -4,16 +4,23 @@
 (a bad ``--to`` is refused with the earliest and latest possible times), then runs the flow as a
 task on the service's event loop:
 
-  choose the point -> plan and prepare the apply (clients still run) -> close the gate ->
-  drain -> drop every client connection -> fence writers that bypass the proxy (read_only) ->
-  let the streamer catch up with the server -> fold in what arrived since the plan -> check
-  conflicts -> apply -> commit -> lift the fence -> reopen the gate.
+  choose the point -> plan and prepare the apply (clients still run) -> early writes: open the
+  undo's transaction and write the bulk of it (clients still run; proxy.earlywrite) -> close
+  the gate -> drain (dropping clients whose statements wait on the early writes' locks) -> drop
+  every client connection -> fence writers that bypass the proxy (read_only) -> let the
+  streamer catch up with the server -> fold in what arrived since the plan -> check conflicts
+  -> apply what the early writes did not cover -> commit -> lift the fence -> reopen the gate.
 
 Whatever happens, the fence is lifted and the gate reopens. The undo is one server transaction
-(rewind.Applier): a failure rolls it back and the data stays as it was. Every backtrack has a
-record in ``history.db`` that survives restarts; a record left ``pending`` or ``applying`` by a
-killed process is marked ``failed`` on the next start (the server rolled the open transaction
-back when the connection died). A fence left by a killed process is lifted at the next start.
+(rewind.Applier), committed only inside the pause: a failure rolls it back and the data stays
+as it was. When the early writes fail (a deadlock, a lock wait timeout, a duplicate key, their
+connection killed) or cannot be completed in the pause, they are rolled back and the pause
+applies the whole undo, as before early writes existed; forced backtracks always do.
+
+Every backtrack has a record in ``history.db`` that survives restarts; a record left ``pending``
+or ``applying`` by a killed process is marked ``failed`` on the next start (the server rolled the
+open transaction back when the connection died). A fence left by a killed process is lifted at
+the next start.
 """
 
 from __future__ import annotations
@@ -38,8 +45,10 @@ from pymysql.constants import CLIENT
 from proxy.changelog.store import ChangeStore, now_us, wait_for_checkpoint
 from proxy.changelog.streamer import current_binlog_position
 from proxy.ddlundo import run_backtrack
+from proxy.earlywrite import EarlyWrites, EarlyWritesUnusable, write_delta, write_early
 from proxy.gate import Gate
 from proxy.loaddata import refuse_uploads
+from proxy.lockwatch import LockWatch
 from proxy.rewind import (
     ER_DUP_ENTRY,
     MAX_PLAN_SQL,
@@ -173,6 +182,7 @@ class Backtracker:
         self._task: asyncio.Task | None = None
         self.fence_path = data_dir / "fence.json"
         self.ddl_undo = None  # proxy.ddlundo.DdlUndo when DROP/TRUNCATE are held (set by the service)
+        self._applier_conn: pymysql.Connection | None = None  # the running backtrack's writer
 
     def startup_recovery(self) -> None:
         """Mark what a killed process left unfinished as failed, and lift its fence."""
@@ -288,8 +298,9 @@ class Backtracker:
         # Plan while clients still run: decoding is the slow part, and after the pause only
         # what arrived since has to be folded in.
         plan = await self._step(record, "plan", lambda: asyncio.to_thread(self._build_plan, point))
-        conn = await asyncio.to_thread(self._apply_connection)
-        applier = Applier(conn, f"backtrack {record.id}", trust_absent=not req.force)
+        applier = await asyncio.to_thread(self._applier, record, req)
+        early: EarlyWrites | None = None
+        watch: LockWatch | None = None
         paused_at = None
         fenced = False
         outcome = "failed"
@@ -297,22 +308,25 @@ class Backtracker:
             # Forced, every row is checked in the pause anyway; across held DDL (proxy.ddlundo)
             # the tables may not exist before the undo brings them back.
             if not req.force and not (self.ddl_undo is not None and self.ddl_undo.crosses(plan)):
-                await self._step(record, "prepare", lambda: asyncio.to_thread(applier.prepare, plan))
+                applier, early, watch = await self._step(record, "prepare", lambda: self._prepare(
+                    record, req, applier, plan))
             paused_at = time.monotonic()
             await self._step(record, "pause", self._pause)
-            drain = await self._step(record, "drain", lambda: self.gate.drain(req.drain_timeout))
+            drain = await self._step(record, "drain", lambda: self._drain(record, req, watch))
             if drain.killed:
                 record.forced.append({"kind": "killed_queries", "connections": drain.killed})
             await self._step(record, "drop", self.gate.drop_all)
             fenced = await self._step(record, "fence", lambda: asyncio.to_thread(self._fence, record))
             await self._step(record, "catch_up", lambda: asyncio.to_thread(self._catch_up))
             applied_at = time.monotonic()
-            outcome = await self._step(record, "apply",
-                                       lambda: asyncio.to_thread(self._plan_and_apply, applier, record, req, plan))
+            outcome = await self._step(record, "apply", lambda: asyncio.to_thread(
+                self._plan_and_apply, applier, record, req, plan, early))
             record.durations["applying_s"] = round(time.monotonic() - applied_at, 6)
         finally:
+            if watch is not None:
+                await asyncio.to_thread(watch.close)
             with contextlib.suppress(Exception):
-                conn.close()  # the server rolls back whatever is still open
+                self._close_applier()  # the server rolls back whatever is still open
             if fenced:
                 await self._step(record, "unfence", lambda: asyncio.to_thread(self._unfence))
             if paused_at is not None:
@@ -324,6 +338,67 @@ class Backtracker:
     async def _pause(self) -> None:
         self.gate.pause()
 
+    # -- the early writes (proxy.earlywrite) ----------------------------------------------------------
+    async def _prepare(self, record: BacktrackRecord, req: BacktrackRequest, applier: Applier, plan: Plan
+                       ) -> tuple[Applier, EarlyWrites | None, LockWatch | None]:
+        """Load the temporary tables, then write the bulk of the undo in the backtrack's open
+        transaction, clients still running. Whatever goes wrong in the early writes rolls them
+        back (on a fresh connection if ours died, the temporary tables loaded again) and the
+        pause applies without them. Both are the "prepare" step; its ``early_writes`` says how
+        long they took, what they wrote and how many client statements were seen waiting."""
+        await asyncio.to_thread(applier.prepare, plan)
+        step = record.steps[-1]
+        watch = LockWatch(self.upstream.connect, applier.conn.thread_id())
+        await asyncio.to_thread(watch.start)
+        before = dict(applier.timings)
+        started = format_time_us(now_us())
+        began = time.monotonic()
+        try:
+            early = await asyncio.to_thread(write_early, applier, plan, req.drain_timeout)
+        except Exception as exc:  # recorded; the pause applies as it did before early writes
+            step["early_writes"] = {"started": started, "duration_s": round(time.monotonic() - began, 6),
+                                    **watch.stop(), "timings": _take_timings(applier, before),
+                                    "rolled_back": _reason(exc)}
+            log.info("backtrack %s: no early writes (%s)", record.id, _reason(exc))
+            await asyncio.to_thread(watch.close)
+            return await asyncio.to_thread(self._after_early_failure, applier, record, req, plan), None, None
+        step["early_writes"] = {"started": started, "duration_s": round(time.monotonic() - began, 6),
+                                **watch.stop(), "timings": _take_timings(applier, before),
+                                "rows_written": early.rows_written()}
+        # Fold in what clients committed during the early writes while they still run: the
+        # pause then folds only what committed since.
+        began = time.monotonic()
+        await asyncio.to_thread(self._extend_plan, plan)
+        step["early_writes"]["fold_s"] = round(time.monotonic() - began, 6)
+        log.info("backtrack %s: early writes took %.3f s", record.id, step["early_writes"]["duration_s"])
+        return applier, early, watch
+
+    def _after_early_failure(self, applier: Applier, record: BacktrackRecord, req: BacktrackRequest,
+                             plan: Plan) -> Applier:
+        try:
+            applier.end_early()
+            return applier
+        except pymysql.MySQLError:  # the connection is gone (killed): the server rolled back
+            pass
+        self._close_applier()
+        fresh = self._applier(record, req)
+        fresh.prepare(plan)
+        return fresh
+
+    async def _drain(self, record: BacktrackRecord, req: BacktrackRequest, watch: LockWatch | None):
+        """The gate's drain; with early writes open, client statements waiting on their locks
+        cannot finish before the commit: those clients are dropped at once (their connections
+        killed), not after the drain timeout; every other client is dropped right after."""
+        if watch is None:
+            return await self.gate.drain(req.drain_timeout)
+        drain = asyncio.ensure_future(self.gate.drain(req.drain_timeout))
+        released: set[int] = set()
+        while not drain.done():
+            released.update(await asyncio.to_thread(watch.kill_waiters))
+            await asyncio.wait({drain}, timeout=0.05)
+        record.steps[-1]["waiters_killed"] = sorted(released)
+        return drain.result()
+
     async def _step(self, record: BacktrackRecord, name: str, action):
         step = {"name": name, "started": format_time_us(now_us()), "duration_s": None}
         record.steps.append(step)
@@ -334,6 +409,13 @@ class Backtracker:
             step["duration_s"] = round(time.monotonic() - began, 6)
             log.info("backtrack %s: %s took %.3f s", record.id, name, step["duration_s"])
 
+    def _extend_plan(self, plan: Plan) -> None:
+        store = ChangeStore(self.store_path, readonly=True)
+        try:
+            extend_plan(plan, store)
+        finally:
+            store.close()
+
     def _build_plan(self, point: Point) -> Plan:
         store = ChangeStore(self.store_path, readonly=True)
         try:
@@ -342,13 +424,17 @@ class Backtracker:
             store.close()
 
     def _plan_and_apply(self, applier: Applier, record: BacktrackRecord, req: BacktrackRequest,
-                        plan: Plan) -> str:
+                        plan: Plan, early: EarlyWrites | None = None) -> str:
         """Check and apply in one transaction; returns the outcome ("completed" or "failed")."""
         store = ChangeStore(self.store_path, readonly=True)
         try:
             timed(record, "extend_plan_s", lambda: extend_plan(plan, store))  # committed since planning
         finally:
             store.close()
+        if early is not None:
+            if self._finish_early(record, plan, early):
+                return "completed"
+            applier = self._applier_after_rollback(record, req, applier)
         applier.discard_stale(plan)
         applier.configure_session()  # the checks load images too
         applier.ensure_marker_table()
@@ -377,6 +463,38 @@ class Backtracker:
             raise
         finally:
             record.durations.update({f"apply_{name}": round(sec, 6) for name, sec in applier.timings.items()})
+
+    def _finish_early(self, record: BacktrackRecord, plan: Plan, early: EarlyWrites) -> bool:
+        """Complete the early writes' transaction in the pause and commit it: True. False: it
+        was rolled back and the plain apply must run."""
+        applier = early.applier
+        try:
+            rows = timed(record, "delta_s", lambda: write_delta(early, plan))
+        except (EarlyWritesUnusable, pymysql.MySQLError) as exc:
+            log.info("backtrack %s: early writes rolled back in the pause (%s)", record.id, _reason(exc))
+            record.steps[-1]["early_writes_rolled_back"] = _reason(exc)
+            timed(record, "early_rollback_s", lambda: _suppress_mysql(applier.end_early))
+            return False
+        record.rows.update(rows)
+        try:
+            timed(record, "write_marker_s", lambda: applier.write_marker(record.id))
+            timed(record, "commit_s", applier.commit)
+        except Exception:
+            applier.rollback()
+            raise
+        finally:
+            record.durations.update({f"apply_{name}": round(sec, 6) for name, sec in applier.timings.items()})
+        return True
+
+    def _applier_after_rollback(self, record: BacktrackRecord, req: BacktrackRequest, applier: Applier) -> Applier:
+        """The applier for the plain apply after early writes were rolled back in the pause:
+        the same one, or one on a fresh connection if ours died."""
+        try:
+            applier.conn.ping(reconnect=False)
+            return applier
+        except pymysql.MySQLError:
+            self._close_applier()
+            return self._applier(record, req)
 
     def _apply_checked(self, applier: Applier, record: BacktrackRecord, plan: Plan) -> None:
         """Not forced: the drift check rides on the writes themselves (rewind.apply_table_checked).
@@ -465,6 +583,17 @@ class Backtracker:
         record.status = "completed"
 
     # -- the server -------------------------------------------------------------------------------------------------
+    def _applier(self, record: BacktrackRecord, req: BacktrackRequest) -> Applier:
+        """The backtrack's writer on a connection of its own (closed by ``_close_applier``)."""
+        self._applier_conn = self._apply_connection()
+        return Applier(self._applier_conn, f"backtrack {record.id}", trust_absent=not req.force)
+
+    def _close_applier(self) -> None:
+        conn, self._applier_conn = self._applier_conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
     def _apply_connection(self) -> pymysql.Connection:
         # FOUND_ROWS: an UPDATE reports the rows it matched, which the checked apply compares
         # with the plan (rows it changed would miss a row already equal to its target).
@@ -513,6 +642,24 @@ def timed(record: BacktrackRecord, name: str, action: Callable[[], T]) -> T:
         return action()
     finally:
         record.durations[name] = round(record.durations.get(name, 0.0) + time.monotonic() - began, 6)
+
+
+def _take_timings(applier: Applier, before: dict[str, float]) -> dict[str, float]:
+    """The applier's timings since ``before``, taken out of it (the apply's own stay)."""
+    taken = {name: round(sec - before.get(name, 0.0), 6) for name, sec in applier.timings.items()
+             if sec != before.get(name)}
+    applier.timings.clear()
+    applier.timings.update(before)
+    return taken
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+def _suppress_mysql(action: Callable[[], None]) -> None:
+    with contextlib.suppress(pymysql.MySQLError):  # a dead connection: the server rolled back
+        action()
 
 
 class BacktrackConflicts(Exception):

@@ -61,7 +61,10 @@ def test_sigkill_during_apply_leaves_data_unchanged_and_record_failed(mysql_serv
         wait_caught_up_dir(mysql_server.private, data_dir / "changes.db")
         mistaken = fingerprint(mysql_server, database)
 
-        record = client.post("/v1/backtracks", {"to": moment})
+        # Forced: the whole undo is written in the pause (a backtrack that is not forced writes
+        # it before the pause and its apply step lasts only milliseconds; test_backtrack_early
+        # kills serve during those early writes).
+        record = client.post("/v1/backtracks", {"to": moment, "force": True})
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             steps = client.get(f"/v1/backtracks/{record['id']}")["steps"]
