@@ -54,6 +54,11 @@ def make_table(server, database: str, rows: int) -> None:
                 f"INSERT INTO t SELECT seq, seq, SHA2(seq, 224) FROM seq_1_to_{rows}")
 
 
+# The server refreshes its information_schema copy of InnoDB's transactions and lock waits only
+# when the last read of it is 0.1 s old or more: a poll every 0.02 s keeps it stale forever.
+POLL_S = 0.25
+
+
 def early_lock_wait(server, timeout: float = 60.0) -> int:
     """Until the backtrack's early writes wait for a row lock; their connection id."""
     deadline = time.monotonic() + timeout
@@ -62,7 +67,7 @@ def early_lock_wait(server, timeout: float = 60.0) -> int:
                             "WHERE trx_state = 'LOCK WAIT' AND trx_query LIKE '%auroratrack backtrack%'")
         if rows:
             return int(rows[0][0])
-        time.sleep(0.02)
+        time.sleep(POLL_S)
     raise AssertionError("the early writes never waited on the blocker's lock")
 
 
@@ -77,7 +82,7 @@ def waiting_on(server, thread_id: int, timeout: float = 30.0) -> set[int]:
             "WHERE b.trx_mysql_thread_id = %s", (thread_id,))
         if rows:
             return {int(r[0]) for r in rows}
-        time.sleep(0.02)
+        time.sleep(POLL_S)
     raise AssertionError(f"nobody waited on connection {thread_id}")
 
 
