@@ -30,7 +30,8 @@ def start_serve(server, data_dir: Path, env: dict) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "proxy.cli", "serve", "--upstream", f"{server.host}:{server.port}",
          "--user", server.user, "--password-file", str(password_file), "--listen", "127.0.0.1:0",
-         "--admin", "127.0.0.1:0", "--data-dir", str(data_dir), "--backtrack-window", "1h"],
+         "--admin", "127.0.0.1:0", "--data-dir", str(data_dir), "--backtrack-window", "1h",
+         "--no-backfill"],  # the session's server holds every earlier test's binlog: not ours to read
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
     )
 
