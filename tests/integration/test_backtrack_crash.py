@@ -18,7 +18,8 @@ from tests.integration.backtrack_support import fingerprint, now_iso
 from tests.integration.streamer_support import wait_caught_up_dir
 
 
-def start_serve(server, data_dir: Path) -> subprocess.Popen:
+def start_serve(server, data_dir: Path, env: dict | None = None) -> subprocess.Popen:
+    """``auroratrack serve`` as its own process (``env``: extra variables, e.g. test pause points)."""
     password_file = data_dir.parent / "password"
     password_file.write_text(server.password)
     log = open(data_dir.parent / "serve.log", "ab")  # noqa: SIM115 - closed with the process
@@ -27,7 +28,7 @@ def start_serve(server, data_dir: Path) -> subprocess.Popen:
          "--user", server.user, "--password-file", str(password_file), "--listen", "127.0.0.1:0",
          "--admin", "127.0.0.1:0", "--data-dir", str(data_dir), "--backtrack-window", "1h",
          "--no-backfill"],
-        stdout=log, stderr=subprocess.STDOUT,
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
     )
 
 

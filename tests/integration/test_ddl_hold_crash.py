@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,20 +18,7 @@ import pymysql
 import pytest
 
 from proxy.ddlops import HOLD_SCHEMA
-from tests.integration.test_backtrack_crash import admin_client
-
-
-def start_serve(server, data_dir: Path, env: dict) -> subprocess.Popen:
-    password_file = data_dir.parent / "password"
-    password_file.write_text(server.password)
-    log = open(data_dir.parent / "serve.log", "ab")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(
-        [sys.executable, "-m", "proxy.cli", "serve", "--upstream", f"{server.host}:{server.port}",
-         "--user", server.user, "--password-file", str(password_file), "--listen", "127.0.0.1:0",
-         "--admin", "127.0.0.1:0", "--data-dir", str(data_dir), "--backtrack-window", "1h",
-         "--no-backfill"],  # the session's server holds every earlier test's binlog: not ours to read
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
-    )
+from tests.integration.test_backtrack_crash import admin_client, start_serve
 
 
 def journal_states(data_dir: Path) -> list[str]:
