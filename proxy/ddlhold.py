@@ -207,7 +207,7 @@ class DdlHolder:
                                               backtracking_message(gate.hold_timeout))
                 return
             session.ddl_running = True  # from here the gate's drain waits for it
-            link = SessionLink(session.upstream, session.tracker.deprecate_eof)
+            link = _link(session)
             try:
                 loop = asyncio.get_running_loop()
                 result = await asyncio.to_thread(self._hold, SessionExecutor(link, loop), statement,
@@ -234,7 +234,7 @@ class DdlHolder:
         remember its statement id: its executes run the hold (``claims``)."""
         answer: bytes | None = None
         try:
-            link = SessionLink(session.upstream, session.tracker.deprecate_eof)
+            link = _link(session)
             try:
                 payload = await link.prepare_stand_in()
             finally:
@@ -261,7 +261,7 @@ class DdlHolder:
                 return
             session.ddl_running = True
             tracker = session.tracker
-            link = SessionLink(session.upstream, tracker.deprecate_eof)
+            link = _link(session)
             results: list[list[bytes]] = []
             database = tracker.database
             try:
@@ -396,6 +396,11 @@ class DdlHolder:
         affected, pos = wire.read_length_encoded_integer(answer.payload, 1)
         payload = b"\x00" + wire.length_encoded_integer((affected or 0) + len(tables)) + answer.payload[pos:]
         return Result("ok", payload)
+
+
+def _link(session) -> SessionLink:
+    """The session's server connection, borrowed (compressed if the session is)."""
+    return SessionLink(session.upstream, session.tracker.deprecate_eof, session.compressed is not None)
 
 
 def _hold_name(op_id: str, index: int, name: str) -> str:
