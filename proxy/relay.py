@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from proxy import wire
-from proxy.compression import CompressedSession
+from proxy.compression import CompressedSession, make_compressed_packets
 from proxy.ddlhold import FIRST_BYTES as DDL_FIRST_BYTES
 from proxy.gate import BACKTRACKING_ERRNO, BACKTRACKING_SQLSTATE, Gate, backtracking_message
 from proxy.tls import TlsPolicy
@@ -121,10 +121,11 @@ class ClientSession(asyncio.Protocol):
         # says the same for a compressed session). A query or prepare that may start with a DDL
         # keyword, or the execute of one prepared so, goes to the holder.
         ddl = self.proxy.ddl
-        if ddl is not None and len(data) > 5:
+        if ddl is not None and len(data) > 4:
             command = data[4]
-            if ((command == 3 or command == 0x16) and data[5] in DDL_FIRST_BYTES
-                    or command == 0x17 and self.ddl_statements) and ddl.claims(self, data):
+            if ((command == 3 or command == 0x16) and len(data) > 5 and data[5] in DDL_FIRST_BYTES
+                    or (command == 0x17 or command == 0x1F or command == 0x11) and self.ddl_statements
+                    ) and ddl.claims(self, data):
                 return
         gate = self.gate
         try:
@@ -212,11 +213,11 @@ class ClientSession(asyncio.Protocol):
     def _ddl_candidate(self, data: bytes) -> bool:
         """The byte tests of ``data_received``'s DDL hook, for a compressed session's
         inflated copy: whether the holder should be asked."""
-        if len(data) <= 5:
+        if len(data) <= 4:
             return False
         command = data[4]
-        return bool((command == 3 or command == 0x16) and data[5] in DDL_FIRST_BYTES
-                    or command == 0x17 and self.ddl_statements)
+        return bool((command == 3 or command == 0x16) and len(data) > 5 and data[5] in DDL_FIRST_BYTES
+                    or (command == 0x17 or command == 0x1F or command == 0x11) and self.ddl_statements)
 
     def ddl_begin(self) -> None:
         """The holder answers the client's statement: read nothing more until it has (it sets
@@ -224,8 +225,10 @@ class ClientSession(asyncio.Protocol):
         self._reading_paused_for.add("ddl")
         self.transport.pause_reading()
 
-    def ddl_done(self, answer: bytes | None) -> None:
-        """The holder's answer (already framed) goes to the client; the session goes on."""
+    def ddl_done(self, answer: bytes | None, passed: bytes | None = None) -> None:
+        """The holder's answer (already framed) goes to the client; the session goes on. Or the
+        holder gives the command back (``passed``, its plain packets): it is relayed as the
+        hook would have (it started before any gate closed: it is not held)."""
         self.ddl_running = False
         if self.closed:
             return
@@ -233,6 +236,15 @@ class ClientSession(asyncio.Protocol):
             answer = self.compressed.to_client(answer)  # the client's command was the leg's last packet
         if answer:
             self.transport.write(answer)
+        if passed:
+            try:
+                out = self.tracker.feed_client(passed)
+            except wire.ProtocolError as exc:
+                self._fail(exc, from_client=True)
+                return
+            if out and self.compressed is not None:  # its own packets were dropped: a new command's
+                out, _ = make_compressed_packets(out, 0)
+            self.upstream.write(out)
         self._reading_paused_for.discard("ddl")
         if not self._reading_paused_for:
             self.transport.resume_reading()
