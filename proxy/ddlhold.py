@@ -210,11 +210,19 @@ class DdlHolder:
         return True
 
     def _claims_sql_prepared(self, session, query: bytes) -> bool:
-        """SQL-level PREPARE / EXECUTE / DEALLOCATE / EXECUTE IMMEDIATE (proxy.ddlprepare)."""
-        command = ddlprepare.parse(query)
+        """SQL-level PREPARE / EXECUTE / DEALLOCATE / EXECUTE IMMEDIATE (proxy.ddlprepare), alone
+        or first in a multi-statement query."""
         tracker = session.tracker
-        if command is None or tracker.busy or tracker.phase != "command" or session.upstream is None:
+        if tracker.busy or tracker.phase != "command" or session.upstream is None:
             return False
+        command = ddlprepare.parse(query)
+        if command is None:
+            script = ddlscript.split(query) if b";" in query and tracker.capabilities & _MULTI_STATEMENTS else None
+            if script is None or ddlprepare.parse(script[0]) is None:
+                return False
+            session.ddl_begin()
+            asyncio.get_running_loop().create_task(self._serve_script(session, script))
+            return True
         prepared = session.ddl_statements
         if command.kind == "deallocate" or command.kind == "prepare":
             if prepared:  # (a PREPARE replaces the name even when it fails)
@@ -250,20 +258,12 @@ class DdlHolder:
         try:
             link = _link(session)
             try:
-                text = command.text
-                if command.evaluate:  # the session's own value of the text
-                    value = await link.query_bytes(b"/* auroratrack ddl */ SELECT HEX(" + command.source + b")")
-                    text = bytes.fromhex(value.rows[0][0]) if value.kind == "rows" and value.rows[0][0] else None
-                statement = parse_statement(text) if text else None
                 database = session.tracker.database
                 if command.kind == "prepare":
-                    result = await link.query_bytes(query)
-                    if result.kind == "ok" and statement is not None:
-                        if session.ddl_statements is None:
-                            session.ddl_statements = {}
-                        session.ddl_statements[command.name] = ddlprepare.PreparedDdl(statement, database)
+                    result = await self._run_sql_prepared(session, link, command, query, database)
                     answer = reframe(result.payload, 1)
                     return
+                statement = await _text_statement(link, command)
             finally:
                 link.release()
             if statement is None or not _has_database(statement, database):
@@ -278,6 +278,33 @@ class DdlHolder:
                 session.ddl_done(None, passed=wire.make_packets(b"\x03" + query, 0))
             elif command.kind == "prepare" or answer is not None:
                 session.ddl_done(answer)
+
+    async def _run_sql_prepared(self, session, link: SessionLink, command: ddlprepare.SqlCommand, piece: bytes,
+                                database: str | None) -> Result:
+        """One PREPARE / EXECUTE / DEALLOCATE / EXECUTE IMMEDIATE on the link, the prepared
+        names kept up to date; the DDL it runs held. Returns the answer."""
+        prepared = session.ddl_statements
+        statement = None
+        if command.kind in ("prepare", "deallocate") and prepared:
+            prepared.pop(command.name, None)
+        if command.kind == "execute":
+            entry = prepared.get(command.name) if prepared and not command.using else None
+            if entry is not None:
+                statement, database = entry.statement, entry.database
+        elif command.kind != "deallocate" and not command.using:
+            statement = await _text_statement(link, command)
+        if command.kind == "prepare":
+            result = await link.query_bytes(piece)
+            if result.kind == "ok" and statement is not None:
+                if session.ddl_statements is None:
+                    session.ddl_statements = {}
+                session.ddl_statements[command.name] = ddlprepare.PreparedDdl(statement, database)
+            return result
+        result = None
+        if statement is not None and _has_database(statement, database):
+            result = await asyncio.to_thread(self._hold, SessionExecutor(link, asyncio.get_running_loop()),
+                                             statement, database)
+        return result if result is not None else await link.query_bytes(piece)
 
     async def _serve(self, session, statement: Statement, query: bytes, database: str | None) -> None:
         answer: bytes | None = None
@@ -347,9 +374,12 @@ class DdlHolder:
             database = tracker.database
             try:
                 for piece in script:
-                    statement = parse_statement(piece)
+                    command = ddlprepare.parse(piece)  # PREPARE, EXECUTE, ... (proxy.ddlprepare)
+                    statement = parse_statement(piece) if command is None else None
                     result = None
-                    if statement is not None and (database or all(db for db, _ in statement.tables)):
+                    if command is not None:
+                        result = await self._run_sql_prepared(session, link, command, piece, database)
+                    elif statement is not None and (database or all(db for db, _ in statement.tables)):
                         result = await asyncio.to_thread(self._hold, SessionExecutor(link, asyncio.get_running_loop()),
                                                          statement, database)
                     if result is None:
@@ -477,6 +507,16 @@ class DdlHolder:
         affected, pos = wire.read_length_encoded_integer(answer.payload, 1)
         payload = b"\x00" + wire.length_encoded_integer((affected or 0) + len(tables)) + answer.payload[pos:]
         return Result("ok", payload)
+
+
+async def _text_statement(link: SessionLink, command: ddlprepare.SqlCommand) -> Statement | ddlrecord.Recorded | None:
+    """The held DDL a PREPARE or EXECUTE IMMEDIATE carries, its text read from the client's own
+    session when the query alone does not say it (a user variable, escapes)."""
+    text = command.text
+    if command.evaluate:
+        value = await link.query_bytes(b"/* auroratrack ddl */ SELECT HEX(" + command.source + b")")
+        text = bytes.fromhex(value.rows[0][0]) if value.kind == "rows" and value.rows[0][0] else None
+    return parse_statement(text) if text else None
 
 
 def _has_database(statement: Statement | ddlrecord.Recorded, database: str | None) -> bool:

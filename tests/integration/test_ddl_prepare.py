@@ -13,6 +13,7 @@ import pytest
 
 from proxy.ddlops import HOLD_SCHEMA
 from tests.integration.backtrack_support import backtrack, connect_via, wait_captured
+from tests.integration.rawmysql import RawConnection, ServerError
 from tests.integration.test_ddl_backtrack import assert_same, moment, schema_snapshot
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.filterwarnings("ignore::UserWarning")]
@@ -98,6 +99,58 @@ def test_sql_prepared_ddl_answers_as_the_server_does_and_is_held(mysql_server, m
     assert sorted(name.split("_", 2)[2] for name in new) == ["a", "b", "d", "e", "x"]
     by_table = {name.split("_", 2)[2]: name for name in new}
     assert mysql_server.query(f"SELECT id FROM `{HOLD_SCHEMA}`.`{by_table['b']}` ORDER BY id") == [(1,), (2,)]
+    for name in new:
+        mysql_server.query(f"DROP TABLE `{HOLD_SCHEMA}`.`{name}`")
+
+
+SCRIPTS = [  # multi-statement queries (CLIENT_MULTI_STATEMENTS)
+    "PREPARE m1 FROM 'DROP TABLE a'; EXECUTE m1; EXECUTE m1",  # held, then the server's 1051
+    "PREPARE m2 FROM 'TRUNCATE t'; DEALLOCATE PREPARE m2; EXECUTE m2",  # 1243
+    "DROP TABLE IF EXISTS nothing; PREPARE m3 FROM 'TRUNCATE t'; EXECUTE m3; SELECT COUNT(*) FROM t",
+    "EXECUTE IMMEDIATE 'DROP TABLE b'; SHOW TABLES",
+]
+
+
+def script_answers(port: int, server, db: str) -> list[bytes]:
+    """Every packet of each script's answer, as the client reads it (the database's name
+    replaced by as many D's)."""
+    conn = RawConnection("127.0.0.1", port)
+    try:
+        conn.login(server.user, server.password, db)
+        for sql in ("CREATE TABLE a (id INT PRIMARY KEY)", "CREATE TABLE b (id INT PRIMARY KEY)",
+                    "CREATE TABLE t (id INT PRIMARY KEY)", "INSERT INTO t VALUES (5), (6)"):
+            conn.query(sql)
+        seen: list[bytes] = []
+        read = conn.read_packet
+
+        def recording() -> bytes:
+            packet = read()
+            seen.append(packet)
+            return packet
+
+        conn.read_packet = recording
+        out = []
+        for script in SCRIPTS:
+            seen.clear()
+            try:
+                conn.query(script)  # follows SERVER_MORE_RESULTS_EXISTS to the last result
+            except ServerError:
+                pass  # an ERR ends the answer; it is among the packets compared
+            out.append(b"|".join(seen).replace(db.encode(), b"D" * len(db)))
+        return out
+    finally:
+        conn.close()
+
+
+def test_prepared_ddl_in_multi_statement_queries(mysql_server, make_proxy, twin):
+    service = make_proxy(hold_ddl=True)
+    before = held_tables(mysql_server)
+    direct = script_answers(mysql_server.port, mysql_server, twin[0])
+    proxied = script_answers(service.port, mysql_server, twin[1])
+    for script, want, got in zip(SCRIPTS, direct, proxied, strict=True):
+        assert got == want, f"{script}: proxy {got!r} != server {want!r}"
+    new = sorted(held_tables(mysql_server) - before)
+    assert sorted(name.split("_", 2)[2] for name in new) == ["a", "b", "t"]
     for name in new:
         mysql_server.query(f"DROP TABLE `{HOLD_SCHEMA}`.`{name}`")
 
