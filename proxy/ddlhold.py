@@ -9,6 +9,10 @@ session over until the answer is sent: it runs the checks and the hold on the cl
 server connection (proxy.ddllink.SessionLink) and writes the answer the real statement would
 have given. Several statements in one query (ddlscript) are run one by one, the held ones held;
 a prepared DROP/TRUNCATE gets a stand-in prepared on the server and is held at each execute.
+SQL-level PREPARE / EXECUTE / DEALLOCATE / EXECUTE IMMEDIATE (first byte p/P, e/E, d/D) are read
+by proxy.ddlprepare: a name prepared from a held DDL is held at each EXECUTE, in the database of
+its PREPARE. Compressed sessions (CLIENT_COMPRESS) come here with the inflated packet; the link
+and the answer are compressed for them (proxy.relay, proxy.ddllink).
 
 What the client sees is what the server would have said (MariaDB semantics, which drop what they
 can and report the rest):
@@ -25,9 +29,13 @@ The first DDL the hold sends commits the session's open transaction implicitly, 
 
 Not held (the statement runs for real, and a backtrack over it reports a DDL conflict, as
 before): DROP TEMPORARY TABLE, statements with options sqlglot does not parse (WAIT n), scripts
-that do not start with the held statement, SQL-level PREPARE/EXECUTE, non-ASCII statements,
-TRUNCATE of a table (DROP DATABASE of a schema) referenced by foreign keys from outside, a hold
-the session's privileges refuse (no CREATE, INSERT on ``auroratrack_hold``: a warning is logged).
+that start with neither a held statement nor a PREPARE/EXECUTE/DEALLOCATE (in them a PREPARE or
+DEALLOCATE is not seen either), non-ASCII statements, TRUNCATE of a table (DROP DATABASE of a
+schema) referenced by foreign keys from outside, a hold the session's privileges refuse (no
+CREATE, INSERT on ``auroratrack_hold``: a warning is logged), an EXECUTE the proxy cannot see
+(inside a stored procedure or trigger, or a query pipelined in one read with others: the server
+runs the DDL it prepared), EXECUTE IMMEDIATE of an expression other than a literal or a user
+variable.
 """
 
 from __future__ import annotations

@@ -149,3 +149,28 @@ def test_compressed_drop_and_truncate_are_undone_by_a_backtrack(svc, mysql_serve
     record = backtrack(svc, at)
     assert record.status == "completed", (record.error, record.conflicts)
     assert_same(schema_snapshot(mysql_server, database), before)
+
+
+def test_compressed_protocol_prepared_drop_is_held(mysql_server, make_proxy, database):
+    """COM_STMT_PREPARE / COM_STMT_EXECUTE of a DROP in a compressed session: the stand-in is
+    prepared over the compressed link, the execute held."""
+    service = make_proxy(hold_ddl=True)
+    before = held_tables(mysql_server)
+    conn = compressed_connection(service.port, mysql_server, database)
+    try:
+        cur = conn.cursor()
+        cur.execute("CREATE TABLE z (id INT PRIMARY KEY)")
+        cur.execute("INSERT INTO z VALUES (1), (2)")
+        cur.close()
+        prepared = conn.cursor(prepared=True)
+        prepared.execute("DROP TABLE z")
+        prepared.close()
+        cur = conn.cursor()
+        cur.execute("SELECT 1")  # the session goes on
+        assert cur.fetchall() == [(1,)]
+    finally:
+        conn.close()
+    (name,) = held_tables(mysql_server) - before
+    assert name.endswith("_0_z")
+    assert mysql_server.query(f"SELECT id FROM `{HOLD_SCHEMA}`.`{name}` ORDER BY id") == [(1,), (2,)]
+    mysql_server.query(f"DROP TABLE `{HOLD_SCHEMA}`.`{name}`")
