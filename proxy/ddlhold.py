@@ -223,10 +223,10 @@ class DdlHolder:
         tracker = session.tracker
         if tracker.busy or tracker.phase != "command" or session.upstream is None:
             return False
-        command = ddlprepare.parse(query)
+        command = ddlprepare.parse(query, tracker.server_version)
         if command is None:
             script = ddlscript.split(query) if b";" in query and tracker.capabilities & _MULTI_STATEMENTS else None
-            if script is None or ddlprepare.parse(script[0]) is None:
+            if script is None or ddlprepare.parse(script[0], tracker.server_version) is None:
                 return False
             session.ddl_begin()
             asyncio.get_running_loop().create_task(self._serve_script(session, script))
@@ -264,6 +264,12 @@ class DdlHolder:
         answer: bytes | None = None
         give_back = False
         try:
+            gate = session.gate
+            if not gate.is_open and not await gate.wait_open(gate.hold_timeout):
+                answer = wire.make_err_packet(1, BACKTRACKING_ERRNO, BACKTRACKING_SQLSTATE,
+                                              backtracking_message(gate.hold_timeout))
+                return
+            session.ddl_running = True  # a command given back is then in flight for the gate's drain
             link = _link(session)
             try:
                 database = session.tracker.database
@@ -382,7 +388,7 @@ class DdlHolder:
             database = tracker.database
             try:
                 for piece in script:
-                    command = ddlprepare.parse(piece)  # PREPARE, EXECUTE, ... (proxy.ddlprepare)
+                    command = ddlprepare.parse(piece, tracker.server_version)  # PREPARE, EXECUTE, ...
                     statement = parse_statement(piece) if command is None else None
                     result = None
                     if command is not None:

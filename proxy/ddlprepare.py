@@ -69,8 +69,9 @@ class PreparedDdl:
     database: str | None
 
 
-def parse(query: bytes) -> SqlCommand | None:
-    """The prepared-statement command ``query`` is, or None."""
+def parse(query: bytes, server_version: str = "MariaDB") -> SqlCommand | None:
+    """The prepared-statement command ``query`` is, or None. EXECUTE IMMEDIATE only when the
+    server's greeting says MariaDB (MySQL answers it with a syntax error: nothing to hold)."""
     head = COMMAND.match(query, 0, 200)
     if head is None:
         return None
@@ -85,7 +86,7 @@ def parse(query: bytes) -> SqlCommand | None:
         found = _EXECUTE.match(rest)
         return None if found is None else SqlCommand("execute", _name(found.group(1)), using=bool(found.group(2)))
     if keyword.startswith(b"execute"):
-        found = _IMMEDIATE.match(rest)
+        found = _IMMEDIATE.match(rest) if "MariaDB" in server_version else None
         if found is None:
             return None
         return SqlCommand("immediate", None, _literal(found.group(1)), found.group(1), bool(found.group(2)))
