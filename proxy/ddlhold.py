@@ -275,6 +275,8 @@ class DdlHolder:
                 database = session.tracker.database
                 if command.kind == "prepare":
                     result = await self._run_sql_prepared(session, link, command, query, database)
+                    if result.kind == "ok":
+                        session.tracker.status_flags = wire.ok_status_flags(result.payload)
                     answer = reframe(result.payload, 1)
                     return
                 statement = await _text_statement(link, command)

@@ -120,13 +120,19 @@ class ClientSession(asyncio.Protocol):
         # DDL hold hook (proxy.ddlhold): a few byte tests per read, inline (``_ddl_candidate``
         # says the same for a compressed session). A query or prepare that may start with a DDL
         # keyword, or the execute of one prepared so, goes to the holder.
+        # COM_RESET_CONNECTION and COM_CHANGE_USER go too while prepared DDL are known (the
+        # server forgets them), tested only past the query's tests.
         ddl = self.proxy.ddl
-        if ddl is not None and len(data) > 4:
-            command = data[4]
-            if ((command == 3 or command == 0x16) and len(data) > 5 and data[5] in DDL_FIRST_BYTES
-                    or (command == 0x17 or command == 0x1F or command == 0x11) and self.ddl_statements
-                    ) and ddl.claims(self, data):
-                return
+        if ddl is not None:
+            if len(data) > 5:
+                command = data[4]
+                if command == 3 or command == 0x16:
+                    if data[5] in DDL_FIRST_BYTES and ddl.claims(self, data):
+                        return
+                elif (command == 0x17 or command == 0x11) and self.ddl_statements and ddl.claims(self, data):
+                    return
+            elif len(data) == 5 and data[4] == 0x1F and self.ddl_statements:
+                ddl.claims(self, data)  # (never claimed: the reset is relayed)
         gate = self.gate
         try:
             # An open gate cannot close during this synchronous call: no need to ask it again
