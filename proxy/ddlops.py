@@ -363,6 +363,8 @@ def finish(op: Op, post: Executor, journal: Journal, pre: Executor | None = None
         answer = (pre or post).run(f"{tag(op.op_id, 'dropdb')}DROP DATABASE IF EXISTS {quote(op.schema['db'])}")
     elif op.schema_action == "create":
         _create_objects(op.op_id, post, op.schema["db"], op.schema["objects"])
+    if op.schema_action is not None:
+        _test_pause("after_schema")
     op.gtids.extend(_new_gtids)
     _new_gtids.clear()
     op.state = "done"
