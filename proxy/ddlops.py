@@ -110,6 +110,22 @@ def is_op_statement(text: str, gtid: str | None = None) -> bool:
             or (gtid is not None and gtid in _op_gtids))
 
 
+def note_gtid(ex: Executor, op: Op) -> None:
+    """Remember the GTID the server gave the statement ``ex`` just ran for recorded op ``op``
+    (MariaDB's @@last_gtid): a statement the server logs rebuilt (CREATE ... SELECT, views) has
+    lost the op's tag, and is known by it instead (``ops_by_gtid``, ``is_op_statement``)."""
+    found = ex.run("/* auroratrack ddl */ SELECT @@last_gtid")
+    if found.ok and found.rows and found.rows[0][0]:
+        op.change["gtid"] = found.rows[0][0]
+        op.gtids.append(found.rows[0][0])
+        _op_gtids.add(found.rows[0][0])
+
+
+def ops_by_gtid(journal: Journal) -> dict[str, str]:
+    """GTID -> op id of the recorded ops known by their GTID (``note_gtid``)."""
+    return {op.change["gtid"]: op.op_id for op in journal.ops() if op.change and op.change.get("gtid")}
+
+
 # -- what an op is ------------------------------------------------------------------------------------
 
 

@@ -50,30 +50,44 @@ import logging
 import re
 from dataclasses import dataclass
 
-from proxy import ddlops
+from proxy import ddlops, ddlsave, ddlviews
 from proxy.ddllink import Executor, Result
 from proxy.ddlops import HOLD_SCHEMA, Journal, Op, Swap, qname, quote, tag
 
 log = logging.getLogger(__name__)
 
-KINDS = frozenset({"create", "rename", "alter", "noop"})
+KINDS = frozenset({"create", "rename", "alter", "noop", "view"})
 _NAME = r"(?:`(?:[^`]|``)+`|[A-Za-z0-9_$]+)"
 _QNAME = rf"({_NAME})(?:\s*\.\s*({_NAME}))?"
-PREFIX = re.compile(rb"\s*(?:/\*.*?\*/\s*)*(?:create\s+table|rename\s+tables?|alter\s+(?:online\s+)?table)\b",
+PREFIX = re.compile(rb"\s*(?:/\*.*?\*/\s*)*(?:create\s+(?:or\s+replace\s+)?table|rename\s+tables?|"
+                    rb"alter\s+(?:online\s+)?table|create\s+(?:(?:unique|fulltext|spatial)\s+)?index|drop\s+index|"
+                    rb"(?:create(?:\s+or\s+replace)?|alter)\s+(?:algorithm|definer|sql\s+security|view)|drop\s+view)\b",
                     re.IGNORECASE | re.DOTALL)
-_CREATE = re.compile(rf"\s*CREATE\s+TABLE\s+(IF\s+NOT\s+EXISTS\s+)?{_QNAME}", re.IGNORECASE)
+_CREATE = re.compile(rf"\s*CREATE\s+(OR\s+REPLACE\s+)?TABLE\s+(IF\s+NOT\s+EXISTS\s+)?{_QNAME}", re.IGNORECASE)
 _RENAME = re.compile(r"\s*RENAME\s+TABLES?\s+", re.IGNORECASE)
 _RENAME_PAIR = re.compile(rf"\s*{_QNAME}\s+TO\s+{_QNAME}\s*(,|$)", re.IGNORECASE)
 _ALTER = re.compile(rf"\s*ALTER\s+(?:ONLINE\s+)?TABLE\s+{_QNAME}\s+", re.IGNORECASE)
+# CREATE INDEX / DROP INDEX: recorded as the ALTER TABLE they are.
+_INDEX = re.compile(rf"\s*(?:CREATE|DROP)\s+(?:(?:UNIQUE|FULLTEXT|SPATIAL)\s+)?INDEX\s+(?:IF\s+(?:NOT\s+)?EXISTS\s+)?"
+                    rf"{_NAME}\s+(?:USING\s+\w+\s+)?ON\s+{_QNAME}", re.IGNORECASE)
+_VIEW = re.compile(rf"\s*(?:CREATE(?:\s+OR\s+REPLACE)?|ALTER)\s+(?:ALGORITHM\s*=\s*\w+\s+)?(?:DEFINER\s*=\s*\S+\s+)?"
+                   rf"(?:SQL\s+SECURITY\s+\w+\s+)?VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?{_QNAME}(?=[\s(])", re.IGNORECASE)
+_DROP_VIEW = re.compile(rf"\s*DROP\s+VIEW\s+(IF\s+EXISTS\s+)?{_QNAME}\s*(?:RESTRICT|CASCADE)?\s*$", re.IGNORECASE)
+# ALTER TABLE t RENAME [TO|AS] u, alone: a rename.
+_ALTER_RENAME_ONLY = re.compile(rf"RENAME\s+(?:TO\s+|AS\s+)?{_QNAME}\s*$", re.IGNORECASE)
+_ALTER_RENAME = re.compile(rf"\bRENAME\s+(?!(?:INDEX|KEY|COLUMN)\b)(?:TO\s+|AS\s+)?{_QNAME}", re.IGNORECASE)
 # In an ALTER: clauses not recorded (the statement runs as sent: a conflict at backtrack). Matched
 # anywhere, strings included: a false match only means the statement is not recorded, never a
 # wrong undo.
-_UNSUPPORTED_ALTER = re.compile(
-    r"\b(?:CONVERT|RENAME|PARTITION|PARTITIONING|TRUNCATE|DISCARD|IMPORT|ORDER\s+BY|SYSTEM\s+VERSIONING|"
-    r"IF\s+EXISTS|IF\s+NOT\s+EXISTS)\b", re.IGNORECASE)
+_UNSUPPORTED_ALTER = re.compile(r"\b(?:DISCARD|IMPORT|EXCHANGE|SYSTEM\s+VERSIONING)\b", re.IGNORECASE)
+# Clauses no ALTER built from two SHOW CREATE TABLE texts undoes: the whole table is saved first
+# (proxy.ddlsave). A false match (in a string) costs a copy, never a wrong undo.
+_WHOLE = re.compile(r"\b(?:CONVERT|PARTITION|PARTITIONING|PARTITIONS|TRUNCATE|ORDER\s+BY|RENAME\s+COLUMN)\b",
+                    re.IGNORECASE)
 # Clauses that may lose or change a column's data: the columns they name are saved first.
-_DESTRUCTIVE = re.compile(rf"\b(?:DROP|MODIFY|CHANGE)\s+(?:COLUMN\s+)?"
-                          rf"(?!(?:INDEX|KEY|PRIMARY|FOREIGN|CONSTRAINT|CHECK|DEFAULT)\b)({_NAME})", re.IGNORECASE)
+_DESTRUCTIVE = re.compile(rf"\b(?:DROP|MODIFY|CHANGE)\s+(?:COLUMN\s+)?(?:IF\s+EXISTS\s+)?"
+                          rf"(?!(?:INDEX|KEY|PRIMARY|FOREIGN|CONSTRAINT|CHECK|DEFAULT|PARTITION)\b)({_NAME})",
+                          re.IGNORECASE)
 _SYSTEM_SCHEMAS = frozenset({"mysql", "information_schema", "performance_schema", "sys", HOLD_SCHEMA, "auroratrack"})
 
 
@@ -81,11 +95,17 @@ _SYSTEM_SCHEMAS = frozenset({"mysql", "information_schema", "performance_schema"
 class Recorded:
     """A statement this module records (same shape as proxy.ddlhold.Statement)."""
 
-    kind: str  # create | rename | alter
+    kind: str  # create | rename | alter | view
     text: str
-    tables: list[tuple[str | None, str]]  # create/alter: the table; rename: from, to, from, to...
+    # create/alter/view: the table (an ALTER that renames: then the new name); rename: from, to...
+    tables: list[tuple[str | None, str]]
     if_exists: bool = False  # (CREATE ... IF NOT EXISTS)
     columns: tuple[str, ...] = ()  # ALTER: the columns a DROP/MODIFY/CHANGE names (saved first)
+    whole: bool = False  # ALTER: the whole table is saved first (proxy.ddlsave)
+    replace: bool = False  # CREATE OR REPLACE TABLE: an existing table is held first
+    # The server logs the statement rebuilt, without the op's tag (CREATE ... SELECT, views):
+    # the op is found in the log by its GTID instead.
+    by_gtid: bool = False
 
 
 def _unquote(name: str | None) -> str | None:
@@ -103,7 +123,7 @@ def _strip_comments(text: str) -> str:
 
 
 def parse(query: bytes) -> Recorded | None:
-    """The CREATE TABLE / RENAME TABLE / non-destructive ALTER TABLE this module records, or None."""
+    """The CREATE/RENAME/ALTER TABLE, CREATE/DROP INDEX or view DDL this module records, or None."""
     if not PREFIX.match(query, 0, 200) or not query.isascii():
         return None
     text = query.decode("ascii")
@@ -112,10 +132,10 @@ def parse(query: bytes) -> Recorded | None:
         return None  # several statements, or comments (possibly executable) we do not read
     found = _CREATE.match(body)
     if found:
-        rest = body[found.end():]
-        if re.search(r"\b(SELECT|IGNORE|REPLACE)\b", rest, re.IGNORECASE):
-            return None  # CREATE ... SELECT writes rows in the DDL's own transaction
-        return _checked(Recorded("create", text, [_pair(found.group(2), found.group(3))], bool(found.group(1))))
+        # CREATE ... SELECT: logged as a CREATE the server writes (untagged), its rows after it
+        ctas = re.search(r"\bSELECT\b", body[found.end():], re.IGNORECASE) is not None
+        return _checked(Recorded("create", text, [_pair(found.group(3), found.group(4))], bool(found.group(2)),
+                                 replace=bool(found.group(1)), by_gtid=ctas))
     found = _RENAME.match(body)
     if found:
         tables, pos = [], found.end()
@@ -126,11 +146,28 @@ def parse(query: bytes) -> Recorded | None:
             tables += [_pair(pair.group(1), pair.group(2)), _pair(pair.group(3), pair.group(4))]
             pos = pair.end()
         return _checked(Recorded("rename", text, tables)) if tables else None
-    found = _ALTER.match(body)
+    found = _ALTER.match(body) or _INDEX.match(body)
+    if found and found.re is _INDEX:
+        return _checked(Recorded("alter", text, [_pair(found.group(1), found.group(2))]))
     if found and not _UNSUPPORTED_ALTER.search(body, found.end()):
-        columns = tuple(dict.fromkeys(_unquote(m.group(1)) for m in _DESTRUCTIVE.finditer(body, found.end())))
-        return _checked(Recorded("alter", text, [_pair(found.group(1), found.group(2))], columns=columns))
+        return _checked(_alter(text, body, found))
+    found = _VIEW.match(body) or _DROP_VIEW.match(body)
+    if found:
+        first = 2 if found.re is _DROP_VIEW else 1
+        return _checked(Recorded("view", text, [_pair(found.group(first), found.group(first + 1))], by_gtid=True))
     return None
+
+
+def _alter(text: str, body: str, found: re.Match) -> Recorded:
+    table = _pair(found.group(1), found.group(2))
+    alone = _ALTER_RENAME_ONLY.match(body, found.end())
+    if alone:
+        return Recorded("rename", text, [table, _pair(alone.group(1), alone.group(2))])
+    renamed = _ALTER_RENAME.search(body, found.end())
+    if renamed:  # with other clauses: the table saved, the undo swaps it back under its old name
+        return Recorded("alter", text, [table, _pair(renamed.group(1), renamed.group(2))], whole=True)
+    columns = tuple(dict.fromkeys(_unquote(m.group(1)) for m in _DESTRUCTIVE.finditer(body, found.end())))
+    return Recorded("alter", text, [table], columns=columns, whole=bool(_WHOLE.search(body, found.end())))
 
 
 def _checked(statement: Recorded) -> Recorded | None:
@@ -145,24 +182,33 @@ def _checked(statement: Recorded) -> Recorded | None:
 def record(session: Executor, control: Executor, journal: Journal, statement: Recorded,
            current_db: str | None) -> Result:
     """Run the client's statement as a recorded op (steps 1-3 of the module docstring); an ALTER
-    that may lose data has that data saved first (``_save``), or is run as sent (not recorded)
-    when it cannot be (no primary key, a key column touched, the save refused)."""
+    that may lose data has that data saved first (``_save``, else the whole table:
+    proxy.ddlsave), or is run as sent (not recorded) when it cannot be."""
     names = [(db or current_db, name) for db, name in statement.tables]
+    if statement.kind == "view":
+        return ddlviews.record(session, journal, statement.text, names[0])
     op = Op(ddlops.new_op_id(), statement.kind, statement.text, [], created_us=ddlops.now_us(),
             change={"tables": [list(n) for n in names]})
+    held = None  # CREATE OR REPLACE: the replaced table's held op
     if statement.kind == "alter":
         op.change["before"] = _show_create(session, *names[0])
-        if statement.columns and op.change["before"] is not None:
+        if (statement.columns or statement.whole) and op.change["before"] is not None:
             # The DDL commits the client's open transaction anyway: committed first, so that
             # the save (auroratrack's connection) reads what the ALTER will change.
             ddlops._must(session.run("/* auroratrack ddl */ COMMIT"))
             journal.save(op)
-            if not _save(control, op, *names[0], op.change["before"], statement.columns):
+            if not _save_before(control, op, names[0], statement):
                 op.state = "failed"
                 journal.save(op)
                 return session.run(statement.text)
     elif statement.kind == "create":
-        if _show_create(session, *names[0]) is not None:
+        existing = _show_create(session, *names[0])
+        if existing is not None and statement.replace:
+            held = ddlsave.hold_replaced(session, control, journal, *names[0], existing, statement.text) \
+                if existing.startswith("CREATE TABLE") else None
+            if held is None:
+                return session.run(statement.text)  # not recorded: a conflict at backtrack
+        elif existing is not None:
             op.kind = "noop"  # IF NOT EXISTS of a table that exists (a Note; logged all the same)
         op.swaps.append(Swap(names[0][0], names[0][1], None, f"{op.op_id}_0_{names[0][1]}"[:64]))
     journal.save(op)
@@ -172,12 +218,25 @@ def record(session: Executor, control: Executor, journal: Journal, statement: Re
         op.state = "failed"
         if op.change.get("saved"):
             control.run(f"{tag(op.op_id, 'unsave')}DROP TABLE IF EXISTS {qname(HOLD_SCHEMA, op.change['saved'])}")
+        if held is not None:
+            ddlsave.unhold(control, journal, held)
     elif statement.kind == "alter":
-        op.change["after"] = _show_create(session, *names[0])
+        op.change["after"] = _show_create(session, *names[-1])
+    if result.ok and statement.by_gtid:
+        ddlops.note_gtid(session, op)
     if op.state != "failed":
         op.state = "done"
     journal.save(op)
     return result
+
+
+def _save_before(control: Executor, op: Op, name: tuple[str, str], statement: Recorded) -> bool:
+    """Save what the ALTER may lose: the key and the columns it names when the rows can be found
+    again by key, else the whole table."""
+    before = op.change["before"]
+    if not statement.whole and _save(control, op, *name, before, statement.columns):
+        return True
+    return ddlsave.save_whole(control, op, *name, before)
 
 
 def _save(ex: Executor, op: Op, db: str, name: str, create: str, columns) -> bool:
@@ -243,14 +302,16 @@ def recover(journal: Journal, control: Executor) -> list[str]:
     for op in journal.ops("started"):
         if op.kind not in KINDS:
             continue
-        (db, name), *_ = [tuple(n) for n in op.change["tables"]]
-        now = _show_create(control, db, name)
-        if op.kind == "rename":
+        names = [tuple(n) for n in op.change["tables"]]
+        now = _show_create(control, *names[-1 if op.kind == "alter" else 0])
+        if op.kind == "view":
+            happened = ddlviews.happened(control, op)
+        elif op.kind == "rename":
             happened = now is None
         elif op.kind == "create":
             happened = now is not None
         else:
-            happened = now is not None and now != op.change.get("before")
+            happened = now is not None and (len(names) > 1 or now != op.change.get("before"))
             op.change["after"] = now
         op.state = "done" if happened or op.kind == "noop" else "failed"
         journal.save(op)
@@ -265,6 +326,10 @@ def describe_undo(op: Op) -> str | None:
     """The statement that undoes ``op`` (for --dry-run); None when nothing needs undoing."""
     if op.kind == "noop":
         return None
+    if op.kind == "view":
+        return ddlviews.describe_undo(op)
+    if op.change.get("whole"):
+        return ddlsave.describe_swap_back(op)
     names = [tuple(n) for n in op.change["tables"]]
     if op.kind == "create":
         return f"RENAME TABLE {qname(*names[0])} TO {qname(HOLD_SCHEMA, op.swaps[0].into)}"
@@ -283,6 +348,10 @@ def undo(ex: Executor, journal: Journal, op: Op) -> str | None:
     A ``create`` is undone by proxy.ddlundo's held-table path (its swap), not here."""
     if op.kind == "noop":
         return None
+    if op.kind == "view":
+        return ddlviews.undo(ex, journal, op)
+    if op.change.get("whole"):  # the saved table swapped back in (proxy.ddlsave)
+        return ddlsave.swap_back(ex, journal, op)
     names = [tuple(n) for n in op.change["tables"]]
     inverse = Op(ddlops.new_op_id(), op.kind, op.statement, [], undoes=op.op_id, created_us=ddlops.now_us())
     if op.kind == "rename":
@@ -300,9 +369,10 @@ def undo(ex: Executor, journal: Journal, op: Op) -> str | None:
         inverse.change = {"tables": [list(names[0])], "before": current}
         lost = _lost_columns(current, op.change["before"])
         journal.save(inverse)
-        if lost and not _save(ex, inverse, *names[0], current, lost):
-            # (a table without a primary key: the columns an undone ADD COLUMN filled come
-            # back from the rows a forward backtrack re-applies)
+        if lost and not _save(ex, inverse, *names[0], current, lost) and \
+                not ddlsave.save_whole(ex, inverse, *names[0], current):
+            # (the columns an undone ADD COLUMN filled come back from the rows a forward
+            # backtrack re-applies)
             log.warning("undo of ALTER op %s: columns %s of %s.%s not saved", op.op_id, lost, *names[0])
     journal.save(inverse)
     result = ex.run(tag(inverse.op_id) + statement)

@@ -12,6 +12,19 @@ from proxy.ddlrecord import inverse_alter, parse
     (b"/* x */ create table if not exists `d`.`t t` (id INT)", "create", [("d", "t t")]),
     (b"RENAME TABLE a TO b, d.c TO `e`.f", "rename", [(None, "a"), (None, "b"), ("d", "c"), ("e", "f")]),
     (b"ALTER TABLE t ADD COLUMN w INT, ADD INDEX (w), DROP INDEX v, DROP FOREIGN KEY f", "alter", [(None, "t")]),
+    (b"CREATE TABLE t AS SELECT 1", "create", [(None, "t")]),
+    (b"CREATE TABLE t LIKE s", "create", [(None, "t")]),
+    (b"CREATE OR REPLACE TABLE t (id INT)", "create", [(None, "t")]),
+    (b"ALTER TABLE t RENAME TO u", "rename", [(None, "t"), (None, "u")]),
+    (b"ALTER TABLE d.t RENAME AS `e`.u", "rename", [("d", "t"), ("e", "u")]),
+    (b"ALTER TABLE t ADD c INT, RENAME TO u", "alter", [(None, "t"), (None, "u")]),
+    (b"CREATE UNIQUE INDEX i ON d.t (v)", "alter", [("d", "t")]),
+    (b"DROP INDEX i ON t", "alter", [(None, "t")]),
+    (b"CREATE VIEW v AS SELECT 1", "view", [(None, "v")]),
+    (b"create or replace algorithm=merge definer=`a`@`%` sql security invoker view d.v(x) as select 1",
+     "view", [("d", "v")]),
+    (b"ALTER VIEW v AS SELECT 2", "view", [(None, "v")]),
+    (b"DROP VIEW IF EXISTS `v w`", "view", [(None, "v w")]),
 ])
 def test_recorded(query, kind, tables):
     found = parse(query)
@@ -19,14 +32,29 @@ def test_recorded(query, kind, tables):
 
 
 @pytest.mark.parametrize("query", [
-    b"CREATE TABLE t AS SELECT 1", b"CREATE TEMPORARY TABLE t (id INT)", b"CREATE OR REPLACE TABLE t (id INT)",
-    b"ALTER TABLE t RENAME TO u", b"ALTER TABLE t DROP COLUMN IF EXISTS v",
-    b"ALTER TABLE t CONVERT TO CHARACTER SET utf8mb4",
-    b"ALTER TABLE t DROP PARTITION p1", b"CREATE TABLE mysql.t (id INT)", b"RENAME TABLE a TO b; DROP TABLE c",
-    b"COMMIT", b"CREATE INDEX i ON t (v)",
+    b"CREATE TEMPORARY TABLE t (id INT)", b"CREATE OR REPLACE TEMPORARY TABLE t (id INT)",
+    b"ALTER TABLE t DISCARD TABLESPACE", b"ALTER TABLE t EXCHANGE PARTITION p WITH TABLE u",
+    b"CREATE TABLE mysql.t (id INT)", b"RENAME TABLE a TO b; DROP TABLE c", b"DROP VIEW a, b",
+    b"COMMIT", b"ALTER TABLE t ADD c INT /* x */", b"DROP INDEX i ON mysql.t",
 ])
 def test_not_recorded(query):
     assert parse(query) is None
+
+
+@pytest.mark.parametrize(("query", "whole"), [
+    (b"ALTER TABLE t CONVERT TO CHARACTER SET utf8mb4", True), (b"ALTER TABLE t DROP PARTITION p1", True),
+    (b"ALTER TABLE t TRUNCATE PARTITION p1, p2", True), (b"ALTER TABLE t RENAME COLUMN a TO b", True),
+    (b"ALTER TABLE t ADD c INT, RENAME TO u", True), (b"ALTER TABLE t RENAME INDEX a TO b", False),
+    (b"ALTER TABLE t DROP COLUMN v", False), (b"ALTER TABLE t ADD c INT", False),
+])
+def test_whole_table_saved(query, whole):
+    """Clauses no inverse ALTER expresses save the whole table first (proxy.ddlsave)."""
+    assert parse(query).whole is whole
+
+
+def test_logged_rebuilt_statements_are_known_by_gtid():
+    assert parse(b"CREATE TABLE t SELECT 1").by_gtid and parse(b"CREATE VIEW v AS SELECT 1").by_gtid
+    assert not parse(b"CREATE TABLE t (id INT)").by_gtid
 
 
 BEFORE = """CREATE TABLE `t` (
@@ -60,6 +88,7 @@ def test_inverse_alter_both_ways():
     (b"ALTER TABLE t DROP COLUMN v", ("v",)), (b"ALTER TABLE t DROP v, DROP INDEX i", ("v",)),
     (b"ALTER TABLE t MODIFY v BIGINT, CHANGE COLUMN `w x` y INT", ("v", "w x")),
     (b"ALTER TABLE t ALTER COLUMN v DROP DEFAULT, DROP PRIMARY KEY, ADD c INT", ()),
+    (b"ALTER TABLE t DROP COLUMN IF EXISTS v, DROP PARTITION p", ("v",)),
 ])
 def test_destructive_columns(query, columns):
     assert parse(query).columns == columns
