@@ -50,7 +50,7 @@ import logging
 import re
 from dataclasses import dataclass
 
-from proxy import ddlops, ddlsave, ddlviews
+from proxy import ddlops, ddlpartitions, ddlsave, ddlviews
 from proxy.ddllink import Executor, Result
 from proxy.ddlops import HOLD_SCHEMA, Journal, Op, Swap, qname, quote, tag
 
@@ -73,6 +73,8 @@ _INDEX = re.compile(rf"\s*(?:CREATE|DROP)\s+(?:(?:UNIQUE|FULLTEXT|SPATIAL)\s+)?I
 _VIEW = re.compile(rf"\s*(?:CREATE(?:\s+OR\s+REPLACE)?|ALTER)\s+(?:ALGORITHM\s*=\s*\w+\s+)?(?:DEFINER\s*=\s*\S+\s+)?"
                    rf"(?:SQL\s+SECURITY\s+\w+\s+)?VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?{_QNAME}(?=[\s(])", re.IGNORECASE)
 _DROP_VIEW = re.compile(rf"\s*DROP\s+VIEW\s+(IF\s+EXISTS\s+)?{_QNAME}\s*(?:RESTRICT|CASCADE)?\s*$", re.IGNORECASE)
+# ALTER TABLE t DROP|TRUNCATE PARTITION p, ...: the partitions' rows saved (proxy.ddlpartitions).
+_PARTITIONS = re.compile(rf"(?:DROP|TRUNCATE)\s+PARTITION\s+({_NAME}(?:\s*,\s*{_NAME})*)\s*$", re.IGNORECASE)
 # ALTER TABLE t RENAME [TO|AS] u, alone: a rename.
 _ALTER_RENAME_ONLY = re.compile(rf"RENAME\s+(?:TO\s+|AS\s+)?{_QNAME}\s*$", re.IGNORECASE)
 _ALTER_RENAME = re.compile(rf"\bRENAME\s+(?!(?:INDEX|KEY|COLUMN)\b)(?:TO\s+|AS\s+)?{_QNAME}", re.IGNORECASE)
@@ -102,6 +104,7 @@ class Recorded:
     if_exists: bool = False  # (CREATE ... IF NOT EXISTS)
     columns: tuple[str, ...] = ()  # ALTER: the columns a DROP/MODIFY/CHANGE names (saved first)
     whole: bool = False  # ALTER: the whole table is saved first (proxy.ddlsave)
+    partitions: tuple[str, ...] = ()  # ALTER ... DROP|TRUNCATE PARTITION: their rows saved instead
     replace: bool = False  # CREATE OR REPLACE TABLE: an existing table is held first
     # The server logs the statement rebuilt, without the op's tag (CREATE ... SELECT, views):
     # the op is found in the log by its GTID instead.
@@ -166,6 +169,10 @@ def _alter(text: str, body: str, found: re.Match) -> Recorded:
     renamed = _ALTER_RENAME.search(body, found.end())
     if renamed:  # with other clauses: the table saved, the undo swaps it back under its old name
         return Recorded("alter", text, [table, _pair(renamed.group(1), renamed.group(2))], whole=True)
+    partitions = _PARTITIONS.match(body, found.end())
+    if partitions:
+        names = tuple(_unquote(n) for n in re.findall(_NAME, partitions.group(1)))
+        return Recorded("alter", text, [table], whole=True, partitions=names)
     columns = tuple(dict.fromkeys(_unquote(m.group(1)) for m in _DESTRUCTIVE.finditer(body, found.end())))
     return Recorded("alter", text, [table], columns=columns, whole=bool(_WHOLE.search(body, found.end())))
 
@@ -234,6 +241,8 @@ def _save_before(control: Executor, op: Op, name: tuple[str, str], statement: Re
     """Save what the ALTER may lose: the key and the columns it names when the rows can be found
     again by key, else the whole table."""
     before = op.change["before"]
+    if statement.partitions and ddlpartitions.save_rows(control, op, *name, before, list(statement.partitions)):
+        return True
     if not statement.whole and _save(control, op, *name, before, statement.columns):
         return True
     return ddlsave.save_whole(control, op, *name, before)
@@ -352,6 +361,8 @@ def undo(ex: Executor, journal: Journal, op: Op) -> str | None:
         return ddlviews.undo(ex, journal, op)
     if op.change.get("whole"):  # the saved table swapped back in (proxy.ddlsave)
         return ddlsave.swap_back(ex, journal, op)
+    if op.change.get("partitions") is not None:
+        return ddlpartitions.undo(ex, journal, op)
     names = [tuple(n) for n in op.change["tables"]]
     inverse = Op(ddlops.new_op_id(), op.kind, op.statement, [], undoes=op.op_id, created_us=ddlops.now_us())
     if op.kind == "rename":
@@ -419,7 +430,8 @@ def _parts(create: str) -> tuple[dict[str, str], list[str], dict[str, tuple[str,
         column = _COLUMN.match(line)
         if column:
             columns[column.group(1)] = column.group(2)
-    return columns, list(columns), keys, lines[-1]
+    options = next((line for line in lines if line.startswith(") ")), lines[-1])  # (partitions follow it)
+    return columns, list(columns), keys, options
 
 
 def inverse_alter(current: str, target: str) -> str:

@@ -79,17 +79,23 @@ PARTITIONED = ("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10)) PARTITION BY 
                "PARTITION p2 VALUES LESS THAN MAXVALUE)")
 
 
-def test_drop_and_truncate_partition(svc, mysql_server, database):
+def test_drop_and_truncate_partition_saved_by_their_rows(svc, mysql_server, database):
     before, after, records = run_story(svc, mysql_server, database, [
         PARTITIONED, "INSERT INTO t VALUES (1, 'a'), (5, 'b'), (11, 'c'), (15, 'd'), (25, 'e')",
+        "CREATE TABLE l (id INT PRIMARY KEY) PARTITION BY LIST (id) "
+        "(PARTITION a VALUES IN (1, 2), PARTITION b VALUES IN (3, 4), PARTITION c VALUES IN (5))",
+        "INSERT INTO l VALUES (1), (3), (4), (5)",
     ], [
         "UPDATE t SET v = 'B' WHERE id = 5", "ALTER TABLE t DROP PARTITION p0",
         "INSERT INTO t VALUES (3, 'moved')",  # now in p1 (VALUES LESS THAN (20))
         "ALTER TABLE t TRUNCATE PARTITION p1", "INSERT INTO t VALUES (12, 'f')",
+        "ALTER TABLE l DROP PARTITION b", "ALTER TABLE l DROP PARTITION c",
     ])
     assert "`p0`" in before["create t"] and "`p0`" not in after["create t"]
-    assert len(after["rows"]["t"]) == 2  # 12 and 25
-    assert sum(s["name"].startswith("ddl_undo_op_") for s in records[0].steps) == 2, records[0].steps
+    assert len(after["rows"]["t"]) == 2 and len(after["rows"]["l"]) == 1  # 12 and 25; 1
+    assert sum(s["name"].startswith("ddl_undo_op_") for s in records[0].steps) == 4, records[0].steps
+    # Only the partitions' rows were saved (proxy.ddlpartitions), never the whole table.
+    assert len(held_copies(mysql_server, "%\\_p\\_t")) >= 2 and held_copies(mysql_server, "%\\_p\\_l")
 
 
 def test_alter_rename_alone_and_with_other_clauses(svc, mysql_server, database):

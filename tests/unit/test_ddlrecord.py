@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from proxy.ddlpartitions import transition
 from proxy.ddlrecord import inverse_alter, parse
 
 
@@ -92,3 +93,37 @@ def test_inverse_alter_both_ways():
 ])
 def test_destructive_columns(query, columns):
     assert parse(query).columns == columns
+
+
+PARTITIONED = """CREATE TABLE `r` (
+  `id` int(11) NOT NULL,
+  PRIMARY KEY (`id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci
+ PARTITION BY RANGE (`id`)
+(PARTITION `p0` VALUES LESS THAN (10) ENGINE = InnoDB,
+ PARTITION `p 1` VALUES LESS THAN (20) COMMENT = 'x' ENGINE = InnoDB,
+ PARTITION `p2` VALUES LESS THAN (30) ENGINE = InnoDB,
+ PARTITION `p3` VALUES LESS THAN MAXVALUE ENGINE = InnoDB)"""
+DROPPED = """CREATE TABLE `r` (
+  `id` int(11) NOT NULL,
+  PRIMARY KEY (`id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci
+ PARTITION BY RANGE (`id`)
+(PARTITION `p2` VALUES LESS THAN (30) ENGINE = InnoDB)"""
+
+
+def test_partitions_dropped_come_back_by_reorganize_and_add():
+    assert transition(DROPPED, PARTITIONED) == ([], [
+        "REORGANIZE PARTITION `p2` INTO (PARTITION `p0` VALUES LESS THAN (10), "
+        "PARTITION `p 1` VALUES LESS THAN (20) COMMENT = 'x', PARTITION `p2` VALUES LESS THAN (30))",
+        "ADD PARTITION (PARTITION `p3` VALUES LESS THAN MAXVALUE)"])
+    assert transition(PARTITIONED, DROPPED) == (["p0", "p 1", "p3"], [])
+    assert transition(PARTITIONED, PARTITIONED) == ([], [])
+    assert transition(PARTITIONED, PARTITIONED.replace("(30)", "(31)")) is None  # a kept partition changed
+    assert transition(BEFORE, PARTITIONED) is None  # not partitioned
+
+
+def test_partition_statements_parsed():
+    assert parse(b"ALTER TABLE t DROP PARTITION p0, `p 1`").partitions == ("p0", "p 1")
+    assert parse(b"ALTER TABLE t TRUNCATE PARTITION p1").partitions == ("p1",)
+    assert parse(b"ALTER TABLE t ADD PARTITION (PARTITION p9 VALUES LESS THAN (99))").partitions == ()
