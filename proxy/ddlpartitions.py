@@ -28,9 +28,9 @@ from __future__ import annotations
 import logging
 import re
 
-from proxy import ddlops
+from proxy import ddlops, ddlsave
 from proxy.ddllink import Executor, Result
-from proxy.ddlops import HOLD_SCHEMA, Journal, Op, qname, quote, sql_string, tag
+from proxy.ddlops import HOLD_SCHEMA, Journal, Op, qname, quote, tag
 
 log = logging.getLogger(__name__)
 _BY = re.compile(r"^ PARTITION BY (RANGE|LIST)\b.*$", re.MULTILINE)
@@ -56,14 +56,6 @@ def layout(create: str) -> tuple[str, dict[str, str]] | None:
     return (by.group(0), parts) if parts else None
 
 
-def _columns(ex: Executor, db: str, name: str) -> str:
-    found = ddlops._must(ex.run(
-        "/* auroratrack ddl */ SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE "
-        f"TABLE_SCHEMA = {sql_string(db)} AND TABLE_NAME = {sql_string(name)} AND IS_GENERATED = 'NEVER' "
-        "ORDER BY ORDINAL_POSITION"))
-    return ", ".join(quote(r[0]) for r in found.rows)
-
-
 def save_rows(ex: Executor, op: Op, db: str, name: str, create: str, partitions: list[str]) -> bool:
     """Copy the rows of ``partitions`` of ``db.name`` into the hold schema, out of the binlog;
     False (nothing left behind) when the table's partitioning is not one this module undoes."""
@@ -71,7 +63,9 @@ def save_rows(ex: Executor, op: Op, db: str, name: str, create: str, partitions:
     if found is None or not partitions or any(p not in found[1] for p in partitions):
         return False
     saved = f"{op.op_id}_p_{name}"[:64]
-    target, listed = qname(HOLD_SCHEMA, saved), _columns(ex, db, name)
+    target, listed = qname(HOLD_SCHEMA, saved), ddlsave.stored_columns(ex, db, name)
+    if listed is None:
+        return False
     source = f"{qname(db, name)} PARTITION ({', '.join(quote(p) for p in partitions)})"
     if not ex.run("/* auroratrack ddl */ SET SESSION sql_log_bin = 0").ok:
         return False
@@ -137,7 +131,7 @@ def undo(ex: Executor, journal: Journal, op: Op) -> str | None:
         ddlops._must(ex.run(tag(inverse.op_id, None if n == len(clauses) - 1 else "partition")
                             + f"ALTER TABLE {table} {clause}"))
     if op.change.get("saved"):
-        listed = _columns(ex, db, name)
+        listed = ddlsave.stored_columns(ex, db, name)
         ddlops._must(ex.run(f"{tag(inverse.op_id, 'restore')}INSERT INTO {table} ({listed}) "
                             f"SELECT {listed} FROM {qname(HOLD_SCHEMA, op.change['saved'])}"))
     inverse.change["after"] = ddlops._must(ex.run(f"/* auroratrack ddl */ SHOW CREATE TABLE {table}")).rows[0][1]

@@ -55,19 +55,25 @@ def copyable(ex: Executor, db: str, name: str, create: str) -> bool:
     return found.ok and bool(found.rows) and int(found.rows[0][0]) == 0
 
 
+def stored_columns(ex: Executor, db: str, name: str) -> str | None:
+    """The columns of ``db.name`` a copy writes (generated ones are computed), quoted, in order;
+    None when they cannot be read."""
+    found = ex.run(
+        "/* auroratrack ddl */ SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE "
+        f"TABLE_SCHEMA = {sql_string(db)} AND TABLE_NAME = {sql_string(name)} AND EXTRA NOT LIKE '%VIRTUAL GENERATED%' "
+        "AND EXTRA NOT LIKE '%STORED GENERATED%' ORDER BY ORDINAL_POSITION")
+    return ", ".join(quote(r[0]) for r in found.rows) if found.ok and found.rows else None
+
+
 def save_whole(control: Executor, op: Op, db: str, name: str, create: str) -> bool:
     """Copy all of ``db.name`` (as ``create`` shows it) into the hold schema, out of the binlog;
     False (nothing left behind) when it cannot be held or a statement fails."""
     if not copyable(control, db, name, create):
         return False
     saved = f"{op.op_id}_w_{name}"[:64]
-    columns = control.run(
-        "/* auroratrack ddl */ SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE "
-        f"TABLE_SCHEMA = {sql_string(db)} AND TABLE_NAME = {sql_string(name)} AND IS_GENERATED = 'NEVER' "
-        "ORDER BY ORDINAL_POSITION")
-    if not columns.ok or not columns.rows:
+    listed = stored_columns(control, db, name)
+    if listed is None:
         return False
-    listed = ", ".join(quote(r[0]) for r in columns.rows)
     target = qname(HOLD_SCHEMA, saved)
     # A copy need not be replicated nor captured: it is auroratrack's, like a held table.
     if not control.run("/* auroratrack ddl */ SET SESSION sql_log_bin = 0").ok:

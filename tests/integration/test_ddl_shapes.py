@@ -9,6 +9,9 @@ DROP INDEX, CREATE TABLE ... SELECT / LIKE, CREATE OR REPLACE TABLE. Views (prox
 
 from __future__ import annotations
 
+import pymysql
+import pytest
+
 from proxy.ddlops import HOLD_SCHEMA
 from tests.integration.backtrack_support import backtrack, connect_via
 from tests.integration.test_ddl_backtrack import execute, moment, schema_snapshot
@@ -169,3 +172,29 @@ def test_dry_run_names_the_swap_of_a_whole_table_save(svc, mysql_server, databas
     assert dry.status != "failed", (dry.error, dry.conflicts)
     [step] = dry.plan["ddl_steps"]
     assert step["kind"] == "alter" and step["undo"].startswith(f"RENAME TABLE `{database}`.`t` TO `{HOLD_SCHEMA}`")
+
+
+def test_whole_table_swap_keeps_triggers_generated_columns_and_foreign_keys(svc, mysql_server, database):
+    before, after, _ = run_story(svc, mysql_server, database, [
+        "CREATE TABLE parent (id INT PRIMARY KEY)", "INSERT INTO parent VALUES (1), (2)",
+        "CREATE TABLE t (id INT, pid INT, g INT AS (id * 2) VIRTUAL, note VARCHAR(10), "
+        "CONSTRAINT t_parent FOREIGN KEY (pid) REFERENCES parent (id))",
+        "CREATE TRIGGER t_bi BEFORE INSERT ON t FOR EACH ROW SET NEW.pid = COALESCE(NEW.pid, 1)",
+        "INSERT INTO t (id, pid, note) VALUES (1, 1, 'a'), (2, 2, 'b'), (2, 2, 'b')",
+    ], [
+        # (no rows written to t after the point: a backtrack refuses to write a table with triggers)
+        "ALTER TABLE t DROP COLUMN note", "INSERT INTO parent VALUES (3)",
+    ])
+    assert "`note`" in before["create t"] and "`note`" not in after["create t"]
+    assert "trigger t_bi" in before and "CONSTRAINT `t_parent`" in before["create t"]
+
+
+def test_create_or_replace_that_fails_puts_the_held_table_back(svc, mysql_server, database):
+    client = connect_via(svc, mysql_server, database)
+    execute(client, "CREATE TABLE t (id INT PRIMARY KEY, v INT)", "INSERT INTO t VALUES (1, 1)")
+    before = schema_snapshot(mysql_server, database)
+    with pytest.raises(pymysql.err.OperationalError) as failed:
+        execute(client, "CREATE OR REPLACE TABLE t (x INT, x INT)")
+    assert failed.value.args[0] == 1060  # the server's own answer: duplicate column name
+    assert schema_snapshot(mysql_server, database) == before
+    execute(client, "INSERT INTO t VALUES (2, 2)")  # the session goes on
