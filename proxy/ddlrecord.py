@@ -323,6 +323,8 @@ def recover(journal: Journal, control: Executor) -> list[str]:
             happened = now is not None and (len(names) > 1 or now != op.change.get("before"))
             op.change["after"] = now
         op.state = "done" if happened or op.kind == "noop" else "failed"
+        if op.state == "failed" and op.change.get("saved"):  # saved for a statement that never ran
+            control.run(f"{tag(op.op_id, 'unsave')}DROP TABLE IF EXISTS {qname(HOLD_SCHEMA, op.change['saved'])}")
         journal.save(op)
         outcomes.append(f"op {op.op_id} ({op.kind}) {op.state}")
     return outcomes

@@ -12,7 +12,10 @@ from __future__ import annotations
 import pymysql
 import pytest
 
-from proxy.ddlops import HOLD_SCHEMA
+from proxy import ddlrecord
+from proxy.ddllink import PyMySQLExecutor
+from proxy.ddlops import HOLD_SCHEMA, Journal, Op, ensure_hold_schema
+from proxy.ddlsave import save_whole
 from tests.integration.backtrack_support import backtrack, connect_via
 from tests.integration.test_ddl_backtrack import execute, moment, schema_snapshot
 from tests.integration.test_ddl_record import there_and_back
@@ -198,3 +201,27 @@ def test_create_or_replace_that_fails_puts_the_held_table_back(svc, mysql_server
     assert failed.value.args[0] == 1060  # the server's own answer: duplicate column name
     assert schema_snapshot(mysql_server, database) == before
     execute(client, "INSERT INTO t VALUES (2, 2)")  # the session goes on
+
+
+def test_saves_and_views_a_crash_left_started_are_settled(mysql_server, database, tmp_path):
+    """ddlrecord.recover at start: a whole-table save whose ALTER never ran is failed and its
+    copy dropped; a view statement that ran is done."""
+    mysql_server.query(f"CREATE TABLE `{database}`.t (id INT, v INT)")
+    journal = Journal(tmp_path / "ddl.db")
+    try:
+        with mysql_server.connect() as conn:
+            control = PyMySQLExecutor(conn)
+            ensure_hold_schema(control)
+            before = control.run(f"SHOW CREATE TABLE `{database}`.t").rows[0][1]
+            saved = Op("s1", "alter", "ALTER TABLE t DROP COLUMN v", [], created_us=1,
+                       change={"tables": [[database, "t"]], "before": before})
+            assert save_whole(control, saved, database, "t", before)
+            view = Op("v1", "view", "CREATE VIEW w AS SELECT 1", [], created_us=2,
+                      change={"tables": [[database, "w"]], "before": None})
+            control.run(f"CREATE VIEW `{database}`.w AS SELECT 1")  # ... then the process died
+            for op in (saved, view):
+                journal.save(op)
+            assert ddlrecord.recover(journal, control) == ["op s1 (alter) failed", "op v1 (view) done"]
+        assert not held_copies(mysql_server, saved.change["saved"])
+    finally:
+        journal.close()
