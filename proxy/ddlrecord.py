@@ -1,45 +1,63 @@
-"""Recorded DDL: CREATE TABLE, RENAME TABLE and ALTER TABLE from clients, made invertible.
+"""Recorded DDL: CREATE/RENAME/ALTER TABLE, CREATE/DROP INDEX and views from clients, made invertible.
 
 DESIGN.md decision 12, the DDL that is not a DROP/TRUNCATE. proxy.ddlhold claims these statements as it
 claims DROP/TRUNCATE (the same relay hook, session link and journal); this module runs them as
-*recorded ops* (proxy.ddlops.Op, kind ``create`` | ``rename`` | ``alter``):
+*recorded ops* (proxy.ddlops.Op, kind ``create`` | ``rename`` | ``alter`` | ``view``):
 
   1. the definition before (``SHOW CREATE TABLE`` on the client's own session) goes into the
      journal with the op, state ``started``;
   2. the client's statement runs on its own session, unchanged but for the op's tag in front
      (``/* auroratrack ddl op=ID */``): its binlog event is the op's, and the planner finds it
-     there as it finds a held DROP's RENAME (proxy.ddlundo splits the backtrack at it);
+     there as it finds a held DROP's RENAME (proxy.ddlundo splits the backtrack at it). The
+     server logs CREATE TABLE ... SELECT and view DDL rebuilt, without the tag: those ops are
+     known by the GTID the server gave them (``ddlops.note_gtid``);
   3. the definition after goes into the journal, state ``done`` (an error: ``failed``, and the
      server's own answer goes to the client).
 
 Inverting (``undo``, run by proxy.ddlundo between the row steps of a backtrack, newest first):
-  * ``create``: the created table is moved aside into ``auroratrack_hold`` (a held op of
-    proxy.ddlops, never destroyed), so a forward backtrack renames it back;
-  * ``rename``: the pairs renamed back, last first, as a new ``rename`` op;
-  * ``alter``: one ALTER TABLE from the definition now to the one before (``inverse_alter``: the
-    columns the ALTER added dropped, changed column definitions, indexes, foreign keys, checks
-    and the COMMENT put back), as a new ``alter`` op whose own inverse is the forward.
+  * ``create`` (also ``... LIKE`` and ``... SELECT``, whose rows are logged with it and go with
+    the table): the created table is moved aside into ``auroratrack_hold`` (a held op of
+    proxy.ddlops, never destroyed), so a forward backtrack renames it back. CREATE OR REPLACE
+    TABLE of an existing table holds that table first, as DROP TABLE does (proxy.ddlsave);
+  * ``rename`` (RENAME TABLE, or ALTER TABLE ... RENAME alone): the pairs renamed back, last
+    first, as a new ``rename`` op;
+  * ``alter`` (CREATE/DROP INDEX too): one ALTER TABLE from the definition now to the one before
+    (``inverse_alter``: the columns the ALTER added dropped, changed column definitions, indexes,
+    foreign keys, checks and the COMMENT put back), as a new ``alter`` op whose own inverse is
+    the forward; or, for what was saved first (below), a swap or a re-insert;
+  * ``view``: proxy.ddlviews (the definition before put back, or the view dropped).
 
 Row images logged before a recorded DDL are decoded with the table map they were logged with
 (the store keeps one per layout, with the column names under binlog_row_metadata=FULL), and the
 steps of proxy.ddlundo apply them only once the table is back in that layout.
 
 Recorded ALTERs: ADD COLUMN/INDEX/KEY/CONSTRAINT, DROP INDEX/KEY/FOREIGN KEY/CONSTRAINT/CHECK,
-ALTER COLUMN ... DEFAULT, COMMENT and the like; and the ones that may lose data, DROP COLUMN,
-MODIFY, CHANGE (a narrowing or a type change): the primary key and the columns they name are
-saved first (``_save``: CREATE TABLE ... SELECT into ``auroratrack_hold``, out of the binlog,
-on auroratrack's connection after a COMMIT of the client's session, the implicit commit the
-ALTER makes anyway), and the undo writes them back over the rows with the same key after the
-inverse ALTER (``_restore``, an UPDATE ... JOIN, logged: a forward backtrack undoes it). An undo
-that drops or changes columns saves them too, so the forward gets them back. The saved table is
-held data of the op (proxy.ddlretention: listed, and dropped when the op leaves the window).
+ALTER COLUMN ... DEFAULT, RENAME INDEX, COMMENT, IF [NOT] EXISTS and the like; and the ones that
+may lose data, saved first on auroratrack's connection, out of the binlog, after a COMMIT of the
+client's session (the implicit commit the ALTER makes anyway):
+  * DROP COLUMN, MODIFY, CHANGE (a narrowing or a type change) of a table with a primary key
+    they leave alone: the key and the columns they name (``_save``: CREATE TABLE ... SELECT into
+    ``auroratrack_hold``); the undo writes them back over the rows with the same key after the
+    inverse ALTER (``_restore``, an UPDATE ... JOIN, logged: a forward backtrack undoes it). An
+    undo that drops or changes columns saves them too, so the forward gets them back;
+  * DROP/TRUNCATE PARTITION of a RANGE or LIST table: the rows of those partitions
+    (proxy.ddlpartitions; the undo re-adds the partitions and re-inserts the rows);
+  * the rest, which no key or ALTER built from two definitions undoes (a destructive ALTER of a
+    table without a primary key or of a key column, RENAME COLUMN, CONVERT TO CHARACTER SET,
+    other partition changes, ORDER BY, ALTER ... RENAME with other clauses): the whole table
+    (proxy.ddlsave; the undo swaps the saved table back in, one RENAME).
+Saved tables are held data of the op (proxy.ddlretention: listed, and dropped when the op leaves
+the window).
 
-Not recorded (runs as sent; a backtrack across it is a DDL conflict, as before): a destructive
-ALTER of a table without a primary key or touching a key column, CONVERT TO CHARACTER SET,
-RENAME, anything about partitions, ORDER BY, DISCARD/IMPORT, IF [NOT] EXISTS clauses; CREATE
-TABLE ... SELECT, CREATE OR REPLACE, CREATE TEMPORARY TABLE; statements with comments inside.
+Not recorded (runs as sent; a backtrack across it is a DDL conflict, as before): DISCARD/IMPORT
+TABLESPACE, EXCHANGE PARTITION, SYSTEM VERSIONING; a save that cannot be made (a table other
+tables' foreign keys reference, a system-versioned table, the server refuses the copy); CREATE
+TEMPORARY TABLE; DROP VIEW of several views; statements with comments inside; on a server
+without @@last_gtid (MySQL), CREATE TABLE ... SELECT and CREATE/ALTER VIEW stay conflicts.
 Limits: a write by another session between the save and the ALTER is not in the saved data (the
-undo then meets it as drift); the restore UPDATE fires the table's UPDATE triggers.
+undo then meets it as drift); the restore UPDATE/INSERT fires the table's triggers; a trigger an
+ALTER broke (it names a dropped column) cannot be re-created by the forward of a swap; a crash
+in the middle of an undo's several statements leaves that op as the server shows it.
 
 Reads and writes the server through the executors it is given; reads and writes the journal.
 """
