@@ -238,6 +238,7 @@ def record(session: Executor, control: Executor, journal: Journal, statement: Re
         op.swaps.append(Swap(names[0][0], names[0][1], None, f"{op.op_id}_0_{names[0][1]}"[:64]))
     journal.save(op)
     ddlops._test_pause("before_recorded")
+    prior = ddlops.last_gtid(session) if statement.by_gtid else None
     result = session.run(tag(op.op_id) + statement.text)
     if not result.ok:
         op.state = "failed"
@@ -248,7 +249,7 @@ def record(session: Executor, control: Executor, journal: Journal, statement: Re
     elif statement.kind == "alter":
         op.change["after"] = _show_create(session, *names[-1])
     if result.ok and statement.by_gtid:
-        ddlops.note_gtid(session, op)
+        ddlops.note_gtid(session, op, prior)
     if op.state != "failed":
         op.state = "done"
     journal.save(op)

@@ -38,10 +38,11 @@ def record(session: Executor, journal: Journal, statement: str, name: tuple[str,
     op = Op(ddlops.new_op_id(), "view", statement, [], created_us=ddlops.now_us(),
             change={"tables": [list(name)], "before": show(session, *name)})
     journal.save(op)
+    prior = ddlops.last_gtid(session)
     result = session.run(tag(op.op_id) + statement)
     if result.ok:
         op.change["after"] = show(session, *name)
-        ddlops.note_gtid(session, op)
+        ddlops.note_gtid(session, op, prior)
         op.state = "done"
     else:
         op.state = "failed"
@@ -78,6 +79,7 @@ def undo(ex: Executor, journal: Journal, op: Op) -> str | None:
     inverse = Op(ddlops.new_op_id(), "view", op.statement, [], undoes=op.op_id, created_us=ddlops.now_us(),
                  change={"tables": [[db, name]], "before": current})
     journal.save(inverse)
+    prior = ddlops.last_gtid(ex)
     if target is None:
         result = ex.run(f"{tag(inverse.op_id)}DROP VIEW {qname(db, name)}")
     else:
@@ -94,7 +96,7 @@ def undo(ex: Executor, journal: Journal, op: Op) -> str | None:
         inverse.state = "failed"
         journal.save(inverse)
         raise ddlops.DdlError(result)
-    ddlops.note_gtid(ex, inverse)
+    ddlops.note_gtid(ex, inverse, prior)
     inverse.change["after"] = show(ex, db, name)
     inverse.state = "done"
     journal.save(inverse)
