@@ -52,7 +52,7 @@ the window).
 Not recorded (runs as sent; a backtrack across it is a DDL conflict, as before): DISCARD/IMPORT
 TABLESPACE, EXCHANGE PARTITION, SYSTEM VERSIONING; a save that cannot be made (a table other
 tables' foreign keys reference, a system-versioned table, the server refuses the copy); CREATE
-TEMPORARY TABLE; DROP VIEW of several views; statements with comments inside; on a server
+TEMPORARY TABLE; statements with comments inside; on a server
 without @@last_gtid (MySQL), CREATE TABLE ... SELECT and CREATE/ALTER VIEW stay conflicts.
 Limits: a write by another session between the save and the ALTER is not in the saved data (the
 undo then meets it as drift); the restore UPDATE/INSERT fires the table's triggers; a trigger an
@@ -90,7 +90,8 @@ _INDEX = re.compile(rf"\s*(?:CREATE|DROP)\s+(?:(?:UNIQUE|FULLTEXT|SPATIAL)\s+)?I
                     rf"{_NAME}\s+(?:USING\s+\w+\s+)?ON\s+{_QNAME}", re.IGNORECASE)
 _VIEW = re.compile(rf"\s*(?:CREATE(?:\s+OR\s+REPLACE)?|ALTER)\s+(?:ALGORITHM\s*=\s*\w+\s+)?(?:DEFINER\s*=\s*\S+\s+)?"
                    rf"(?:SQL\s+SECURITY\s+\w+\s+)?VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?{_QNAME}(?=[\s(])", re.IGNORECASE)
-_DROP_VIEW = re.compile(rf"\s*DROP\s+VIEW\s+(IF\s+EXISTS\s+)?{_QNAME}\s*(?:RESTRICT|CASCADE)?\s*$", re.IGNORECASE)
+_DROP_VIEW = re.compile(rf"\s*DROP\s+VIEW\s+(?:IF\s+EXISTS\s+)?({_NAME}(?:\s*\.\s*{_NAME})?(?:\s*,\s*{_NAME}"
+                        rf"(?:\s*\.\s*{_NAME})?)*)\s*(?:RESTRICT|CASCADE)?\s*$", re.IGNORECASE)
 # ALTER TABLE t DROP|TRUNCATE PARTITION p, ...: the partitions' rows saved (proxy.ddlpartitions).
 _PARTITIONS = re.compile(rf"(?:DROP|TRUNCATE)\s+PARTITION\s+({_NAME}(?:\s*,\s*{_NAME})*)\s*$", re.IGNORECASE)
 # ALTER TABLE t RENAME [TO|AS] u, alone: a rename.
@@ -172,10 +173,13 @@ def parse(query: bytes) -> Recorded | None:
         return _checked(Recorded("alter", text, [_pair(found.group(1), found.group(2))]))
     if found and not _UNSUPPORTED_ALTER.search(body, found.end()):
         return _checked(_alter(text, body, found))
-    found = _VIEW.match(body) or _DROP_VIEW.match(body)
+    found = _VIEW.match(body)
     if found:
-        first = 2 if found.re is _DROP_VIEW else 1
-        return _checked(Recorded("view", text, [_pair(found.group(first), found.group(first + 1))], by_gtid=True))
+        return _checked(Recorded("view", text, [_pair(found.group(1), found.group(2))], by_gtid=True))
+    found = _DROP_VIEW.match(body)
+    if found:
+        views = [_pair(m.group(1), m.group(2)) for m in re.finditer(_QNAME, found.group(1))]
+        return _checked(Recorded("view", text, views, by_gtid=True))
     return None
 
 
@@ -211,7 +215,7 @@ def record(session: Executor, control: Executor, journal: Journal, statement: Re
     proxy.ddlsave), or is run as sent (not recorded) when it cannot be."""
     names = [(db or current_db, name) for db, name in statement.tables]
     if statement.kind == "view":
-        return ddlviews.record(session, journal, statement.text, names[0])
+        return ddlviews.record(session, journal, statement.text, names)
     op = Op(ddlops.new_op_id(), statement.kind, statement.text, [], created_us=ddlops.now_us(),
             change={"tables": [list(n) for n in names]})
     held = None  # CREATE OR REPLACE: the replaced table's held op

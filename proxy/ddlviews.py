@@ -1,19 +1,20 @@
 """Recorded view DDL: CREATE [OR REPLACE] VIEW, ALTER VIEW and DROP VIEW, made invertible.
 
-proxy.ddlrecord parses these (one view per statement) and hands them here. A view holds no
-data: its definition is all there is to keep. The op (proxy.ddlops.Op, kind ``view``) carries
-in ``change`` the view's ``SHOW CREATE VIEW`` before and after the statement (None: no view),
-with the character set the server shows with it; the client's statement runs on its own
+proxy.ddlrecord parses these and hands them here. A view holds no data: its definition is all
+there is to keep. The op (proxy.ddlops.Op, kind ``view``) carries in ``change`` each view's
+``SHOW CREATE VIEW`` before and after the statement (None: no view; several views: DROP VIEW a,
+b), with the character set the server shows with it; the client's statement runs on its own
 session, tagged.
 
 The server logs CREATE and ALTER VIEW rebuilt from the definition, without the tag: the op is
 known in the log by the GTID the server gave it (MariaDB's ``@@last_gtid``, proxy.ddlops
 ``note_gtid``); on a server without one the statement stays a DDL conflict at backtrack time.
 
-Undo (a new ``view`` op, the definitions swapped, so its own undo is the forward): no view
-before: ``DROP VIEW``; else the view before re-made with ``CREATE OR REPLACE`` from its
-``SHOW CREATE VIEW`` (its algorithm, definer and security as they were), in its schema, with the
-character set it was made with.
+Undo (a new ``view`` op, the definitions swapped, so its own undo is the forward): the views
+that were not there before dropped (one ``DROP VIEW``); each other re-made with ``CREATE OR
+REPLACE`` from its ``SHOW CREATE VIEW`` (its algorithm, definer and security as they were), in
+its schema, with the character set it was made with. Of several statements only the last
+carries the op's bare tag and GTID: the op is found once in the log.
 
 Reads and writes the server through the executors it is given; writes the journal.
 """
@@ -33,15 +34,15 @@ def show(ex: Executor, db: str, name: str) -> list[str] | None:
     return [shown.rows[0][1], shown.rows[0][2], shown.rows[0][3]]
 
 
-def record(session: Executor, journal: Journal, statement: str, name: tuple[str, str]) -> Result:
-    """Run the client's view statement as a recorded op."""
+def record(session: Executor, journal: Journal, statement: str, names: list[tuple[str, str]]) -> Result:
+    """Run the client's view statement (several views: DROP VIEW) as a recorded op."""
     op = Op(ddlops.new_op_id(), "view", statement, [], created_us=ddlops.now_us(),
-            change={"tables": [list(name)], "before": show(session, *name)})
+            change={"tables": [list(n) for n in names], "before": [show(session, *n) for n in names]})
     journal.save(op)
     prior = ddlops.last_gtid(session)
     result = session.run(tag(op.op_id) + statement)
     if result.ok:
-        op.change["after"] = show(session, *name)
+        op.change["after"] = [show(session, *n) for n in names]
         ddlops.note_gtid(session, op, prior)
         op.state = "done"
     else:
@@ -51,53 +52,65 @@ def record(session: Executor, journal: Journal, statement: str, name: tuple[str,
 
 
 def happened(ex: Executor, op: Op) -> bool:
-    """(after a crash) Whether the view is no longer what it was before the statement."""
-    return show(ex, *op.change["tables"][0]) != op.change["before"]
+    """(after a crash) Whether the views are no longer what they were before the statement."""
+    return [show(ex, *n) for n in op.change["tables"]] != op.change["before"]
+
+
+def _statements(names: list[list[str]], current: list, target: list) -> list[tuple[str, list[str] | None, str]]:
+    """(statement, the view definition it makes or None, its schema) taking the views from
+    ``current`` to ``target``: one DROP VIEW of those that were not there, a CREATE OR REPLACE
+    of each other."""
+    gone = [qname(*n) for n, now, want in zip(names, current, target, strict=True) if want is None and now is not None]
+    out: list[tuple[str, list[str] | None, str]] = [(f"DROP VIEW {', '.join(gone)}", None, "")] if gone else []
+    for (db, _), now, want in zip(names, current, target, strict=True):
+        if want is not None and now != want:
+            out.append(("CREATE OR REPLACE " + want[0].removeprefix("CREATE "), want, db))
+    return out
 
 
 def describe_undo(op: Op) -> str | None:
-    """The statement the undo runs (for --dry-run)."""
-    before, after = op.change["before"], op.change.get("after")
-    if before == after:
-        return None
-    if before is None:
-        return f"DROP VIEW {qname(*op.change['tables'][0])}"
-    return _replacing(before[0])
-
-
-def _replacing(create: str) -> str:
-    return "CREATE OR REPLACE " + create.removeprefix("CREATE ")
+    """The statements the undo runs (for --dry-run)."""
+    after = op.change.get("after") or op.change["before"]
+    made = _statements(op.change["tables"], after, op.change["before"])
+    return "; ".join(statement for statement, _, _ in made) or None
 
 
 def undo(ex: Executor, journal: Journal, op: Op) -> str | None:
-    """Put the view back as it was before ``op``; returns the new op's id (None: nothing to do)."""
-    db, name = op.change["tables"][0]
-    current = show(ex, db, name)
-    target = op.change["before"]
-    if current == target:
+    """Put the views back as they were before ``op``; returns the new op's id (None: nothing to do)."""
+    names = op.change["tables"]
+    current = [show(ex, *n) for n in names]
+    made = _statements(names, current, op.change["before"])
+    if not made:
         return None
     inverse = Op(ddlops.new_op_id(), "view", op.statement, [], undoes=op.op_id, created_us=ddlops.now_us(),
-                 change={"tables": [[db, name]], "before": current})
+                 change={"tables": names, "before": current})
     journal.save(inverse)
-    prior = ddlops.last_gtid(ex)
-    if target is None:
-        result = ex.run(f"{tag(inverse.op_id)}DROP VIEW {qname(db, name)}")
-    else:
-        # SHOW CREATE VIEW names the view and its tables unqualified, in the client's character set
-        ddlops._must(ex.run(f"/* auroratrack ddl */ USE {quote(db)}"))
-        ddlops._must(ex.run(f"/* auroratrack ddl */ SET SESSION character_set_client = {sql_string(target[1])}, "
-                            f"collation_connection = {sql_string(target[2])}"))
-        try:
-            result = ex.run(tag(inverse.op_id) + _replacing(target[0]))
-        finally:
-            ex.run("/* auroratrack ddl */ SET SESSION character_set_client = 'utf8mb4', "
-                   "collation_connection = 'utf8mb4_general_ci'")
-    if not result.ok:
-        inverse.state = "failed"
-        journal.save(inverse)
-        raise ddlops.DdlError(result)
-    ddlops.note_gtid(ex, inverse, prior)
-    inverse.change["after"] = show(ex, db, name)
+    for n, (statement, view, db) in enumerate(made):
+        # The op's bare tag on its last statement only, and its GTID the last one's: the op is
+        # found once in the log (the server drops the tag of a CREATE VIEW anyway).
+        step = None if n == len(made) - 1 else "view"
+        prior = ddlops.last_gtid(ex)
+        result = _run(ex, tag(inverse.op_id, step) + statement, view, db)
+        if not result.ok:
+            inverse.state = "failed"
+            journal.save(inverse)
+            raise ddlops.DdlError(result)
+        ddlops.note_gtid(ex, inverse, prior)
+    inverse.change["after"] = [show(ex, *n) for n in names]
     inverse.state = "done"
     journal.save(inverse)
     return inverse.op_id
+
+
+def _run(ex: Executor, statement: str, view: list[str] | None, db: str) -> Result:
+    if view is None:
+        return ex.run(statement)
+    # SHOW CREATE VIEW names the view and its tables unqualified, in the client's character set
+    ddlops._must(ex.run(f"/* auroratrack ddl */ USE {quote(db)}"))
+    ddlops._must(ex.run(f"/* auroratrack ddl */ SET SESSION character_set_client = {sql_string(view[1])}, "
+                        f"collation_connection = {sql_string(view[2])}"))
+    try:
+        return ex.run(statement)
+    finally:
+        ex.run("/* auroratrack ddl */ SET SESSION character_set_client = 'utf8mb4', "
+               "collation_connection = 'utf8mb4_general_ci'")

@@ -155,14 +155,17 @@ def test_views_created_altered_replaced_and_dropped(svc, mysql_server, database)
     before, after, records = run_story(svc, mysql_server, database, [
         "CREATE TABLE t (id INT PRIMARY KEY, v INT)", "INSERT INTO t VALUES (1, 1)",
         "CREATE VIEW keep AS SELECT id FROM t", "CREATE SQL SECURITY INVOKER VIEW gone AS SELECT v FROM t",
+        "CREATE VIEW gone2 AS SELECT 2 AS two", "CREATE VIEW gone3 AS SELECT id * 3 AS three FROM t",
     ], [
         "CREATE VIEW fresh (a, b) AS SELECT id, v FROM t WHERE v > 0", "ALTER VIEW keep AS SELECT id, v FROM t",
         "INSERT INTO t VALUES (2, 2)", "CREATE OR REPLACE ALGORITHM=MERGE VIEW keep AS SELECT v FROM t",
-        "DROP VIEW gone",
+        "DROP VIEW gone", "DROP VIEW IF EXISTS gone2, missing, gone3",
     ])
     assert "create fresh" in after and "create gone" in before and "create gone" not in after
+    assert "create gone3" in before and "create gone3" not in after
     assert before["create keep"] != after["create keep"]
-    assert sum(s["name"].startswith("ddl_undo_op_") for s in records[0].steps) == 4, records[0].steps
+    assert sum(s["name"].startswith("ddl_undo_op_") for s in records[0].steps) == 5, records[0].steps
+    assert sum(s["name"].startswith("ddl_undo_op_") for s in records[1].steps) == 5, records[1].steps
 
 
 def test_dry_run_names_the_swap_of_a_whole_table_save(svc, mysql_server, database):

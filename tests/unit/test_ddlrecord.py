@@ -26,6 +26,7 @@ from proxy.ddlrecord import inverse_alter, parse
      "view", [("d", "v")]),
     (b"ALTER VIEW v AS SELECT 2", "view", [(None, "v")]),
     (b"DROP VIEW IF EXISTS `v w`", "view", [(None, "v w")]),
+    (b"DROP VIEW a, d.b RESTRICT", "view", [(None, "a"), ("d", "b")]),
 ])
 def test_recorded(query, kind, tables):
     found = parse(query)
@@ -35,7 +36,7 @@ def test_recorded(query, kind, tables):
 @pytest.mark.parametrize("query", [
     b"CREATE TEMPORARY TABLE t (id INT)", b"CREATE OR REPLACE TEMPORARY TABLE t (id INT)",
     b"ALTER TABLE t DISCARD TABLESPACE", b"ALTER TABLE t EXCHANGE PARTITION p WITH TABLE u",
-    b"CREATE TABLE mysql.t (id INT)", b"RENAME TABLE a TO b; DROP TABLE c", b"DROP VIEW a, b",
+    b"CREATE TABLE mysql.t (id INT)", b"RENAME TABLE a TO b; DROP TABLE c", b"DROP VIEW a, mysql.b",
     b"COMMIT", b"ALTER TABLE t ADD c INT /* x */", b"DROP INDEX i ON mysql.t",
 ])
 def test_not_recorded(query):
