@@ -32,7 +32,8 @@ Row images logged before a recorded DDL are decoded with the table map they were
 steps of proxy.ddlundo apply them only once the table is back in that layout.
 
 Recorded ALTERs: ADD COLUMN/INDEX/KEY/CONSTRAINT, DROP INDEX/KEY/FOREIGN KEY/CONSTRAINT/CHECK,
-ALTER COLUMN ... DEFAULT, RENAME INDEX, COMMENT, IF [NOT] EXISTS and the like; and the ones that
+ALTER COLUMN ... DEFAULT, RENAME INDEX, COMMENT, ENGINE, ROW_FORMAT, IF [NOT] EXISTS and the like;
+and the ones that
 may lose data, saved first on auroratrack's connection, out of the binlog, after a COMMIT of the
 client's session (the implicit commit the ALTER makes anyway):
   * DROP COLUMN, MODIFY, CHANGE (a narrowing or a type change) of a table with a primary key
@@ -43,8 +44,9 @@ client's session (the implicit commit the ALTER makes anyway):
   * DROP/TRUNCATE PARTITION of a RANGE or LIST table: the rows of those partitions
     (proxy.ddlpartitions; the undo re-adds the partitions and re-inserts the rows);
   * the rest, which no key or ALTER built from two definitions undoes (a destructive ALTER of a
-    table without a primary key or of a key column, RENAME COLUMN, CONVERT TO CHARACTER SET,
-    other partition changes, ORDER BY, ALTER ... RENAME with other clauses): the whole table
+    table without a primary key or of a key column, RENAME COLUMN, CONVERT TO CHARACTER SET, a
+    new default character set or collation, other partition changes, ORDER BY, ALTER ... RENAME
+    with other clauses): the whole table
     (proxy.ddlsave; the undo swaps the saved table back in, one RENAME).
 Saved tables are held data of the op (proxy.ddlretention: listed, and dropped when the op leaves
 the window).
@@ -105,6 +107,9 @@ _UNSUPPORTED_ALTER = re.compile(r"\b(?:DISCARD|IMPORT|EXCHANGE|SYSTEM\s+VERSIONI
 # (proxy.ddlsave). A false match (in a string) costs a copy, never a wrong undo.
 _WHOLE = re.compile(r"\b(?:CONVERT|PARTITION|PARTITIONING|PARTITIONS|TRUNCATE|ORDER\s+BY|RENAME\s+COLUMN)\b",
                     re.IGNORECASE)
+# A table's default character set or collation changed (a clause of its own, not a column's): the
+# columns keep theirs and show them, and no MODIFY from their definitions tells them apart.
+_TABLE_CHARSET = re.compile(r"(?:^|,)\s*(?:DEFAULT\s+)?(?:CHARSET|CHARACTER\s+SET|COLLATE)\b", re.IGNORECASE)
 # Clauses that may lose or change a column's data: the columns they name are saved first.
 _DESTRUCTIVE = re.compile(rf"\b(?:DROP|MODIFY|CHANGE)\s+(?:COLUMN\s+)?(?:IF\s+EXISTS\s+)?"
                           rf"(?!(?:INDEX|KEY|PRIMARY|FOREIGN|CONSTRAINT|CHECK|DEFAULT|PARTITION)\b)({_NAME})",
@@ -196,7 +201,9 @@ def _alter(text: str, body: str, found: re.Match) -> Recorded:
         names = tuple(_unquote(n) for n in re.findall(_NAME, partitions.group(1)))
         return Recorded("alter", text, [table], whole=True, partitions=names)
     columns = tuple(dict.fromkeys(_unquote(m.group(1)) for m in _DESTRUCTIVE.finditer(body, found.end())))
-    return Recorded("alter", text, [table], columns=columns, whole=bool(_WHOLE.search(body, found.end())))
+    rest = body[found.end():]
+    whole = bool(_WHOLE.search(rest) or _TABLE_CHARSET.search(rest))
+    return Recorded("alter", text, [table], columns=columns, whole=whole)
 
 
 def _checked(statement: Recorded) -> Recorded | None:
@@ -434,6 +441,7 @@ _COLUMN = re.compile(r"^  (`(?:[^`]|``)+`) (.*?),?$")
 _KEY = re.compile(r"^  ((?:PRIMARY KEY|(?:UNIQUE |FULLTEXT |SPATIAL )?KEY (`(?:[^`]|``)+`)|"
                   r"CONSTRAINT (`(?:[^`]|``)+`) (FOREIGN KEY|CHECK)).*?),?$")
 _COMMENT = re.compile(r" COMMENT='((?:[^']|'')*)'")
+_REBUILD_OPTIONS = {name: re.compile(rf"\b{name}=(\w+)") for name in ("ENGINE", "ROW_FORMAT")}
 
 
 def _parts(create: str) -> tuple[dict[str, str], list[str], dict[str, tuple[str, str]], str]:
@@ -487,6 +495,10 @@ def inverse_alter(current: str, target: str) -> str:
     for line, (kind, _) in tgt_keys.items():
         if line not in cur_keys and kind == "FOREIGN KEY":
             clauses.append(f"ADD {line}")
+    for name, option in _REBUILD_OPTIONS.items():  # (absent: the default)
+        cur_value, tgt_value = option.search(cur_opts), option.search(tgt_opts)
+        if (cur_value and cur_value.group(1)) != (tgt_value and tgt_value.group(1)):
+            clauses.append(f"{name}={tgt_value.group(1) if tgt_value else 'DEFAULT'}")
     cur_comment, tgt_comment = _COMMENT.search(cur_opts), _COMMENT.search(tgt_opts)
     if (cur_comment and cur_comment.group(1)) != (tgt_comment and tgt_comment.group(1)):
         clauses.append(f"COMMENT='{tgt_comment.group(1) if tgt_comment else ''}'")

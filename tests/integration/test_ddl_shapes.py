@@ -71,7 +71,7 @@ def test_alter_of_a_primary_key_column_with_foreign_keys(svc, mysql_server, data
     assert "PRIMARY KEY (`id`,`pid`)" in after["create t"] and "AUTO_INCREMENT=" in before["create t"]
 
 
-def test_convert_to_character_set(svc, mysql_server, database):
+def test_convert_to_character_set_and_table_options(svc, mysql_server, database):
     before, after, _ = run_story(svc, mysql_server, database, [
         "CREATE TABLE t (id INT PRIMARY KEY, s VARCHAR(10), b TEXT, n INT) DEFAULT CHARSET=latin1",
         "INSERT INTO t VALUES (1, _latin1 0x636166E9, 'plain', 1), (2, NULL, _latin1 0xC0C1, 2)",
@@ -79,8 +79,12 @@ def test_convert_to_character_set(svc, mysql_server, database):
         "UPDATE t SET n = 10 WHERE id = 1",
         "ALTER TABLE t CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
         "INSERT INTO t VALUES (3, 'new', NULL, 3)", "UPDATE t SET s = 'x' WHERE id = 2",
+        # the default alone (the columns keep theirs: whole table), then the row format (an ALTER back)
+        "ALTER TABLE t DEFAULT CHARSET = latin1", "INSERT INTO t VALUES (4, 'four', NULL, 4)",
+        "ALTER TABLE t ROW_FORMAT = COMPACT", "UPDATE t SET n = 44 WHERE id = 4",
     ])
-    assert "latin1" in before["create t"] and "utf8mb4" in after["create t"]
+    assert "latin1" in before["create t"] and "CHARACTER SET utf8mb4" in after["create t"]
+    assert "ROW_FORMAT=COMPACT" in after["create t"]
 
 
 PARTITIONED = ("CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10)) PARTITION BY RANGE (id) "

@@ -48,6 +48,8 @@ def test_not_recorded(query):
     (b"ALTER TABLE t TRUNCATE PARTITION p1, p2", True), (b"ALTER TABLE t RENAME COLUMN a TO b", True),
     (b"ALTER TABLE t ADD c INT, RENAME TO u", True), (b"ALTER TABLE t RENAME INDEX a TO b", False),
     (b"ALTER TABLE t DROP COLUMN v", False), (b"ALTER TABLE t ADD c INT", False),
+    (b"ALTER TABLE t DEFAULT CHARSET=utf8mb4", True), (b"ALTER TABLE t ADD c INT, COLLATE = latin1_bin", True),
+    (b"ALTER TABLE t ADD c VARCHAR(3) CHARACTER SET latin1", False), (b"ALTER TABLE t ROW_FORMAT=COMPACT", False),
 ])
 def test_whole_table_saved(query, whole):
     """Clauses no inverse ALTER expresses save the whole table first (proxy.ddlsave)."""
@@ -84,6 +86,12 @@ def test_inverse_alter_both_ways():
         "DROP INDEX `v`, ADD COLUMN `w` int(11) NOT NULL DEFAULT 5 AFTER `id`, "
         "MODIFY COLUMN `note` varchar(10) DEFAULT 'n', ADD KEY `w_note` (`w`,`note`), COMMENT='second'")
     assert inverse_alter(BEFORE, BEFORE) == ""
+
+
+def test_inverse_alter_puts_engine_and_row_format_back():
+    compact = BEFORE.replace("COLLATE=latin1_swedish_ci", "COLLATE=latin1_swedish_ci ROW_FORMAT=COMPACT")
+    assert inverse_alter(compact, BEFORE) == "ROW_FORMAT=DEFAULT"
+    assert inverse_alter(BEFORE.replace("InnoDB", "Aria"), compact) == "ENGINE=InnoDB, ROW_FORMAT=COMPACT"
 
 
 @pytest.mark.parametrize(("query", "columns"), [
