@@ -33,9 +33,8 @@ steps of proxy.ddlundo apply them only once the table is back in that layout.
 
 Recorded ALTERs: ADD COLUMN/INDEX/KEY/CONSTRAINT, DROP INDEX/KEY/FOREIGN KEY/CONSTRAINT/CHECK,
 ALTER COLUMN ... DEFAULT, RENAME INDEX, COMMENT, ENGINE, ROW_FORMAT, IF [NOT] EXISTS and the like;
-and the ones that
-may lose data, saved first on auroratrack's connection, out of the binlog, after a COMMIT of the
-client's session (the implicit commit the ALTER makes anyway):
+and the ones that may lose data, saved first on auroratrack's connection, out of the binlog,
+after a COMMIT of the client's session (the implicit commit the ALTER makes anyway):
   * DROP COLUMN, MODIFY, CHANGE (a narrowing or a type change) of a table with a primary key
     they leave alone: the key and the columns they name (``_save``: CREATE TABLE ... SELECT into
     ``auroratrack_hold``); the undo writes them back over the rows with the same key after the
@@ -46,8 +45,8 @@ client's session (the implicit commit the ALTER makes anyway):
   * the rest, which no key or ALTER built from two definitions undoes (a destructive ALTER of a
     table without a primary key or of a key column, RENAME COLUMN, CONVERT TO CHARACTER SET, a
     new default character set or collation, other partition changes, ORDER BY, ALTER ... RENAME
-    with other clauses): the whole table
-    (proxy.ddlsave; the undo swaps the saved table back in, one RENAME).
+    with other clauses): the whole table (proxy.ddlsave; the undo swaps the saved table back
+    in, one RENAME).
 Saved tables are held data of the op (proxy.ddlretention: listed, and dropped when the op leaves
 the window).
 
