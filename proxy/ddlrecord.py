@@ -22,7 +22,7 @@ Inverting (``undo``, run by proxy.ddlundo between the row steps of a backtrack, 
   * ``rename`` (RENAME TABLE, or ALTER TABLE ... RENAME alone): the pairs renamed back, last
     first, as a new ``rename`` op;
   * ``alter`` (CREATE/DROP INDEX too): one ALTER TABLE from the definition now to the one before
-    (``inverse_alter``: the columns the ALTER added dropped, changed column definitions, indexes,
+    (``inverse_alter`` of proxy.ddldefs: the columns the ALTER added dropped, changed column definitions, indexes,
     foreign keys, checks and the COMMENT put back), as a new ``alter`` op whose own inverse is
     the forward; or, for what was saved first (below), a swap or a re-insert;
   * ``view``: proxy.ddlviews (the definition before put back, or the view dropped).
@@ -70,6 +70,7 @@ import re
 from dataclasses import dataclass
 
 from proxy import ddlops, ddlpartitions, ddlsave, ddlviews
+from proxy.ddldefs import column_names, inverse_alter, lost_columns, primary_key
 from proxy.ddllink import Executor, Result
 from proxy.ddlops import HOLD_SCHEMA, Journal, Op, Swap, qname, quote, tag
 
@@ -282,8 +283,8 @@ def _save(ex: Executor, op: Op, db: str, name: str, create: str, columns) -> boo
     of the binlog (``sql_log_bin = 0``: a copy of a column need not be replicated nor captured);
     its name goes into ``op.change["saved"]``. False when there is no primary key, a key column
     is among ``columns`` (the rows could not be found again) or a statement fails."""
-    key = _primary_key(create)
-    present = {c.lower(): c for c in (_unquote(q) for q in _parts(create)[1])}
+    key = primary_key(create)
+    present = {c.lower(): c for c in column_names(create)}
     wanted = [present[c.lower()] for c in columns if c.lower() in present]
     if not key or not wanted or {c.lower() for c in key} & {c.lower() for c in wanted}:
         return False
@@ -315,18 +316,6 @@ def _restore(ex: Executor, op_id: str, db: str, name: str, change: dict) -> None
     differ = " OR ".join(f"NOT (t.{quote(c)} <=> s.{quote(c)})" for c in change["columns"])
     ddlops._must(ex.run(f"{tag(op_id, 'restore')}UPDATE {qname(db, name)} AS t JOIN "
                         f"{qname(HOLD_SCHEMA, change['saved'])} AS s ON {on} SET {sets} WHERE {differ}"))
-
-
-def _primary_key(create: str) -> list[str]:
-    found = re.search(r"^  PRIMARY KEY \(((?:`(?:[^`]|``)+`(?:,)?)+)\)", create, re.MULTILINE)
-    return [_unquote(q) for q in re.findall(r"`(?:[^`]|``)+`", found.group(1))] if found else []
-
-
-def _lost_columns(current: str, target: str) -> list[str]:
-    """Columns of ``current`` that going to ``target`` drops or changes."""
-    cur, _, _, _ = _parts(current)
-    tgt, _, _, _ = _parts(target)
-    return [_unquote(c) for c, definition in cur.items() if tgt.get(c) != definition]
 
 
 def _show_create(ex: Executor, db: str, name: str) -> str | None:
@@ -409,7 +398,7 @@ def undo(ex: Executor, journal: Journal, op: Op) -> str | None:
             return None  # the ALTER changed nothing SHOW CREATE TABLE shows (FORCE, ENGINE=same...)
         statement = f"ALTER TABLE {qname(*names[0])} {clauses}"
         inverse.change = {"tables": [list(names[0])], "before": current}
-        lost = _lost_columns(current, op.change["before"])
+        lost = lost_columns(current, op.change["before"])
         journal.save(inverse)
         if lost and not _save(ex, inverse, *names[0], current, lost) and \
                 not ddlsave.save_whole(ex, inverse, *names[0], current):
@@ -432,76 +421,6 @@ def undo(ex: Executor, journal: Journal, op: Op) -> str | None:
     inverse.state = "done"
     journal.save(inverse)
     return inverse.op_id
-
-
-# -- the inverse ALTER ----------------------------------------------------------------------------------------
-
-_COLUMN = re.compile(r"^  (`(?:[^`]|``)+`) (.*?),?$")
-_KEY = re.compile(r"^  ((?:PRIMARY KEY|(?:UNIQUE |FULLTEXT |SPATIAL )?KEY (`(?:[^`]|``)+`)|"
-                  r"CONSTRAINT (`(?:[^`]|``)+`) (FOREIGN KEY|CHECK)).*?),?$")
-_COMMENT = re.compile(r" COMMENT='((?:[^']|'')*)'")
-_REBUILD_OPTIONS = {name: re.compile(rf"\b{name}=(\w+)") for name in ("ENGINE", "ROW_FORMAT")}
-
-
-def _parts(create: str) -> tuple[dict[str, str], list[str], dict[str, tuple[str, str]], str]:
-    """(column name -> definition, column order, key line -> (kind, name), table options)."""
-    lines = create.splitlines()
-    columns: dict[str, str] = {}
-    keys: dict[str, tuple[str, str]] = {}
-    for line in lines[1:-1]:
-        key = _KEY.match(line)
-        if key:
-            if key.group(1).startswith("PRIMARY KEY"):
-                keys[key.group(1)] = ("PRIMARY", "")
-            elif key.group(2):
-                keys[key.group(1)] = ("INDEX", key.group(2))
-            else:
-                keys[key.group(1)] = ("FOREIGN KEY" if key.group(4) == "FOREIGN KEY" else "CONSTRAINT",
-                                      key.group(3))
-            continue
-        column = _COLUMN.match(line)
-        if column:
-            columns[column.group(1)] = column.group(2)
-    options = next((line for line in lines if line.startswith(") ")), lines[-1])  # (partitions follow it)
-    return columns, list(columns), keys, options
-
-
-def inverse_alter(current: str, target: str) -> str:
-    """The ALTER TABLE clauses that take a table from ``current`` (SHOW CREATE TABLE) to
-    ``target``: drops first (foreign keys, keys, columns), then adds (columns in place, changed
-    column definitions, keys, foreign keys), then the COMMENT. Columns are told apart by name:
-    an added column dropped, a missing one added after its predecessor in ``target``."""
-    cur_cols, _, cur_keys, cur_opts = _parts(current)
-    tgt_cols, tgt_order, tgt_keys, tgt_opts = _parts(target)
-    clauses = []
-    for line, (kind, name) in cur_keys.items():
-        if line not in tgt_keys and kind == "FOREIGN KEY":
-            clauses.append(f"DROP FOREIGN KEY {name}")
-    for line, (kind, name) in cur_keys.items():
-        if line not in tgt_keys and kind != "FOREIGN KEY":
-            clauses.append({"PRIMARY": "DROP PRIMARY KEY", "INDEX": f"DROP INDEX {name}"}.get(
-                kind, f"DROP CONSTRAINT {name}"))
-    clauses += [f"DROP COLUMN {name}" for name in cur_cols if name not in tgt_cols]
-    for n, name in enumerate(tgt_order):
-        where = f"AFTER {tgt_order[n - 1]}" if n else "FIRST"
-        if name not in cur_cols:
-            clauses.append(f"ADD COLUMN {name} {tgt_cols[name]} {where}")
-        elif cur_cols[name] != tgt_cols[name]:
-            clauses.append(f"MODIFY COLUMN {name} {tgt_cols[name]}")
-    for line, (kind, _) in tgt_keys.items():
-        if line not in cur_keys and kind != "FOREIGN KEY":
-            clauses.append(f"ADD {line}")
-    for line, (kind, _) in tgt_keys.items():
-        if line not in cur_keys and kind == "FOREIGN KEY":
-            clauses.append(f"ADD {line}")
-    for name, option in _REBUILD_OPTIONS.items():  # (absent: the default)
-        cur_value, tgt_value = option.search(cur_opts), option.search(tgt_opts)
-        if (cur_value and cur_value.group(1)) != (tgt_value and tgt_value.group(1)):
-            clauses.append(f"{name}={tgt_value.group(1) if tgt_value else 'DEFAULT'}")
-    cur_comment, tgt_comment = _COMMENT.search(cur_opts), _COMMENT.search(tgt_opts)
-    if (cur_comment and cur_comment.group(1)) != (tgt_comment and tgt_comment.group(1)):
-        clauses.append(f"COMMENT='{tgt_comment.group(1) if tgt_comment else ''}'")
-    return ", ".join(clauses)
 
 
 __all__ = ["KINDS", "PREFIX", "Recorded", "describe_undo", "inverse_alter", "parse", "quote", "record", "recover",
