@@ -22,9 +22,10 @@ Inverting (``undo``, run by proxy.ddlundo between the row steps of a backtrack, 
   * ``rename`` (RENAME TABLE, or ALTER TABLE ... RENAME alone): the pairs renamed back, last
     first, as a new ``rename`` op;
   * ``alter`` (CREATE/DROP INDEX too): one ALTER TABLE from the definition now to the one before
-    (``inverse_alter`` of proxy.ddldefs: the columns the ALTER added dropped, changed column definitions, indexes,
-    foreign keys, checks and the COMMENT put back), as a new ``alter`` op whose own inverse is
-    the forward; or, for what was saved first (below), a swap or a re-insert;
+    (``inverse_alter`` of proxy.ddldefs: the columns the ALTER added dropped, changed column
+    definitions, indexes, foreign keys, checks, COMMENT, ENGINE and ROW_FORMAT put back), as a
+    new ``alter`` op whose own inverse is the forward; or, for what was saved first (below), a
+    swap or a re-insert;
   * ``view``: proxy.ddlviews (the definition before put back, or the view dropped).
 
 Row images logged before a recorded DDL are decoded with the table map they were logged with
