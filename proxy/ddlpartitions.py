@@ -67,19 +67,13 @@ def save_rows(ex: Executor, op: Op, db: str, name: str, create: str, partitions:
     if listed is None:
         return False
     source = f"{qname(db, name)} PARTITION ({', '.join(quote(p) for p in partitions)})"
-    if not ex.run("/* auroratrack ddl */ SET SESSION sql_log_bin = 0").ok:
+    made = ddlsave.run_saving(ex, op.op_id, [f"CREATE TABLE {target} LIKE {qname(db, name)}",
+                                            f"ALTER TABLE {target} REMOVE PARTITIONING",
+                                            f"INSERT INTO {target} ({listed}) SELECT {listed} FROM {source}"])
+    if not made.ok:
+        log.warning("partitions %s of %s.%s not saved (%s %s)", partitions, db, name, made.errno, made.message)
+        ex.run(f"{tag(op.op_id, 'unsave')}DROP TABLE IF EXISTS {target}")
         return False
-    try:
-        for statement in (f"CREATE TABLE {target} LIKE {qname(db, name)}",
-                          f"ALTER TABLE {target} REMOVE PARTITIONING",
-                          f"INSERT INTO {target} ({listed}) SELECT {listed} FROM {source}"):
-            made = ex.run(tag(op.op_id, "save") + statement)
-            if not made.ok:
-                log.warning("partitions %s of %s.%s not saved (%s %s)", partitions, db, name, made.errno, made.message)
-                ex.run(f"{tag(op.op_id, 'unsave')}DROP TABLE IF EXISTS {target}")
-                return False
-    finally:
-        ex.run("/* auroratrack ddl */ SET SESSION sql_log_bin = 1")
     op.change.update(saved=saved, partitions=list(partitions))
     return True
 

@@ -56,6 +56,8 @@ TABLESPACE, EXCHANGE PARTITION, SYSTEM VERSIONING; a save that cannot be made (a
 tables' foreign keys reference, a system-versioned table, the server refuses the copy); CREATE
 TEMPORARY TABLE; statements with comments inside; on a server
 without @@last_gtid (MySQL), CREATE TABLE ... SELECT and CREATE/ALTER VIEW stay conflicts.
+Saves wait at most ``ddlsave.SAVE_LOCK_WAIT_S`` for a lock (the client may hold the table with
+LOCK TABLES while it waits for its ALTER): then the ALTER runs as sent, unrecorded.
 Limits: a write by another session between the save and the ALTER is not in the saved data (the
 undo then meets it as drift); the restore UPDATE/INSERT fires the table's triggers; a trigger an
 ALTER broke (it names a dropped column) cannot be re-created by the forward of a swap; a crash
@@ -291,14 +293,9 @@ def _save(ex: Executor, op: Op, db: str, name: str, create: str, columns) -> boo
         return False
     saved = f"{op.op_id}_s_{name}"[:64]
     listed = ", ".join(quote(c) for c in key + wanted)
-    if not ex.run("/* auroratrack ddl */ SET SESSION sql_log_bin = 0").ok:
-        return False
-    try:
-        made = ex.run(f"{tag(op.op_id, 'save')}CREATE TABLE {qname(HOLD_SCHEMA, saved)} "
-                      f"(PRIMARY KEY ({', '.join(quote(c) for c in key)})) ENGINE=InnoDB "
-                      f"SELECT {listed} FROM {qname(db, name)}")
-    finally:
-        ex.run("/* auroratrack ddl */ SET SESSION sql_log_bin = 1")
+    made = ddlsave.run_saving(ex, op.op_id, [
+        f"CREATE TABLE {qname(HOLD_SCHEMA, saved)} (PRIMARY KEY ({', '.join(quote(c) for c in key)})) "
+        f"ENGINE=InnoDB SELECT {listed} FROM {qname(db, name)}"])
     if not made.ok:
         log.warning("ALTER of %s.%s not recorded: its data could not be saved (%s %s)", db, name,
                     made.errno, made.message)

@@ -41,6 +41,10 @@ from proxy.ddllink import Executor, Result
 from proxy.ddlops import HOLD_SCHEMA, Journal, Op, Swap, qname, quote, sql_string, tag
 
 log = logging.getLogger(__name__)
+# How long a save waits for a lock on the table. The client waiting for its ALTER's answer may
+# hold the table itself (LOCK TABLES ... WRITE): the save then fails after this, and the
+# statement runs unrecorded, instead of both waiting for the server's default of a day.
+SAVE_LOCK_WAIT_S = 10
 _AUTO_INCREMENT = re.compile(r"\) .*\bAUTO_INCREMENT=(\d+)")
 
 
@@ -53,6 +57,26 @@ def copyable(ex: Executor, db: str, name: str, create: str) -> bool:
                    f"REFERENCED_TABLE_SCHEMA = {sql_string(db)} AND REFERENCED_TABLE_NAME = {sql_string(name)} "
                    f"AND NOT (TABLE_SCHEMA = {sql_string(db)} AND TABLE_NAME = {sql_string(name)})")
     return found.ok and bool(found.rows) and int(found.rows[0][0]) == 0
+
+
+def run_saving(ex: Executor, op_id: str, statements: list[str]) -> Result:
+    """Run the statements of a save, tagged ``step=save``, out of the binlog (a copy is
+    auroratrack's: neither replicated nor captured) and with a short lock wait
+    (``SAVE_LOCK_WAIT_S``); returns the first failing answer, or the last one."""
+    prior = ex.run("/* auroratrack ddl */ SELECT @@SESSION.lock_wait_timeout, @@SESSION.innodb_lock_wait_timeout")
+    made = ex.run(f"/* auroratrack ddl */ SET SESSION sql_log_bin = 0, lock_wait_timeout = {SAVE_LOCK_WAIT_S}, "
+                  f"innodb_lock_wait_timeout = {SAVE_LOCK_WAIT_S}")
+    if not prior.ok or not made.ok:
+        return made if not made.ok else prior
+    try:
+        for statement in statements:
+            made = ex.run(tag(op_id, "save") + statement)
+            if not made.ok:
+                break
+    finally:
+        ex.run(f"/* auroratrack ddl */ SET SESSION sql_log_bin = 1, lock_wait_timeout = {int(prior.rows[0][0])}, "
+               f"innodb_lock_wait_timeout = {int(prior.rows[0][1])}")
+    return made
 
 
 def stored_columns(ex: Executor, db: str, name: str) -> str | None:
@@ -74,35 +98,20 @@ def save_whole(control: Executor, op: Op, db: str, name: str, create: str) -> bo
     listed = stored_columns(control, db, name)
     if listed is None:
         return False
-    target = qname(HOLD_SCHEMA, saved)
-    # A copy need not be replicated nor captured: it is auroratrack's, like a held table.
-    if not control.run("/* auroratrack ddl */ SET SESSION sql_log_bin = 0").ok:
-        return False
-    try:
-        made = _copy(control, op.op_id, target, qname(db, name), listed, create)
-        if not made.ok:
-            control.run(f"{tag(op.op_id, 'unsave')}DROP TABLE IF EXISTS {target}")
-    finally:
-        control.run("/* auroratrack ddl */ SET SESSION sql_log_bin = 1")
+    target, source = qname(HOLD_SCHEMA, saved), qname(db, name)
+    steps = [f"CREATE TABLE {target} LIKE {source}", f"INSERT INTO {target} ({listed}) SELECT {listed} FROM {source}"]
+    counter = _AUTO_INCREMENT.search(create)
+    if counter:  # the copy's counter would be max + 1: the table's own may be ahead (deleted rows)
+        steps.append(f"ALTER TABLE {target} AUTO_INCREMENT = {counter.group(1)}")
+    made = run_saving(control, op.op_id, steps)
     if not made.ok:
+        control.run(f"{tag(op.op_id, 'unsave')}DROP TABLE IF EXISTS {target}")
         log.warning("statement on %s.%s not recorded: the table could not be saved (%s %s)", db, name,
                     made.errno, made.message)
         return False
     op.change.update(saved=saved, whole=True)
     op.defs[saved] = ddlops.read_defs(control, db, name, create, size=False)
     return True
-
-
-def _copy(control: Executor, op_id: str, target: str, source: str, listed: str, create: str) -> Result:
-    steps = [f"CREATE TABLE {target} LIKE {source}", f"INSERT INTO {target} ({listed}) SELECT {listed} FROM {source}"]
-    counter = _AUTO_INCREMENT.search(create)
-    if counter:  # the copy's counter would be max + 1: the table's own may be ahead (deleted rows)
-        steps.append(f"ALTER TABLE {target} AUTO_INCREMENT = {counter.group(1)}")
-    for statement in steps:
-        made = control.run(tag(op_id, "save") + statement)
-        if not made.ok:
-            return made
-    return made
 
 
 def _live_and_original(op: Op) -> tuple[tuple[str, str], tuple[str, str]]:

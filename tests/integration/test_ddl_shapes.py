@@ -9,10 +9,12 @@ DROP INDEX, CREATE TABLE ... SELECT / LIKE, CREATE OR REPLACE TABLE. Views (prox
 
 from __future__ import annotations
 
+import time
+
 import pymysql
 import pytest
 
-from proxy import ddlrecord
+from proxy import ddlrecord, ddlsave
 from proxy.ddllink import PyMySQLExecutor
 from proxy.ddlops import HOLD_SCHEMA, Journal, Op, ensure_hold_schema
 from proxy.ddlsave import save_whole
@@ -235,3 +237,20 @@ def test_saves_and_views_a_crash_left_started_are_settled(mysql_server, database
         assert not held_copies(mysql_server, saved.change["saved"])
     finally:
         journal.close()
+
+
+def test_alter_under_lock_tables_runs_unrecorded_after_a_short_wait(svc, mysql_server, database, monkeypatch):
+    """The client holds the table (LOCK TABLES ... WRITE) while it waits for its ALTER: the save
+    cannot read it and gives up after SAVE_LOCK_WAIT_S; the ALTER runs as sent."""
+    monkeypatch.setattr(ddlsave, "SAVE_LOCK_WAIT_S", 1)
+    client = connect_via(svc, mysql_server, database)
+    execute(client, "CREATE TABLE t (id INT, v INT)", "INSERT INTO t VALUES (1, 1)")
+    before_at = moment(svc, mysql_server)
+    execute(client, "LOCK TABLES t WRITE")
+    began = time.monotonic()
+    execute(client, "ALTER TABLE t DROP COLUMN v", "UNLOCK TABLES")
+    assert time.monotonic() - began < 30
+    assert "`v`" not in schema_snapshot(mysql_server, database)["create t"]
+    moment(svc, mysql_server)
+    record = backtrack(svc, before_at)
+    assert record.status == "failed" and any(c["kind"] == "ddl" for c in record.conflicts), record.conflicts
