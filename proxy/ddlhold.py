@@ -67,8 +67,10 @@ log = logging.getLogger(__name__)
 # Also c/C, a/A, r/R: CREATE/ALTER/RENAME TABLE are recorded (proxy.ddlrecord).
 # Also p/P, e/E: SQL-level PREPARE / EXECUTE of a held DDL (proxy.ddlprepare).
 FIRST_BYTES = frozenset(b"dDtTcCaArRpPeE \t\r\n/")
+# (with what proxy.ddlrecord records: CREATE INDEX, DROP INDEX, views... its PREFIX)
 _PREFIX = re.compile(rb"\s*(?:/\*.*?\*/\s*)*(drop\s+(?:table|database|schema)|truncate|create\s+table|"
-                     rb"rename\s+tables?|alter\s+(?:online\s+)?table)\b", re.IGNORECASE | re.DOTALL)
+                     rb"rename\s+tables?|alter\s+(?:online\s+)?table)\b|" + ddlrecord.PREFIX.pattern,
+                     re.IGNORECASE | re.DOTALL)
 # Never held: the server's own schemas and auroratrack's.
 _SYSTEM_SCHEMAS = frozenset({"mysql", "information_schema", "performance_schema", "sys", HOLD_SCHEMA, "auroratrack"})
 _IN_TRANS = int(wire.ServerStatus.SERVER_STATUS_IN_TRANS)
