@@ -37,6 +37,16 @@ committed changes, and a transaction's LSN range may then have holes (``n_change
 Retention evicts whole transactions, oldest first, by age (the target window) or total size.
 The earliest backtrack time is the commit time of the newest transaction evicted (or the start
 of capture, or the last gap), whichever is latest.
+History read beside the live stream (backfill.py): a first start that backfills reserves, below
+the live stream's, a range of LSNs, of txn ids and of segment ids for the server's older
+binlogs (``start_capture(..., history_bytes=...)``, ``HistoryRange``); the live stream's
+numbers start above it. The backfill writes into that range from a process of its own, through
+a ``ChangeStore(..., history_writer=True)``: its own checkpoint (in ``meta``), its own segment
+files, the same tables (SQLite serialises the two writers' commits). So LSN order and txn id
+order stay binlog order, and every reader works unchanged. The range is sized from the bytes of
+binlog the history can hold at most (a change record or a transaction takes at least one event
+of at least ``MIN_EVENT_BYTES``). The earliest backtrack time moves back only once the whole
+history is in (``finish_history``): never over a hole.
 """
 
 from __future__ import annotations
@@ -50,7 +60,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from proxy.changelog.segments import DEFAULT_SEGMENT_BYTES, SegmentLog
+from proxy.changelog.segments import ALL_IDS, DEFAULT_SEGMENT_BYTES, SegmentLog
 
 SCHEMA_VERSION = 1
 GROUP_MAX_TRANSACTIONS = 1000
@@ -72,6 +82,14 @@ _UPDATE_COUNTERS = (
     "INSERT INTO meta (key, value) VALUES ('stored_bytes', '0'), ('last_lsn', ?2) ON CONFLICT(key) DO UPDATE SET"
     " value = CASE key WHEN 'stored_bytes' THEN CAST(CAST(value AS INTEGER) + ?1 AS TEXT) ELSE excluded.value END"
 )
+# History reserved below the live stream (module docstring): the smallest binlog event that can
+# bring a change record or end a transaction is a bare header (19 bytes).
+MIN_EVENT_BYTES = 19
+HISTORY_KEY = "history_range"
+HISTORY_CHECKPOINT_KEY = "backfill_checkpoint"
+# History rows events go to their own segments; a small segment size must not run their range out.
+MIN_SEGMENT_BYTES_FOR_RESERVE = 1024 * 1024
+_ADD_STORED_BYTES = "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + ? AS TEXT) WHERE key = 'stored_bytes'"
 HELD_FILE = "held.json"  # written by proxy.ddlretention: [held at (us), bytes] of each held table
 _json = json.JSONEncoder().encode  # json.dumps with default settings, without its per-call setup
 
@@ -117,6 +135,29 @@ CREATE TABLE IF NOT EXISTS xa_prepared (
     xid TEXT PRIMARY KEY, header TEXT NOT NULL, records BLOB NOT NULL
 );
 """
+
+
+@dataclass(frozen=True)
+class HistoryRange:
+    """What a first start reserved for the history read beside the live stream: [first, end) of
+    LSNs, txn ids and segment ids, all below the live stream's; ``until``: the binlog position
+    the live stream started at (history ends there); ``done`` once it is all stored."""
+
+    lsn: tuple[int, int]
+    txn: tuple[int, int]
+    segments: tuple[int, int]
+    until: tuple[str, int]
+    done: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps({"lsn": self.lsn, "txn": self.txn, "segments": self.segments,
+                           "until": self.until, "done": self.done})
+
+    @staticmethod
+    def from_json(text: str) -> HistoryRange:
+        raw = json.loads(text)
+        return HistoryRange(tuple(raw["lsn"]), tuple(raw["txn"]), tuple(raw["segments"]),
+                            (raw["until"][0], int(raw["until"][1])), bool(raw["done"]))
 
 
 @dataclass(frozen=True)
@@ -218,9 +259,12 @@ def now_us() -> int:
 class ChangeStore:
     """See the module docstring. Open one per thread/process; the streamer is the only writer."""
 
-    def __init__(self, path: Path | str, readonly: bool = False, segment_bytes: int = DEFAULT_SEGMENT_BYTES):
+    def __init__(self, path: Path | str, readonly: bool = False, segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+                 history_writer: bool = False):
         self.path = Path(path)
         self.readonly = readonly
+        # The backfill's writer: numbers, segments and checkpoint of the reserved history range.
+        self.history_writer = history_writer
         if not readonly:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
@@ -239,8 +283,11 @@ class ChangeStore:
             self.db.execute("PRAGMA wal_autocheckpoint = 0")
             self.db.executescript(_SCHEMA)
             self._init_meta()
+        self._history = self.history_range()
+        if history_writer and (self._history is None or readonly):
+            raise ValueError(f"{self.path}: no history range reserved to write into")
         self.segments = SegmentLog(self.path.with_name(self.path.name + ".segments"), segment_bytes,
-                                   writable=not readonly)
+                                   writable=not readonly, id_range=self._segment_range())
         if not readonly:
             self.segments.resume(self._committed_segment_ends())
         self._table_map_ids: dict[tuple[bytes, tuple[str, ...]], int] = {}  # (body[6:], generated) -> id
@@ -262,6 +309,18 @@ class ChangeStore:
         self._pending_checkpoint: tuple[str, int, int | None, int | None] | None = None
         # Called after each COMMIT that wrote something (the streamer's WAL checkpointer waits on it).
         self.on_commit: Callable[[], None] | None = None
+        self.group_max_s = GROUP_MAX_S  # the backfill's writer holds the write lock for less
+
+    def _segment_range(self) -> tuple[int, int]:
+        """The segment ids this writer appends to (segments.py): the history's range, or above it."""
+        history = self._history
+        if history is None:
+            return ALL_IDS
+        return history.segments if self.history_writer else (history.segments[1], ALL_IDS[1])
+
+    def history_range(self) -> HistoryRange | None:
+        raw = self.get_meta(HISTORY_KEY)
+        return HistoryRange.from_json(raw) if raw else None
 
     # -- meta -------------------------------------------------------------------------------------
     def _init_meta(self) -> None:
@@ -279,20 +338,75 @@ class ChangeStore:
 
     # -- the writer's side ----------------------------------------------------------------------------
     def checkpoint(self) -> Checkpoint | None:
+        """Where this writer resumes (the backfill's writer: its own, in ``meta``)."""
+        if self.history_writer:
+            return self.history_checkpoint()
         row = self.db.execute(
             "SELECT log_file, log_pos, last_txn_id, last_commit_time_us FROM checkpoint WHERE id = 1"
         ).fetchone()
         return Checkpoint(*row) if row else None
 
-    def start_capture(self, position_file: str, position_pos: int, start_time_us: int) -> None:
-        """First start: remember where capture began (nothing before it can be rewound to)."""
+    def history_checkpoint(self) -> Checkpoint | None:
+        """Where the backfill resumes (None before it fixed its start)."""
+        raw = self.get_meta(HISTORY_CHECKPOINT_KEY)
+        return Checkpoint(*json.loads(raw)) if raw else None
+
+    def start_capture(self, position_file: str, position_pos: int, start_time_us: int,
+                      history_bytes: int | None = None) -> None:
+        """First start: remember where capture began (nothing before it can be rewound to).
+        ``history_bytes``: the binlog bytes before that position the backfill may read; reserve
+        LSNs, txn ids and segment ids for them below the live stream's (module docstring)."""
         self.db.execute("BEGIN IMMEDIATE")
         if self.checkpoint() is None:
             self.db.execute("INSERT INTO checkpoint VALUES (1, ?, ?, NULL, NULL, ?)",
                             (position_file, position_pos, time.time()))
             self.set_meta("capture_started_us", str(start_time_us))
             self._raise_earliest(start_time_us)
+            if history_bytes and self.history_range() is None:
+                self._reserve_history(history_bytes, (position_file, position_pos))
         self.db.execute("COMMIT")
+        self._history = self.history_range()
+        self.segments.id_range = self._segment_range()
+        self._next_lsn = self._next_txn_id = None
+
+    def _reserve_history(self, history_bytes: int, until: tuple[str, int]) -> None:
+        """Number the live stream from above a range left for ``history_bytes`` of binlog."""
+        most = history_bytes // MIN_EVENT_BYTES + 1
+        lsn_first = self._allocate_lsn_peek()
+        txn_first = self._allocate_txn_id()
+        segment_ids = self.segments.segment_ids()
+        segment_first = (segment_ids[-1] + 1) if segment_ids else 1
+        segments = history_bytes // min(self.segments.max_bytes, MIN_SEGMENT_BYTES_FOR_RESERVE) + 2
+        history = HistoryRange((lsn_first, lsn_first + most), (txn_first, txn_first + most),
+                               (segment_first, segment_first + segments), until)
+        self.set_meta(HISTORY_KEY, history.to_json())
+        self.set_meta("last_lsn", str(history.lsn[1] - 1))
+        # The live stream's txn ids come from AUTOINCREMENT's sequence: start it above the range.
+        if self.db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'transactions'",
+                           (history.txn[1] - 1,)).rowcount == 0:
+            self.db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('transactions', ?)",
+                            (history.txn[1] - 1,))
+
+    def finish_history(self, since_us: int | None) -> int | None:
+        """The backfill is over. When it stored everything up to the live start (``since_us``:
+        where its history begins), the earliest backtrack time moves back to it, never before
+        what retention evicted or a gap lost since; None: it could not (the history stays
+        unclaimed). Returns the earliest backtrack time."""
+        self._finish_group()
+        self.db.execute("BEGIN IMMEDIATE")
+        history = self.history_range()
+        if since_us is not None:
+            floor = max(since_us, int(self.get_meta("newest_evicted_us") or 0),
+                        self.db.execute("SELECT COALESCE(MAX(detected_at_us), 0) FROM gaps").fetchone()[0])
+            current = self.earliest_backtrack_time_us()
+            if current is None or floor < current:
+                self.set_meta("earliest_backtrack_time_us", str(floor))
+        if history is not None:
+            self.set_meta(HISTORY_KEY, HistoryRange(history.lsn, history.txn, history.segments,
+                                                    history.until, done=True).to_json())
+        self.db.execute("COMMIT")
+        self._notify_commit()
+        return self.earliest_backtrack_time_us()
 
     def table_map_id(self, schema: str, table: str, body: bytes, generated: list[str]) -> int:
         """The id of this table map (deduplicated; the 6-byte table id is not part of identity)."""
@@ -472,7 +586,7 @@ class ChangeStore:
         self._next_txn_id = txn_id + 1
         self._reset_txn()
         if (not defer or self._group_txns >= GROUP_MAX_TRANSACTIONS or self._group_bytes >= GROUP_MAX_BYTES
-                or time.monotonic() - self._group_started >= GROUP_MAX_S):
+                or time.monotonic() - self._group_started >= self.group_max_s):
             self._finish_group()
         return txn_id
 
@@ -589,7 +703,12 @@ class ChangeStore:
             self.set_meta("stored_bytes", str(stored))
             row = self.db.execute("SELECT segment FROM changes ORDER BY lsn LIMIT 1").fetchone()
             oldest = row[0] if row else None
+            history = self.history_range()
+            if history is not None and not history.done:  # never under the backfill's appends
+                oldest = min(oldest if oldest is not None else 1 << 62, history.segments[0])
             self._raise_earliest(newest_evicted_time)
+            if newest_evicted_time > int(self.get_meta("newest_evicted_us") or 0):
+                self.set_meta("newest_evicted_us", str(newest_evicted_time))
             self.set_meta("evicted_transactions",
                           str(int(self.get_meta("evicted_transactions") or 0) + evicted))
         self.db.execute("COMMIT")
@@ -741,15 +860,32 @@ class ChangeStore:
         """The id the open transaction will get (known ahead, so its changes are written with
         it at once; AUTOINCREMENT's sequence makes it never reused)."""
         if self._next_txn_id is None:
-            row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'transactions'").fetchone()
-            self._next_txn_id = (row[0] if row else 0) + 1
+            if self.history_writer:
+                first, end = self._history.txn
+                row = self.db.execute("SELECT MAX(txn_id) FROM transactions WHERE txn_id >= ? AND txn_id < ?",
+                                      (first, end)).fetchone()
+                self._next_txn_id = max(row[0] + 1 if row[0] else first, first)
+            else:
+                row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'transactions'").fetchone()
+                self._next_txn_id = (row[0] if row else 0) + 1
+        if self.history_writer and self._next_txn_id >= self._history.txn[1]:
+            raise RuntimeError("the txn ids reserved for history are all used")
         return self._next_txn_id
 
     def _committed_segment_ends(self) -> dict[int, int]:
         """Segment -> committed end, for the newest segment in use. Segments fill in LSN order,
         so every older segment is whole and the last LSN marks the end of committed bytes."""
-        row = self.db.execute("SELECT segment, offset + length FROM changes ORDER BY lsn DESC LIMIT 1").fetchone()
+        first, end = self._own_lsns()
+        row = self.db.execute("SELECT segment, offset + length FROM changes WHERE lsn >= ? AND lsn < ? "
+                              "ORDER BY lsn DESC LIMIT 1", (first, end)).fetchone()
         return {row[0]: row[1]} if row else {}
+
+    def _own_lsns(self) -> tuple[int, int]:
+        """[first, end) of the LSNs this writer gives (the live stream's start above the history's)."""
+        history = self._history
+        if history is None:
+            return (0, 1 << 62)
+        return history.lsn if self.history_writer else (history.lsn[1], 1 << 62)
 
     def _allocate_lsn(self) -> int:
         lsn = self._allocate_lsn_peek()
@@ -757,6 +893,13 @@ class ChangeStore:
         return lsn
 
     def _allocate_lsn_peek(self) -> int:
+        if self._next_lsn is None and self.history_writer:
+            first, end = self._history.lsn
+            row = self.db.execute(
+                "SELECT MAX(m) FROM (SELECT MAX(lsn) AS m FROM changes WHERE lsn >= ?1 AND lsn < ?2 UNION ALL "
+                "SELECT MAX(last_lsn) FROM transactions WHERE txn_id >= ?3 AND txn_id < ?4)",
+                (first, end, *self._history.txn)).fetchone()
+            self._next_lsn = max((row[0] or 0) + 1, first)
         if self._next_lsn is None:
             row = self.db.execute(
                 "SELECT MAX(m) FROM (SELECT MAX(lsn) AS m FROM changes UNION ALL "
@@ -767,6 +910,9 @@ class ChangeStore:
         return self._next_lsn
 
     def _write_checkpoint(self, log_file: str, log_pos: int, txn_id: int | None, t_us: int | None) -> None:
+        if self.history_writer:
+            self.set_meta(HISTORY_CHECKPOINT_KEY, json.dumps([log_file, log_pos, txn_id, t_us]))
+            return
         self.db.execute(
             "INSERT INTO checkpoint VALUES (1, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
             "log_file = excluded.log_file, log_pos = excluded.log_pos, last_txn_id = excluded.last_txn_id, "
@@ -798,7 +944,9 @@ class ChangeStore:
             return
         if self._pending_checkpoint is not None:
             self._write_checkpoint(*self._pending_checkpoint)
-            if self._group_last_lsn:
+            if self.history_writer:  # 'last_lsn' is the live stream's
+                self.db.execute(_ADD_STORED_BYTES, (self._group_bytes,))
+            elif self._group_last_lsn:
                 self.db.execute(_UPDATE_COUNTERS, (self._group_bytes, str(self._group_last_lsn)))
         self.segments.flush()  # the bodies reach the OS before the rows that point at them commit
         self.db.execute("COMMIT")
