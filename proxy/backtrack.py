@@ -721,11 +721,11 @@ def _backfill_note(store: ChangeStore) -> str:
     history = backfill.progress(store)
     if history is None or history["state"] not in ("starting", "reading"):
         return ""
-    share = history["bytes_read"] / history["bytes_total"] if history["bytes_total"] else 0.0
-    return (f"; history from before capture started is still being read ({share:.0%} of "
-            f"{history['bytes_total']:,} binlog bytes): the earliest backtrack time moves back to "
-            f"{format_time_us(history['history_since_us']) if history['history_since_us'] else 'its start'} "
-            "once it is all in")
+    read = (f" ({history['bytes_read'] / history['bytes_total']:.0%} of {history['bytes_total']:,} binlog bytes)"
+            if history["bytes_total"] else "")
+    since = format_time_us(history["history_since_us"]) if history["history_since_us"] else "its start"
+    return (f"; history from before capture started is still being read{read}: the earliest backtrack time "
+            f"moves back to {since} once it is all in")
 
 
 def _exact_txn(store: ChangeStore, target: Target) -> int | None:

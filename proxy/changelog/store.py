@@ -283,8 +283,8 @@ class ChangeStore:
             self.db.execute("PRAGMA wal_autocheckpoint = 0")
             self.db.executescript(_SCHEMA)
             self._init_meta()
-        self._history = self.history_range()
-        if history_writer and (self._history is None or readonly):
+        self._history = None if readonly else self.history_range()  # readers never append
+        if history_writer and self._history is None:
             raise ValueError(f"{self.path}: no history range reserved to write into")
         self.segments = SegmentLog(self.path.with_name(self.path.name + ".segments"), segment_bytes,
                                    writable=not readonly, id_range=self._segment_range())
