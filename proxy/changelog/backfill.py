@@ -147,6 +147,13 @@ def record_lost(store: ChangeStore, reason: str) -> None:
     store.set_meta(META_KEY, json.dumps(plan))
 
 
+def record_finished(store: ChangeStore, wall_s: float, cpu_s: float, transactions: int) -> None:
+    """What the reader's last run took (the run that finished), kept in the plan."""
+    plan = json.loads(store.get_meta(META_KEY) or "{}")
+    plan["last_run"] = {"wall_s": round(wall_s, 3), "cpu_s": round(cpu_s, 3), "transactions": transactions}
+    store.set_meta(META_KEY, json.dumps(plan))
+
+
 def progress(store: ChangeStore) -> dict | None:
     """How far the backfill got: state 'starting' until the reader fixed its start, 'reading'
     until its checkpoint reaches the live stream's start, then 'done' ('lost' when a file was

@@ -75,6 +75,7 @@ class HistoryReader(Streamer):
         self._wal_thread = threading.Thread(target=self._checkpoint_wal, args=(self._open_store(),),
                                             name="auroratrack-history-wal", daemon=True)
         self._wal_thread.start()
+        self._began = (time.monotonic(), time.process_time())
         backoff = 0.1
         while not self.stop.is_set():
             try:
@@ -141,9 +142,12 @@ class HistoryReader(Streamer):
         raise bl.StreamLost(f"the binlog ended before {until[0]}:{until[1]}")
 
     def _finish(self, plan: dict) -> None:
+        wall_s, cpu_s = time.monotonic() - self._began[0], time.process_time() - self._began[1]
+        backfill.record_finished(self.store, wall_s, cpu_s, self.assembler.committed)
         earliest = self.store.finish_history(plan["history_since_us"])
-        log.info("backfill done: history from %s to %s read (%d binlog bytes); earliest backtrack time now %s",
-                 plan["from"], plan["until"], plan["bytes_total"],
+        log.info("backfill done: history from %s to %s read (%d binlog bytes, %d transactions, %.1f s, "
+                 "%.1f CPU-s in this run); earliest backtrack time now %s",
+                 plan["from"], plan["until"], plan["bytes_total"], self.assembler.committed, wall_s, cpu_s,
                  time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime((earliest or now_us()) / 1e6)))
 
 
