@@ -35,6 +35,7 @@ import contextlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -78,8 +79,9 @@ def wait_first_checkpoint(proc: subprocess.Popen, store_path: Path, timeout_s: f
         if proc.poll() is not None:
             raise RuntimeError(f"the streamer exited with {proc.returncode}")
         if store_path.exists():
-            with contextlib.closing(ChangeStore(store_path, readonly=True)) as store:
-                if store.checkpoint() is not None:
+            with contextlib.suppress(sqlite3.OperationalError), \
+                    contextlib.closing(ChangeStore(store_path, readonly=True)) as store:
+                if store.checkpoint() is not None:  # raises while the streamer creates the schema
                     return
         time.sleep(0.01)
     raise RuntimeError("the streamer never fixed its start position")
