@@ -289,6 +289,8 @@ class ChangeStore:
         self.segments = SegmentLog(self.path.with_name(self.path.name + ".segments"), segment_bytes,
                                    writable=not readonly, id_range=self._segment_range())
         if not readonly:
+            if history_writer:
+                self._drop_orphans()
             self.segments.resume(self._committed_segment_ends())
         self._table_map_ids: dict[tuple[bytes, tuple[str, ...]], int] = {}  # (body[6:], generated) -> id
         self._in_txn = False  # a SQLite transaction is open
@@ -298,6 +300,7 @@ class ChangeStore:
         self._rows: list[tuple] = []
         self._previous: tuple[int, int | None] | None = None  # (event type, table map id) of the last record
         self._spilled = False
+        self._hold_open = False  # the open transaction must reach SQLite in one piece (a taken XA)
         self._txn_bytes = 0
         self._txn_first_lsn: int | None = None
         self._txn_dropped = 0  # records of the open transaction removed (rolled back) after its first
@@ -521,6 +524,7 @@ class ChangeStore:
             last_kept = (event_type, running_map)
         if not dropped:
             return 0
+        self._begin_if_needed()  # the history writer commits its batches (``_spill``): join the next
         self.db.executemany("DELETE FROM changes WHERE lsn = ?", dropped)
         self.db.executemany("UPDATE changes SET txn_id = ?, event_type = ?, table_map_id = ? WHERE lsn = ?",
                             rewritten)
@@ -613,9 +617,12 @@ class ChangeStore:
         if self._spilled:
             # Part of the open transaction is in SQLite: nothing else is (the group before it
             # was committed when it began), so rolling back loses no complete transaction.
-            self.db.execute("ROLLBACK")
+            if self._in_txn:
+                self.db.execute("ROLLBACK")
             self._in_txn = False
             self._spilled = False
+            if self.history_writer:  # its batches were committed as they came (``_spill``)
+                self._drop_orphans()
         else:
             self._finish_group()
         self._reset_txn()
@@ -665,7 +672,7 @@ class ChangeStore:
         # group before it, and hold this one open however many records follow (as if spilled).
         self._finish_group()
         self._begin_if_needed()
-        self._spilled = True
+        self._spilled = self._hold_open = True
         self.db.execute("DELETE FROM xa_prepared WHERE xid = ?", (xid,))
         header = TransactionHeader(**json.loads(row[0]))
         records = [ChangeRecord(k, t, bytes.fromhex(b), m, d) for k, t, m, b, d in json.loads(row[1])]
@@ -936,6 +943,13 @@ class ChangeStore:
         self._begin_if_needed()
         self.db.executemany(_INSERT_CHANGE, self._rows)
         self._rows.clear()
+        if self.history_writer and not self._hold_open:
+            # Never hold the write lock for a whole big transaction: the live stream commits
+            # between its batches. They are orphans (no transaction row points at them, so no
+            # reader sees them) until it commits; an abort or a restart deletes them.
+            self.segments.flush()
+            self.db.execute("COMMIT")
+            self._in_txn = False
 
     def _finish_group(self) -> None:
         """COMMIT the open SQLite transaction with the pending checkpoint and counters, unless a
@@ -967,6 +981,15 @@ class ChangeStore:
         self._txn_first_lsn = None
         self._txn_dropped = 0
         self._spilled = False
+        self._hold_open = False
+
+    def _drop_orphans(self) -> None:
+        """History writer: delete the change rows of a transaction it never committed (past the
+        last transaction stored in its range; all of them when retention took every one)."""
+        first, end = self._history.lsn
+        newest = self.db.execute("SELECT MAX(last_lsn) FROM transactions WHERE txn_id >= ? AND txn_id < ?",
+                                 self._history.txn).fetchone()[0]
+        self.db.execute("DELETE FROM changes WHERE lsn > ? AND lsn < ?", (max(newest or 0, first - 1), end))
 
     @staticmethod
     def _txn_from_row(row) -> StoredTransaction:

@@ -196,3 +196,32 @@ def test_history_is_written_beside_the_live_stream_below_its_numbers(tmp_path: P
     assert history.finish_history(1) == 22  # then back, but never over what retention evicted
     history.close()
     live.close()
+
+
+def test_a_big_history_transaction_never_holds_the_write_lock_from_the_live_stream(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(store_module, "ROW_BATCH", 3)
+    path = tmp_path / "changes.db"
+    live = ChangeStore(path)
+    live.start_capture("binlog.000002", 504, 50, history_bytes=1504)
+    history = ChangeStore(path, history_writer=True)
+    live.db.execute("PRAGMA busy_timeout = 100")  # a held lock fails the live commit at once
+    for i in range(10):  # batches of 3 written, each committed on its own
+        history.append_change("rows", WRITE_ROWS, f"history record {i}".encode(), 1)
+    write(live, 20, defer=False)
+    assert committed(path)[1] == ["0-1-20"]  # the batches are no transaction to any reader
+    history.abort_transaction()  # the stream broke: its batches go
+    assert history.db.execute("SELECT COUNT(*) FROM changes").fetchone()[0] == 2
+
+    for i in range(7):
+        history.append_change("rows", WRITE_ROWS, f"crashed record {i}".encode(), 1)
+    history.segments.flush()
+    history.db.close()  # a crash in the middle: batches committed, the transaction never was
+    history = ChangeStore(path, history_writer=True)
+    assert history.db.execute("SELECT COUNT(*) FROM changes").fetchone()[0] == 2
+    write(history, 1, records=5, defer=False)
+    write(live, 21, defer=False)
+    _, gtids, bodies = committed(path)
+    assert gtids == ["0-1-1", "0-1-20", "0-1-21"]
+    assert [b for b in bodies if b.startswith(b"txn 1 ")] == [f"txn 1 record {i}".encode() for i in range(5)]
+    history.close()
+    live.close()
