@@ -264,7 +264,7 @@ def test_live_changes_are_captured_and_backtracked_while_history_is_read(own_ser
         record = backtrack(svc, live_moment)
         assert record.status == "completed", record.error
         assert fingerprint(own_server, "bf_live") == live_before
-        assert backfill_state(config.store_path)["state"] == "reading"
+        assert backfill_state(config.store_path)["state"] in ("starting", "reading")  # not done yet
 
         # Once history is in, a point from before auroratrack started is exact.
         done = wait_backfilled(config.store_path, timeout=120)
@@ -323,7 +323,7 @@ def test_a_restart_in_the_middle_of_backfill_resumes_it_without_duplicates_or_ho
     store = ChangeStore(store_path, readonly=True)
     try:
         txns = store.transactions()
-        inserts = [txn for txn in txns if txn.statements and txn.statements[0].startswith("INSERT INTO t ")]
+        inserts = [txn for txn in txns if txn.tables == ("bf_restart.t",) and txn.statements[0].startswith("INSERT")]
         assert len(inserts) == HISTORY_ROWS + 1  # each history insert once, and the live one
         # txn id order (and LSN order) is binlog order, across the history and the live stream,
         # and every transaction of the server's binlog since the history's start is there once.
