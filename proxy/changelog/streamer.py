@@ -29,6 +29,8 @@ while the streamer is live it refines them with its own receive time, clamped to
 
 It runs in a process of its own under ``auroratrack serve`` (``run_streamer_process``): row
 capture is CPU work in Python, and a thread would take the GIL from the proxy's event loop.
+With backfill, a first start begins live at the server's position, leaves room below for the
+history, and starts the history reader beside itself (backfill.py, historyreader.py).
 """
 
 from __future__ import annotations
