@@ -740,6 +740,7 @@ class Streamer:
         self._last_position_log = time.monotonic()
         self._backfill = backfill.BackfillProcess(config, log_level, log_format) if config.backfill else None
         self._backfill_watching = False
+        self._last_backfill_watch = 0.0
         self._wal_thread: threading.Thread | None = None
         self._wal_written = threading.Event()  # set when the store commits: a checkpoint is due
         self.store.on_commit = self._wal_written.set
@@ -839,7 +840,8 @@ class Streamer:
                 log.info("retention: evicted %d transactions (%d bytes); earliest backtrack time now %s",
                          result.transactions, result.bytes, result.earliest_backtrack_time_us)
             self._check_window_alert()
-        if self._backfill_watching:
+        if self._backfill_watching and now - self._last_backfill_watch >= 1.0:
+            self._last_backfill_watch = now
             self._watch_backfill()
         self._write_status()
         if now - self._last_position_log >= 60:
