@@ -301,6 +301,9 @@ class ChangeStore:
         self._previous: tuple[int, int | None] | None = None  # (event type, table map id) of the last record
         self._spilled = False
         self._hold_open = False  # the open transaction must reach SQLite in one piece (a taken XA)
+        self._open_from_lsn: int | None = None  # the open transaction's first LSN, dropped records too
+        # History writer: the group's transaction rows, written with its records in one short burst.
+        self._txn_rows: list[tuple] = []
         self._txn_bytes = 0
         self._txn_first_lsn: int | None = None
         self._txn_dropped = 0  # records of the open transaction removed (rolled back) after its first
@@ -422,7 +425,8 @@ class ChangeStore:
         digest = hashlib.blake2b(key[0] + json.dumps(generated).encode(), digest_size=16).digest()
         row = self.db.execute("SELECT id FROM table_maps WHERE digest = ?", (digest,)).fetchone()
         if row is None:
-            self._begin_if_needed()
+            if not self.history_writer:  # the history writer's own: a short commit (``_flush_history``)
+                self._begin_if_needed()
             cur = self.db.execute(
                 "INSERT INTO table_maps (digest, schema_name, table_name, body, generated) VALUES (?,?,?,?,?)",
                 (digest, schema, table, body, json.dumps(generated)),
@@ -447,6 +451,8 @@ class ChangeStore:
         self._next_lsn = lsn + 1
         if self._txn_first_lsn is None:
             self._txn_first_lsn = lsn
+            if self._open_from_lsn is None:
+                self._open_from_lsn = lsn
         segment, offset = self.segments.append(body)
         size = len(body)
         # Compact change rows (module docstring): 0 for what the record before in this
@@ -561,11 +567,14 @@ class ChangeStore:
         """Close the open transaction: its header, and the checkpoint after it, atomically; returns
         its txn_id. ``defer``: more transactions are coming right away (the caller is behind), so
         the SQLite commit may wait for them (group commit), up to the group bounds; the caller
-        then calls ``commit_pending`` before it waits for anything."""
-        self._begin_if_needed()
-        if self._rows:
-            self.db.executemany(_INSERT_CHANGE, self._rows)
-            self._rows.clear()
+        then calls ``commit_pending`` before it waits for anything. The history writer keeps the
+        group in memory and writes it in one burst (``_flush_history``)."""
+        in_memory = self.history_writer and not self._in_txn
+        if not in_memory:
+            self._begin_if_needed()
+            if self._rows:
+                self.db.executemany(_INSERT_CHANGE, self._rows)
+                self._rows.clear()
         first_lsn = self._txn_first_lsn
         if first_lsn is None:  # a transaction with no change record (e.g. only a COMMIT)
             first_lsn = self._allocate_lsn_peek()
@@ -575,12 +584,16 @@ class ChangeStore:
             n_changes = last_lsn - first_lsn + 1 - self._txn_dropped  # holes: rolled back records
         txn_id = self._next_txn_id or self._allocate_txn_id()
         flags, statements = header.flags, header.statements
-        self.db.execute(_INSERT_TRANSACTION, (
+        row = (
             txn_id, first_lsn, last_lsn, header.gtid, header.start_file, header.start_pos, header.end_file,
             header.end_pos, header.commit_time_us, header.time_precision, header.server_time, header.origin,
             _json(flags) if flags else "[]", _json(sorted(set(header.tables))),
             _json(statements) if statements else "[]", n_changes, self._txn_bytes, header.xa_xid,
-        ))
+        )
+        if in_memory:
+            self._txn_rows.append(row)
+        else:
+            self.db.execute(_INSERT_TRANSACTION, row)
         if not self._group_txns:
             self._group_started = time.monotonic()
         self._group_txns += 1
@@ -589,8 +602,10 @@ class ChangeStore:
         self._pending_checkpoint = (header.end_file, header.end_pos, txn_id, header.commit_time_us)
         self._next_txn_id = txn_id + 1
         self._reset_txn()
+        # (The history writer holding a SQLite transaction open, rarely, commits at once.)
         if (not defer or self._group_txns >= GROUP_MAX_TRANSACTIONS or self._group_bytes >= GROUP_MAX_BYTES
-                or time.monotonic() - self._group_started >= self.group_max_s):
+                or time.monotonic() - self._group_started >= self.group_max_s
+                or (self.history_writer and not in_memory)):
             self._finish_group()
         return txn_id
 
@@ -613,18 +628,18 @@ class ChangeStore:
     def abort_transaction(self) -> None:
         """Forget the open transaction (the stream broke in its middle). Complete transactions of
         a deferred group are kept: they are committed with the checkpoint after them."""
-        self._rows.clear()
-        if self._spilled:
-            # Part of the open transaction is in SQLite: nothing else is (the group before it
-            # was committed when it began), so rolling back loses no complete transaction.
-            if self._in_txn:
-                self.db.execute("ROLLBACK")
-            self._in_txn = False
-            self._spilled = False
-            if self.history_writer:  # its batches were committed as they came (``_spill``)
-                self._drop_orphans()
+        if self.history_writer and not self._hold_open:
+            self._abort_history()
         else:
-            self._finish_group()
+            self._rows.clear()
+            if self._spilled:
+                # Part of the open transaction is in SQLite: nothing else is (the group before it
+                # was committed when it began), so rolling back loses no complete transaction.
+                self.db.execute("ROLLBACK")
+                self._in_txn = False
+                self._spilled = False
+            else:
+                self._finish_group()
         self._reset_txn()
         self._next_lsn = None
         self._next_txn_id = None
@@ -937,30 +952,31 @@ class ChangeStore:
     def _spill(self) -> None:
         """Write the open transaction's batch of records; the first time, commit the complete
         transactions before it, so that a failure in this one never takes them along."""
+        if self.history_writer and not self._hold_open:
+            # Never hold the write lock for a whole big transaction: the live stream commits
+            # between its batches. They are orphans (no transaction row points at them, so no
+            # reader sees them) until it commits; an abort or a restart deletes them.
+            self._spilled = True
+            self._flush_history()
+            return
         if not self._spilled:
             self._finish_group()
             self._spilled = True
         self._begin_if_needed()
         self.db.executemany(_INSERT_CHANGE, self._rows)
         self._rows.clear()
-        if self.history_writer and not self._hold_open:
-            # Never hold the write lock for a whole big transaction: the live stream commits
-            # between its batches. They are orphans (no transaction row points at them, so no
-            # reader sees them) until it commits; an abort or a restart deletes them.
-            self.segments.flush()
-            self.db.execute("COMMIT")
-            self._in_txn = False
 
     def _finish_group(self) -> None:
         """COMMIT the open SQLite transaction with the pending checkpoint and counters, unless a
         transaction is streaming in (then nothing but its own records is open)."""
+        if self.history_writer:
+            self._flush_history()
+            return
         if not self._in_txn or self._spilled:
             return
         if self._pending_checkpoint is not None:
             self._write_checkpoint(*self._pending_checkpoint)
-            if self.history_writer:  # 'last_lsn' is the live stream's
-                self.db.execute(_ADD_STORED_BYTES, (self._group_bytes,))
-            elif self._group_last_lsn:
+            if self._group_last_lsn:
                 self.db.execute(_UPDATE_COUNTERS, (self._group_bytes, str(self._group_last_lsn)))
         self.segments.flush()  # the bodies reach the OS before the rows that point at them commit
         self.db.execute("COMMIT")
@@ -982,6 +998,48 @@ class ChangeStore:
         self._txn_dropped = 0
         self._spilled = False
         self._hold_open = False
+        self._open_from_lsn = None
+
+    def _abort_history(self) -> None:
+        """History writer: keep the group's complete transactions, forget the open one (its
+        records in memory; those already written, orphans, are deleted)."""
+        if self._in_txn:  # only the open transaction's rows are in it (``commit_transaction``)
+            self.db.execute("ROLLBACK")
+            self._in_txn = False
+        open_from = self._open_from_lsn
+        if open_from is not None:
+            self._rows = [row for row in self._rows if row[0] < open_from]
+        self._spilled = False
+        self._flush_history()
+        self._drop_orphans()
+
+    def _flush_history(self) -> None:
+        """History writer: write what the group holds in memory (complete transactions with the
+        checkpoint after them, and the open one's records so far, orphans until it commits) in
+        one short SQLite transaction: the write lock is held for milliseconds, and the live
+        stream's commits get in between (measured: holding it through a 20 ms group, the live
+        stream's busy waits rarely found it free, and its lag grew to the backfill's length)."""
+        if self._spilled and self._hold_open:
+            return  # a taken XA transaction commits whole, with its entry's removal
+        if not (self._in_txn or self._rows or self._txn_rows or self._pending_checkpoint):
+            return
+        self._begin_if_needed()
+        if self._rows:
+            self.db.executemany(_INSERT_CHANGE, self._rows)
+            self._rows.clear()
+        if self._txn_rows:
+            self.db.executemany(_INSERT_TRANSACTION, self._txn_rows)
+            self._txn_rows.clear()
+        if self._pending_checkpoint is not None:
+            self._write_checkpoint(*self._pending_checkpoint)
+            self.db.execute(_ADD_STORED_BYTES, (self._group_bytes,))
+        self.segments.flush()  # the bodies reach the OS before the rows that point at them commit
+        self.db.execute("COMMIT")
+        self._in_txn = False
+        self._group_txns = self._group_bytes = 0
+        self._group_last_lsn = None
+        self._pending_checkpoint = None
+        self._notify_commit()
 
     def _drop_orphans(self) -> None:
         """History writer: delete the change rows of a transaction it never committed (past the

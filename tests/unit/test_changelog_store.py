@@ -225,3 +225,22 @@ def test_a_big_history_transaction_never_holds_the_write_lock_from_the_live_stre
     assert [b for b in bodies if b.startswith(b"txn 1 ")] == [f"txn 1 record {i}".encode() for i in range(5)]
     history.close()
     live.close()
+
+
+def test_a_history_group_is_written_in_one_burst_and_an_abort_keeps_its_complete_transactions(tmp_path: Path):
+    path = tmp_path / "changes.db"
+    live = ChangeStore(path)
+    live.start_capture("binlog.000002", 504, 50, history_bytes=1504)
+    history = ChangeStore(path, history_writer=True)
+    live.db.execute("PRAGMA busy_timeout = 100")  # a held lock fails the live commit at once
+    write(history, 1)
+    write(history, 2)  # a deferred group: held in memory, no lock taken
+    history.append_change("rows", WRITE_ROWS, b"open, broken off", 1)
+    write(live, 20, defer=False)
+    assert committed(path)[1] == ["0-1-20"]
+    history.abort_transaction()  # the stream broke: the complete ones stay, the open one goes
+    _, gtids, bodies = committed(path)
+    assert gtids == ["0-1-1", "0-1-2", "0-1-20"] and b"open, broken off" not in bodies
+    assert history.checkpoint().log_pos == 300
+    history.close()
+    live.close()
