@@ -7,8 +7,10 @@ From its checkpoint (``ChangeStore.history_checkpoint``) up to the live stream's
 ``TransactionAssembler``): what the live stream stores for a transaction, this stores for an
 older one, numbered in the reserved range and without the position clock (history's MariaDB
 commit times are their second, as after a restart). At the end the earliest backtrack time moves
-back (``ChangeStore.finish_history``) and the process exits 0. The write lock is held for short
-groups (``HISTORY_GROUP_MAX_S``), so the live stream's commits barely wait for it.
+back (``ChangeStore.finish_history``) and the process exits 0. Its store writes in short bursts
+of at most ``HISTORY_GROUP_MAX_S`` of reading (store.py), so the live stream's commits barely
+wait for it; it runs at a lower CPU priority (``NICE``), so on a busy machine it takes longer
+rather than take the live stream's or the relay's CPU.
 
 Reads the server; writes only the change store's history range and its meta. Started by the
 streamer (``backfill.BackfillProcess``) as ``python -m proxy.changelog.historyreader`` with its
@@ -43,7 +45,7 @@ from proxy.changelog.streamer import (
 
 log = logging.getLogger(__name__)
 
-HISTORY_GROUP_MAX_S = 0.02  # the longest the reader holds SQLite's write lock in a group
+HISTORY_GROUP_MAX_S = 0.02  # reading gathered into one burst of writes, at most
 NICE = 10  # below the live stream and the relay on a busy machine
 WAIT_FOR_RESERVATION_S = 60.0
 

@@ -46,7 +46,10 @@ files, the same tables (SQLite serialises the two writers' commits). So LSN orde
 order stay binlog order, and every reader works unchanged. The range is sized from the bytes of
 binlog the history can hold at most (a change record or a transaction takes at least one event
 of at least ``MIN_EVENT_BYTES``). The earliest backtrack time moves back only once the whole
-history is in (``finish_history``): never over a hole.
+history is in (``finish_history``): never over a hole. The history writer takes SQLite's write
+lock only for short bursts (``_flush_history``: a group kept in memory, a big transaction's
+batches committed as orphan rows that no transaction points at until it commits, deleted on an
+abort or the next open), so the live stream's commits never queue behind it for long.
 """
 
 from __future__ import annotations
