@@ -34,7 +34,10 @@ still has (``Streamer._record_gap``), on the live connection, which is all the h
 Reads the server (SHOW BINARY LOGS, and the format description at the start of each file it
 considers, over a short non-blocking binlog dump); writes only the store's meta.
 
-Measured (bench/backfill_bench.py): see docs/design.md.
+Measured (bench/backfill_bench.py, 2 loaded cores, one live write every 50 ms): while 1,000,000
+row changes of history are read, the live lag stays at p50 0.035 s, p99 0.16-0.38 s, max 0.2-0.5 s
+(bulk or 10-row transactions), and the history costs the same CPU per row change as live capture
+(ratio 0.8-1.03). docs/benchmarks.md has the table.
 """
 
 from __future__ import annotations
