@@ -49,6 +49,7 @@ import os
 import pickle
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,8 +210,16 @@ class BackfillProcess:
         self.restarts = 0
         self._backoff = 1.0
         self._next_start = 0.0
+        # ``watch`` runs in the streamer's watch thread, ``stop`` in its main one: no start after a stop.
+        self._lock = threading.Lock()
+        self._stopped = False
 
     def start(self) -> None:
+        with self._lock:
+            if not self._stopped:
+                self._start()
+
+    def _start(self) -> None:
         package_root = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
         self.process = subprocess.Popen([sys.executable, "-m", "proxy.changelog.historyreader"],
@@ -242,6 +251,8 @@ class BackfillProcess:
         return True
 
     def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
         process = self.process
         if process is None or process.poll() is not None:
             return

@@ -739,8 +739,7 @@ class Streamer:
         self._last_status = 0.0
         self._last_position_log = time.monotonic()
         self._backfill = backfill.BackfillProcess(config, log_level, log_format) if config.backfill else None
-        self._backfill_watching = False
-        self._last_backfill_watch = 0.0
+        self._backfill_thread: threading.Thread | None = None
         self._wal_thread: threading.Thread | None = None
         self._wal_written = threading.Event()  # set when the store commits: a checkpoint is due
         self.store.on_commit = self._wal_written.set
@@ -840,9 +839,6 @@ class Streamer:
                 log.info("retention: evicted %d transactions (%d bytes); earliest backtrack time now %s",
                          result.transactions, result.bytes, result.earliest_backtrack_time_us)
             self._check_window_alert()
-        if self._backfill_watching and now - self._last_backfill_watch >= 1.0:
-            self._last_backfill_watch = now
-            self._watch_backfill()
         self._write_status()
         if now - self._last_position_log >= 60:
             self._last_position_log = now
@@ -857,11 +853,23 @@ class Streamer:
         history = self.store.history_range()
         if self._backfill is not None and history is not None and not history.done:
             self._backfill.start()
-            self._backfill_watching = True
+            self._backfill_thread = threading.Thread(target=self._watch_backfill, name="auroratrack-backfill-watch",
+                                                     daemon=True)
+            self._backfill_thread.start()
 
     def _watch_backfill(self) -> None:
-        history = self.store.history_range()
-        self._backfill_watching = self._backfill.watch(history is not None and history.done)
+        """Once a second, in a thread of its own (an idle server brings no events to do it
+        between): start the history reader again if it died before the history was in."""
+        reader = ChangeStore(self.config.store_path, readonly=True)
+        try:
+            while not self.stop.wait(1.0):
+                history = reader.history_range()
+                if not self._backfill.watch(history is not None and history.done):
+                    return
+        except Exception:  # a bug here must not end capture; the next streamer start tries again
+            log.exception("backfill: watching the history reader failed")
+        finally:
+            reader.close()
 
     def _check_window_alert(self) -> None:
         if not self.config.window_s:
@@ -995,6 +1003,8 @@ class Streamer:
         self.request_stop()
         if self._backfill is not None:
             self._backfill.stop()
+        if self._backfill_thread is not None:
+            self._backfill_thread.join(5)
         if self._wal_thread is not None:
             # Its connection closes first: the store's own close is then the last one, which
             # folds the WAL into the database and deletes it (else it stays on disk, counted).

@@ -393,3 +393,51 @@ def test_a_binlog_purged_before_backfill_reads_it_is_a_gap(own_server, tmp_path:
         assert gap.lost_from == f"{lost_file}:4"
     finally:
         store.close()
+
+
+def purge_all_but_the_newest(server) -> str:
+    with server.connect() as conn, conn.cursor() as cur:
+        cur.execute("FLUSH BINARY LOGS")
+        newest, _ = current_binlog_position(conn)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # MariaDB keeps a file until its binlog checkpoint passed
+            cur.execute(f"PURGE BINARY LOGS TO '{newest}'")
+            cur.execute("SHOW BINARY LOGS")
+            if [row[0] for row in cur.fetchall()] == [newest]:
+                return newest
+            time.sleep(0.2)
+    raise AssertionError("the server kept its older binlogs")
+
+
+def test_history_purged_while_it_is_read_is_lost_and_never_claimed(own_server, tmp_path: Path):
+    run(own_server, None, "CREATE DATABASE IF NOT EXISTS bf_lost")
+    run(own_server, "bf_lost", "CREATE TABLE t (id INT PRIMARY KEY)")
+    for i in range(20):
+        run(own_server, "bf_lost", f"INSERT INTO t VALUES ({i})")
+    store_path = tmp_path / "changes.db"
+    streamer = StreamerProcess(own_server, store_path, "--backfill", "--backfill-pause-s", "0.5").start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the reader is in the middle of the history
+            checkpoint = history_checkpoint(store_path)
+            if checkpoint and checkpoint.last_txn_id:
+                break
+            time.sleep(0.05)
+        [reader_pid] = re.findall(r"history reader started \(pid (\d+)\)", streamer.log_text())
+        os.kill(int(reader_pid), signal.SIGKILL)  # the streamer starts it again, after a second
+        purge_all_but_the_newest(own_server)
+        lost = wait_backfilled(store_path)
+        run(own_server, "bf_lost", "INSERT INTO t VALUES (100)")
+        wait_caught_up(own_server, store_path, process=streamer)  # the live stream goes on
+    finally:
+        streamer.stop()
+    assert lost["state"] == "lost" and lost["lost"]  # the reason
+    assert "history reader exited" in streamer.log_text()
+    store = ChangeStore(store_path, readonly=True)
+    try:
+        # Nothing of the history is claimed: the window still starts when capture did.
+        assert store.earliest_backtrack_time_us() == int(store.get_meta("capture_started_us"))
+        assert store.history_range().done and store.gaps() == []
+        assert any(t.statements and t.statements[0] == "INSERT INTO t VALUES (100)" for t in store.transactions())
+    finally:
+        store.close()
