@@ -72,14 +72,14 @@ import logging
 import re
 from dataclasses import dataclass
 
-from proxy import ddlops, ddlpartitions, ddlsave, ddlviews
+from proxy import ddlops, ddlpartitions, ddlroutines, ddlsave, ddlviews
 from proxy.ddldefs import column_names, inverse_alter, lost_columns, primary_key
 from proxy.ddllink import Executor, Result
 from proxy.ddlops import HOLD_SCHEMA, Journal, Op, Swap, qname, quote, tag
 
 log = logging.getLogger(__name__)
 
-KINDS = frozenset({"create", "rename", "alter", "noop", "view"})
+KINDS = frozenset({"create", "rename", "alter", "noop", "view", "routine"})
 _NAME = r"(?:`(?:[^`]|``)+`|[A-Za-z0-9_$]+)"
 _QNAME = rf"({_NAME})(?:\s*\.\s*({_NAME}))?"
 PREFIX = re.compile(rb"\s*(?:/\*.*?\*/\s*)*(?:create\s+(?:or\s+replace\s+)?table|rename\s+tables?|"
@@ -136,6 +136,7 @@ class Recorded:
     # The server logs the statement rebuilt, without the op's tag (CREATE ... SELECT, views):
     # the op is found in the log by its GTID instead.
     by_gtid: bool = False
+    routine: ddlroutines.Routine | None = None  # kind routine: what proxy.ddlroutines parsed
 
 
 def _unquote(name: str | None) -> str | None:
@@ -191,6 +192,18 @@ def parse(query: bytes) -> Recorded | None:
     return None
 
 
+def parse_routine(query: bytes, multi_statements: bool) -> Recorded | None:
+    """The trigger, procedure, function or event DDL proxy.ddlroutines records, or None
+    (``multi_statements``: the session's CLIENT_MULTI_STATEMENTS)."""
+    if not ddlroutines.PREFIX.match(query, 0, 200) or not query.isascii():
+        return None
+    text = query.decode("ascii")
+    routine = ddlroutines.parse(_strip_comments(text).rstrip().rstrip(";").rstrip(), multi_statements)
+    if routine is None:
+        return None
+    return _checked(Recorded("routine", text, routine.names, by_gtid=True, routine=routine))
+
+
 def _alter(text: str, body: str, found: re.Match) -> Recorded:
     table = _pair(found.group(1), found.group(2))
     alone = _ALTER_RENAME_ONLY.match(body, found.end())
@@ -226,6 +239,8 @@ def record(session: Executor, control: Executor, journal: Journal, statement: Re
     names = [(db or current_db, name) for db, name in statement.tables]
     if statement.kind == "view":
         return ddlviews.record(session, journal, statement.text, names)
+    if statement.kind == "routine":
+        return ddlroutines.record(session, journal, statement.text, names, statement.routine)
     op = Op(ddlops.new_op_id(), statement.kind, statement.text, [], created_us=ddlops.now_us(),
             change={"tables": [list(n) for n in names]})
     held = None  # CREATE OR REPLACE: the replaced table's held op
@@ -331,6 +346,8 @@ def recover(journal: Journal, control: Executor) -> list[str]:
         now = _show_create(control, *names[-1 if op.kind == "alter" else 0])
         if op.kind == "view":
             happened = ddlviews.happened(control, op)
+        elif op.kind == "routine":
+            happened = ddlroutines.happened(control, op)
         elif op.kind == "rename":
             happened = now is None
         elif op.kind == "create":
@@ -355,6 +372,8 @@ def describe_undo(op: Op) -> str | None:
         return None
     if op.kind == "view":
         return ddlviews.describe_undo(op)
+    if op.kind == "routine":
+        return ddlroutines.describe_undo(op)
     if op.change.get("whole"):
         return ddlsave.describe_swap_back(op)
     names = [tuple(n) for n in op.change["tables"]]
@@ -377,6 +396,8 @@ def undo(ex: Executor, journal: Journal, op: Op) -> str | None:
         return None
     if op.kind == "view":
         return ddlviews.undo(ex, journal, op)
+    if op.kind == "routine":
+        return ddlroutines.undo(ex, journal, op)
     if op.change.get("whole"):  # the saved table swapped back in (proxy.ddlsave)
         return ddlsave.swap_back(ex, journal, op)
     if op.change.get("partitions") is not None:
@@ -421,5 +442,5 @@ def undo(ex: Executor, journal: Journal, op: Op) -> str | None:
     return inverse.op_id
 
 
-__all__ = ["KINDS", "PREFIX", "Recorded", "describe_undo", "inverse_alter", "parse", "quote", "record", "recover",
-           "undo"]
+__all__ = ["KINDS", "PREFIX", "Recorded", "describe_undo", "inverse_alter", "parse", "parse_routine", "quote", "record",
+           "recover", "undo"]
