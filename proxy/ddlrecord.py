@@ -1,16 +1,17 @@
-"""Recorded DDL: CREATE/RENAME/ALTER TABLE, CREATE/DROP INDEX and views from clients, made invertible.
+"""Recorded DDL: CREATE/RENAME/ALTER TABLE, indexes, views and stored programs from clients, made invertible.
 
 DESIGN.md decision 12, the DDL that is not a DROP/TRUNCATE. proxy.ddlhold claims these statements as it
 claims DROP/TRUNCATE (the same relay hook, session link and journal); this module runs them as
-*recorded ops* (proxy.ddlops.Op, kind ``create`` | ``rename`` | ``alter`` | ``view``):
+*recorded ops* (proxy.ddlops.Op, kind ``create`` | ``rename`` | ``alter`` | ``view`` | ``routine``):
 
   1. the definition before (``SHOW CREATE TABLE`` on the client's own session) goes into the
      journal with the op, state ``started``;
   2. the client's statement runs on its own session, unchanged but for the op's tag in front
      (``/* auroratrack ddl op=ID */``): its binlog event is the op's, and the planner finds it
      there as it finds a held DROP's RENAME (proxy.ddlundo splits the backtrack at it). The
-     server logs CREATE TABLE ... SELECT and view DDL rebuilt, without the tag: those ops are
-     known by the GTID the server gave them (``ddlops.note_gtid``);
+     server logs CREATE TABLE ... SELECT, view DDL and CREATE TRIGGER/PROCEDURE/FUNCTION/EVENT
+     rebuilt, without the tag: those ops are known by the GTID the server gave them
+     (``ddlops.note_gtid``);
   3. the definition after goes into the journal, state ``done`` (an error: ``failed``, and the
      server's own answer goes to the client).
 
@@ -26,7 +27,10 @@ Inverting (``undo``, run by proxy.ddlundo between the row steps of a backtrack, 
     definitions, indexes, foreign keys, checks, COMMENT, ENGINE and ROW_FORMAT put back), as a
     new ``alter`` op whose own inverse is the forward; or, for what was saved first (below), a
     swap or a re-insert;
-  * ``view``: proxy.ddlviews (the definition before put back, or the view dropped).
+  * ``view``: proxy.ddlviews (the definition before put back, or the view dropped);
+  * ``routine`` (CREATE/ALTER/DROP TRIGGER, PROCEDURE, FUNCTION, EVENT; ``parse_routine``, a
+    plain query only): proxy.ddlroutines (the definition before put back with the session
+    settings it was made with and a trigger's place in its table's order, or the object dropped).
 
 Row images logged before a recorded DDL are decoded with the table map they were logged with
 (the store keeps one per layout, with the column names under binlog_row_metadata=FULL), and the
@@ -55,7 +59,11 @@ Not recorded (runs as sent; a backtrack across it is a DDL conflict, as before):
 TABLESPACE, EXCHANGE PARTITION, SYSTEM VERSIONING; a save that cannot be made (a table other
 tables' foreign keys reference, a system-versioned table, the server refuses the copy); CREATE
 TEMPORARY TABLE; statements with comments inside; on a server
-without @@last_gtid (MySQL), CREATE TABLE ... SELECT and CREATE/ALTER VIEW stay conflicts.
+without @@last_gtid (MySQL), CREATE TABLE ... SELECT, CREATE/ALTER VIEW and CREATE TRIGGER/
+PROCEDURE/FUNCTION/EVENT stay conflicts. Stored programs (proxy.ddlroutines): a definition the
+client's session may not read; a body with a semicolon (BEGIN ... END) from a session with
+CLIENT_MULTI_STATEMENTS; prepared (COM_STMT_PREPARE, SQL PREPARE) or inside a multi-statement
+script; CREATE FUNCTION ... SONAME and DROP FUNCTION of no stored function (UDFs).
 Saves wait at most ``ddlsave.SAVE_LOCK_WAIT_S`` for a lock (the client may hold the table with
 LOCK TABLES while it waits for its ALTER): then the ALTER runs as sent, unrecorded.
 Limits: a write by another session between the save and the ALTER is not in the saved data (the

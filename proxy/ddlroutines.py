@@ -51,8 +51,8 @@ _ACCOUNT_PART = r"(?:`(?:[^`]|``)*`|'(?:[^'\\]|\\.|'')*'|\"[^\"]*\"|[^\s@]+)"
 _DEFINER = rf"(?:DEFINER\s*=\s*{_ACCOUNT_PART}(?:\s*@\s*{_ACCOUNT_PART})?\s+)?"
 _OBJECTS = r"(TRIGGER|PROCEDURE|FUNCTION|EVENT)"
 # What proxy.ddlhold sends here (the first words only; ``parse`` reads the rest).
-PREFIX = re.compile(rb"\s*(?:/\*.*?\*/\s*)*(?:(?:create(?:\s+or\s+replace)?|alter)\s+(?:definer\s*=\s*\S+\s+)?"
-                    rb"(?:aggregate\s+)?|drop\s+)(?:trigger|procedure|function|event)\b", re.IGNORECASE | re.DOTALL)
+PREFIX = re.compile(rf"\s*(?:/\*.*?\*/\s*)*(?:(?:create(?:\s+or\s+replace)?|alter)\s+{_DEFINER}(?:aggregate\s+)?|"
+                    rf"drop\s+)(?:trigger|procedure|function|event)\b".encode(), re.IGNORECASE | re.DOTALL)
 _CREATE = re.compile(rf"\s*CREATE\s+(?:OR\s+REPLACE\s+)?{_DEFINER}(?:AGGREGATE\s+)?{_OBJECTS}\s+"
                      rf"(?:IF\s+NOT\s+EXISTS\s+)?{_QNAME}", re.IGNORECASE)
 _ALTER = re.compile(rf"\s*ALTER\s+{_DEFINER}(PROCEDURE|FUNCTION|EVENT)\s+{_QNAME}", re.IGNORECASE)
