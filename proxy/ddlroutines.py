@@ -26,9 +26,10 @@ server's SHOW CREATE TRIGGER leaves those clauses out). Of several statements on
 carries the op's bare tag and GTID: the op is found once in the log.
 
 Not recorded (runs as sent, a DDL conflict as before): a statement whose definition the client's
-session cannot read (SHOW CREATE needs privileges); a body with a semicolon (BEGIN ... END) from
-a session with CLIENT_MULTI_STATEMENTS (the text could hold a second statement); DROP FUNCTION of
-no stored function (maybe a UDF); CREATE FUNCTION ... SONAME (a UDF); comments inside the text.
+session cannot read (SHOW CREATE needs privileges) or that is neither ASCII nor made in UTF-8; a
+body with a semicolon (BEGIN ... END) from a session with CLIENT_MULTI_STATEMENTS (the text could
+hold a second statement); DROP FUNCTION of no stored function (maybe a UDF); CREATE FUNCTION ...
+SONAME (a UDF); comments inside the text; prepared or in a multi-statement script.
 Limits: the re-created program gets a new created/modified time; its DEFINER must be one
 auroratrack's user may name; an event's schedule is put back as written (a one-time event whose
 time has passed is dropped by the server at once).
@@ -172,7 +173,7 @@ def record(session: Executor, journal: Journal, statement: str, names: list[tupl
     cannot be read or a DROP FUNCTION finds no stored function (it may drop a UDF)."""
     obj = routine.object
     try:
-        before = [show(session, obj, *n) for n in names]
+        before = [_faithful(show(session, obj, *n)) for n in names]
     except Unreadable:
         return session.run(statement)
     if obj == "FUNCTION" and routine.verb == "DROP" and before[0] is None:
@@ -185,13 +186,23 @@ def record(session: Executor, journal: Journal, statement: str, names: list[tupl
     op.state = "failed"
     if result.ok:
         try:
-            op.change["after"] = [show(session, obj, *n) for n in names]
+            op.change["after"] = [_faithful(show(session, obj, *n)) for n in names]
             op.state = "done"
         except Unreadable:  # (made with a DEFINER the session cannot read: a conflict at backtrack)
             pass
         ddlops.note_gtid(session, op, prior)
     journal.save(op)
     return result
+
+
+def _faithful(definition: dict | None) -> dict | None:
+    """``definition``, if it can be made again as it is: the session link reads text as UTF-8
+    (a byte it cannot decode comes back as U+FFFD) and auroratrack's connection sends UTF-8, so
+    a definition made in another character set must be ASCII."""
+    if definition is not None and not definition["create"].isascii() and (
+            "\ufffd" in definition["create"] or not definition["charset"].startswith("utf8")):
+        raise Unreadable(f"definition in {definition['charset']} with non-ASCII text")
+    return definition
 
 
 def happened(ex: Executor, op: Op) -> bool:

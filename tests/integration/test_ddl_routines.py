@@ -9,6 +9,9 @@ from __future__ import annotations
 import pymysql
 import pytest
 
+from proxy import ddlrecord, ddlroutines
+from proxy.ddllink import PyMySQLExecutor
+from proxy.ddlops import Journal, Op
 from tests.integration.backtrack_support import backtrack, connect_via, wait_captured
 from tests.integration.test_ddl_backtrack import assert_same, execute, moment, schema_snapshot
 
@@ -82,6 +85,43 @@ def test_triggers_created_reordered_replaced_and_dropped(svc, mysql_server, data
     assert inserting(snaps[3]) == ["t_c", "t_b", "t_a"] and inserting(snaps[4]) == ["t_c", "t_a"]
     assert inserting(snaps[5]) == ["t_a"] and "trigger t_w" in snaps[5]
     assert snaps[2]["trigger t_c"][0] == "ANSI_QUOTES" and snaps[2]["trigger t_c"][2] == "latin1"
+
+
+def test_triggers_of_a_table_held_by_drop_table_and_of_its_successor(svc, mysql_server, database):
+    """A trigger recorded by its CREATE goes with its table into the hold (as a definition) and
+    comes back with it; a new table under the same name gets a trigger of its own."""
+    snaps = step_by_step(svc, mysql_server, database, [
+        "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))", "INSERT INTO t VALUES (1, 'one')",
+    ], [
+        ["CREATE TRIGGER t_a BEFORE INSERT ON t FOR EACH ROW SET NEW.v = CONCAT('a', NEW.id)",
+         "INSERT INTO t (id) VALUES (2)"],
+        ["DROP TABLE t"],
+        ["CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))",
+         "CREATE TRIGGER t_a BEFORE INSERT ON t FOR EACH ROW SET NEW.v = CONCAT('new', NEW.id)",
+         "INSERT INTO t (id) VALUES (3)"],
+    ], force=True)
+    assert "trigger t_a" in snaps[1] and "trigger t_a" not in snaps[2] and "'new'" in snaps[3]["trigger t_a"][1]
+
+
+def test_routine_ops_a_crash_left_started_are_settled(mysql_server, database, tmp_path):
+    """ddlrecord.recover at start: a CREATE PROCEDURE that ran is done; a DROP EVENT that never
+    ran is failed (the event is as it was)."""
+    journal = Journal(tmp_path / "ddl.db")
+    try:
+        with mysql_server.connect(database) as conn:
+            control = PyMySQLExecutor(conn)
+            control.run("CREATE EVENT e ON SCHEDULE AT '2035-01-01 00:00:00' DISABLE DO SELECT 1")
+            made = Op("r1", "routine", "CREATE PROCEDURE p() SELECT 1", [], created_us=1,
+                      change={"object": "PROCEDURE", "tables": [[database, "p"]], "before": [None]})
+            kept = Op("r2", "routine", "DROP EVENT e", [], created_us=2,
+                      change={"object": "EVENT", "tables": [[database, "e"]],
+                              "before": [ddlroutines.show(control, "EVENT", database, "e")]})
+            control.run("CREATE PROCEDURE p() SELECT 1")  # ... then the process died
+            for op in (made, kept):
+                journal.save(op)
+            assert ddlrecord.recover(journal, control) == ["op r1 (routine) done", "op r2 (routine) failed"]
+    finally:
+        journal.close()
 
 
 def test_procedures_created_altered_replaced_and_dropped(svc, mysql_server, database):
