@@ -139,16 +139,19 @@ def show(ex: Executor, obj: str, db: str, name: str) -> dict | None:
 
 def _triggers(ex: Executor, db: str) -> list[tuple[str, list[str]]]:
     """(trigger, [table, timing, event]) of schema ``db``, in ACTION_ORDER."""
-    listed = ddlops._must(ex.run(
-        "/* auroratrack ddl */ SELECT TRIGGER_NAME, EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION "
-        f"FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = {sql_string(db)} ORDER BY ACTION_ORDER"))
+    listed = ex.run("/* auroratrack ddl */ SELECT TRIGGER_NAME, EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION "
+                    f"FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = {sql_string(db)} ORDER BY ACTION_ORDER")
+    if not listed.ok:
+        raise Unreadable(f"{listed.errno} {listed.message}")
     return [(row[0], [row[1], row[2], row[3]]) for row in listed.rows]
 
 
 def _trigger_place(ex: Executor, db: str, name: str) -> tuple[list[str], list[str]]:
     """The trigger's [table, timing, event] and the triggers sharing them, in ACTION_ORDER."""
     listed = _triggers(ex, db)
-    group = next(g for n, g in listed if n == name)
+    group = next((g for n, g in listed if n == name), None)
+    if group is None:  # (not listed to this session)
+        raise Unreadable(f"trigger {db}.{name} is not in information_schema.TRIGGERS")
     return group, [n for n, g in listed if g == group]
 
 

@@ -133,11 +133,26 @@ def test_procedures_created_altered_replaced_and_dropped(svc, mysql_server, data
          "SET SESSION sql_mode = DEFAULT", "CALL p(2)"],
         ["ALTER PROCEDURE p SQL SECURITY INVOKER COMMENT 'second'", "CALL p(3)"],
         ["CREATE OR REPLACE DEFINER = CURRENT_USER PROCEDURE p(x INT) UPDATE t SET v = 'q' WHERE id = x", "CALL p(1)"],
-        ["CREATE PROCEDURE IF NOT EXISTS p2() DELETE FROM t WHERE id = 2", "CALL p2()"],
+        ["CREATE PROCEDURE IF NOT EXISTS p2() DELETE FROM t WHERE id = 2", "CALL p2()",
+         # a compound body: recorded, as this client did not ask for multi-statements
+         "CREATE PROCEDURE p3() BEGIN INSERT INTO t VALUES (5, 'five'); UPDATE t SET v = 'x' WHERE id = 5; END",
+         "CALL p3()"],
         ["DROP PROCEDURE p", "DROP PROCEDURE IF EXISTS p2", "INSERT INTO t VALUES (4, 'plain')"],
     ])
     assert snaps[1]["procedure p"][1] == "PIPES_AS_CONCAT" and "'second'" in snaps[2]["procedure p"][2]
-    assert "procedure p" not in snaps[-1] and "procedure p2" in snaps[-2]
+    assert "procedure p" not in snaps[-1] and "procedure p2" in snaps[-2] and "procedure p3" in snaps[-1]
+
+
+def test_compound_body_from_a_multi_statement_session_stays_a_conflict(svc, mysql_server, database):
+    """With CLIENT_MULTI_STATEMENTS the text after a ';' could be another statement: the CREATE
+    runs as sent, unrecorded, and a backtrack across it is refused as DDL."""
+    client = connect_via(svc, mysql_server, database, client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS)
+    before_at = moment(svc, mysql_server)
+    execute(client, "CREATE PROCEDURE p() BEGIN SELECT 1; SELECT 2; END")
+    moment(svc, mysql_server)
+    assert not [op for op in svc.service.ddl_holder.journal.ops() if op.kind == "routine"]
+    record = backtrack(svc, before_at)
+    assert record.status == "failed" and any(c["kind"] == "ddl" for c in record.conflicts), record.conflicts
 
 
 def test_functions_created_altered_replaced_and_dropped(svc, mysql_server, database):
