@@ -52,7 +52,7 @@ import pymysql
 import sqlglot
 from sqlglot import exp
 
-from proxy import ddlops, ddlprepare, ddlrecord, ddlretention, ddlscript, wire
+from proxy import ddlops, ddlprepare, ddlrecord, ddlretention, ddlroutines, ddlscript, wire
 from proxy.ddllink import PyMySQLExecutor, Result, SessionExecutor, SessionLink, reframe
 from proxy.ddlops import HOLD_SCHEMA, Journal, Op, Swap, qname, quote, sql_string
 from proxy.ddlretention import HeldTable
@@ -67,10 +67,11 @@ log = logging.getLogger(__name__)
 # Also c/C, a/A, r/R: CREATE/ALTER/RENAME TABLE are recorded (proxy.ddlrecord).
 # Also p/P, e/E: SQL-level PREPARE / EXECUTE of a held DDL (proxy.ddlprepare).
 FIRST_BYTES = frozenset(b"dDtTcCaArRpPeE \t\r\n/")
-# (with what proxy.ddlrecord records: CREATE INDEX, DROP INDEX, views... its PREFIX)
+# (with what proxy.ddlrecord records: CREATE INDEX, DROP INDEX, views... its PREFIX; and stored
+# programs, proxy.ddlroutines)
 _PREFIX = re.compile(rb"\s*(?:/\*.*?\*/\s*)*(drop\s+(?:table|database|schema)|truncate|create\s+table|"
-                     rb"rename\s+tables?|alter\s+(?:online\s+)?table)\b|" + ddlrecord.PREFIX.pattern,
-                     re.IGNORECASE | re.DOTALL)
+                     rb"rename\s+tables?|alter\s+(?:online\s+)?table)\b|" + ddlrecord.PREFIX.pattern + rb"|"
+                     + ddlroutines.PREFIX.pattern, re.IGNORECASE | re.DOTALL)
 # Never held: the server's own schemas and auroratrack's.
 _SYSTEM_SCHEMAS = frozenset({"mysql", "information_schema", "performance_schema", "sys", HOLD_SCHEMA, "auroratrack"})
 _IN_TRANS = int(wire.ServerStatus.SERVER_STATUS_IN_TRANS)
@@ -204,7 +205,9 @@ class DdlHolder:
             session.ddl_begin()
             asyncio.get_running_loop().create_task(self._serve_prepare(session, statement))
             return True
-        statement = parse_statement(query)
+        # Stored-program DDL: a plain query only (the server prepares none of it).
+        statement = ddlrecord.parse_routine(query, bool(tracker.capabilities & _MULTI_STATEMENTS)) \
+            or parse_statement(query)
         if statement is None:
             script = ddlscript.split(query) if b";" in query and tracker.capabilities & _MULTI_STATEMENTS else None
             if script is None or parse_statement(script[0]) is None:

@@ -1,16 +1,17 @@
-"""Recorded DDL: CREATE/RENAME/ALTER TABLE, CREATE/DROP INDEX and views from clients, made invertible.
+"""Recorded DDL: CREATE/RENAME/ALTER TABLE, indexes, views and stored programs from clients, made invertible.
 
 DESIGN.md decision 12, the DDL that is not a DROP/TRUNCATE. proxy.ddlhold claims these statements as it
 claims DROP/TRUNCATE (the same relay hook, session link and journal); this module runs them as
-*recorded ops* (proxy.ddlops.Op, kind ``create`` | ``rename`` | ``alter`` | ``view``):
+*recorded ops* (proxy.ddlops.Op, kind ``create`` | ``rename`` | ``alter`` | ``view`` | ``routine``):
 
   1. the definition before (``SHOW CREATE TABLE`` on the client's own session) goes into the
      journal with the op, state ``started``;
   2. the client's statement runs on its own session, unchanged but for the op's tag in front
      (``/* auroratrack ddl op=ID */``): its binlog event is the op's, and the planner finds it
      there as it finds a held DROP's RENAME (proxy.ddlundo splits the backtrack at it). The
-     server logs CREATE TABLE ... SELECT and view DDL rebuilt, without the tag: those ops are
-     known by the GTID the server gave them (``ddlops.note_gtid``);
+     server logs CREATE TABLE ... SELECT, view DDL and CREATE TRIGGER/PROCEDURE/FUNCTION/EVENT
+     rebuilt, without the tag: those ops are known by the GTID the server gave them
+     (``ddlops.note_gtid``);
   3. the definition after goes into the journal, state ``done`` (an error: ``failed``, and the
      server's own answer goes to the client).
 
@@ -26,7 +27,10 @@ Inverting (``undo``, run by proxy.ddlundo between the row steps of a backtrack, 
     definitions, indexes, foreign keys, checks, COMMENT, ENGINE and ROW_FORMAT put back), as a
     new ``alter`` op whose own inverse is the forward; or, for what was saved first (below), a
     swap or a re-insert;
-  * ``view``: proxy.ddlviews (the definition before put back, or the view dropped).
+  * ``view``: proxy.ddlviews (the definition before put back, or the view dropped);
+  * ``routine`` (CREATE/ALTER/DROP TRIGGER, PROCEDURE, FUNCTION, EVENT; ``parse_routine``, a
+    plain query only): proxy.ddlroutines (the definition before put back with the session
+    settings it was made with and a trigger's place in its table's order, or the object dropped).
 
 Row images logged before a recorded DDL are decoded with the table map they were logged with
 (the store keeps one per layout, with the column names under binlog_row_metadata=FULL), and the
@@ -55,7 +59,11 @@ Not recorded (runs as sent; a backtrack across it is a DDL conflict, as before):
 TABLESPACE, EXCHANGE PARTITION, SYSTEM VERSIONING; a save that cannot be made (a table other
 tables' foreign keys reference, a system-versioned table, the server refuses the copy); CREATE
 TEMPORARY TABLE; statements with comments inside; on a server
-without @@last_gtid (MySQL), CREATE TABLE ... SELECT and CREATE/ALTER VIEW stay conflicts.
+without @@last_gtid (MySQL), CREATE TABLE ... SELECT, CREATE/ALTER VIEW and CREATE TRIGGER/
+PROCEDURE/FUNCTION/EVENT stay conflicts. Stored programs (proxy.ddlroutines): a definition the
+client's session may not read; a body with a semicolon (BEGIN ... END) from a session with
+CLIENT_MULTI_STATEMENTS; prepared (COM_STMT_PREPARE, SQL PREPARE) or inside a multi-statement
+script; CREATE FUNCTION ... SONAME and DROP FUNCTION of no stored function (UDFs).
 Saves wait at most ``ddlsave.SAVE_LOCK_WAIT_S`` for a lock (the client may hold the table with
 LOCK TABLES while it waits for its ALTER): then the ALTER runs as sent, unrecorded.
 Limits: a write by another session between the save and the ALTER is not in the saved data (the
@@ -72,14 +80,14 @@ import logging
 import re
 from dataclasses import dataclass
 
-from proxy import ddlops, ddlpartitions, ddlsave, ddlviews
+from proxy import ddlops, ddlpartitions, ddlroutines, ddlsave, ddlviews
 from proxy.ddldefs import column_names, inverse_alter, lost_columns, primary_key
 from proxy.ddllink import Executor, Result
 from proxy.ddlops import HOLD_SCHEMA, Journal, Op, Swap, qname, quote, tag
 
 log = logging.getLogger(__name__)
 
-KINDS = frozenset({"create", "rename", "alter", "noop", "view"})
+KINDS = frozenset({"create", "rename", "alter", "noop", "view", "routine"})
 _NAME = r"(?:`(?:[^`]|``)+`|[A-Za-z0-9_$]+)"
 _QNAME = rf"({_NAME})(?:\s*\.\s*({_NAME}))?"
 PREFIX = re.compile(rb"\s*(?:/\*.*?\*/\s*)*(?:create\s+(?:or\s+replace\s+)?table|rename\s+tables?|"
@@ -136,6 +144,7 @@ class Recorded:
     # The server logs the statement rebuilt, without the op's tag (CREATE ... SELECT, views):
     # the op is found in the log by its GTID instead.
     by_gtid: bool = False
+    routine: ddlroutines.Routine | None = None  # kind routine: what proxy.ddlroutines parsed
 
 
 def _unquote(name: str | None) -> str | None:
@@ -191,6 +200,18 @@ def parse(query: bytes) -> Recorded | None:
     return None
 
 
+def parse_routine(query: bytes, multi_statements: bool) -> Recorded | None:
+    """The trigger, procedure, function or event DDL proxy.ddlroutines records, or None
+    (``multi_statements``: the session's CLIENT_MULTI_STATEMENTS)."""
+    if not ddlroutines.PREFIX.match(query, 0, 200) or not query.isascii():
+        return None
+    text = query.decode("ascii")
+    routine = ddlroutines.parse(_strip_comments(text).rstrip().rstrip(";").rstrip(), multi_statements)
+    if routine is None:
+        return None
+    return _checked(Recorded("routine", text, routine.names, by_gtid=True, routine=routine))
+
+
 def _alter(text: str, body: str, found: re.Match) -> Recorded:
     table = _pair(found.group(1), found.group(2))
     alone = _ALTER_RENAME_ONLY.match(body, found.end())
@@ -226,6 +247,8 @@ def record(session: Executor, control: Executor, journal: Journal, statement: Re
     names = [(db or current_db, name) for db, name in statement.tables]
     if statement.kind == "view":
         return ddlviews.record(session, journal, statement.text, names)
+    if statement.kind == "routine":
+        return ddlroutines.record(session, journal, statement.text, names, statement.routine)
     op = Op(ddlops.new_op_id(), statement.kind, statement.text, [], created_us=ddlops.now_us(),
             change={"tables": [list(n) for n in names]})
     held = None  # CREATE OR REPLACE: the replaced table's held op
@@ -331,6 +354,8 @@ def recover(journal: Journal, control: Executor) -> list[str]:
         now = _show_create(control, *names[-1 if op.kind == "alter" else 0])
         if op.kind == "view":
             happened = ddlviews.happened(control, op)
+        elif op.kind == "routine":
+            happened = ddlroutines.happened(control, op)
         elif op.kind == "rename":
             happened = now is None
         elif op.kind == "create":
@@ -355,6 +380,8 @@ def describe_undo(op: Op) -> str | None:
         return None
     if op.kind == "view":
         return ddlviews.describe_undo(op)
+    if op.kind == "routine":
+        return ddlroutines.describe_undo(op)
     if op.change.get("whole"):
         return ddlsave.describe_swap_back(op)
     names = [tuple(n) for n in op.change["tables"]]
@@ -377,6 +404,8 @@ def undo(ex: Executor, journal: Journal, op: Op) -> str | None:
         return None
     if op.kind == "view":
         return ddlviews.undo(ex, journal, op)
+    if op.kind == "routine":
+        return ddlroutines.undo(ex, journal, op)
     if op.change.get("whole"):  # the saved table swapped back in (proxy.ddlsave)
         return ddlsave.swap_back(ex, journal, op)
     if op.change.get("partitions") is not None:
@@ -421,5 +450,5 @@ def undo(ex: Executor, journal: Journal, op: Op) -> str | None:
     return inverse.op_id
 
 
-__all__ = ["KINDS", "PREFIX", "Recorded", "describe_undo", "inverse_alter", "parse", "quote", "record", "recover",
-           "undo"]
+__all__ = ["KINDS", "PREFIX", "Recorded", "describe_undo", "inverse_alter", "parse", "parse_routine", "quote", "record",
+           "recover", "undo"]

@@ -8,9 +8,10 @@ under the backtrack's fence and paused gate, as steps newest first:
   ->  rows between it and the op before (one transaction)  ->  ...  ->  rows after the point.
 
 The same holds for the recorded DDL of proxy.ddlrecord (CREATE/RENAME/ALTER TABLE, indexes,
-views: the client's statement tagged with its op id, or known by its GTID when the server logs
-it rebuilt): its undo is ``ddlrecord.undo`` (rename back, ALTER back plus the saved columns or
-partition rows, the saved table swapped back in, the view put back), or for a CREATE the
+views, stored programs: the client's statement tagged with its op id, or known by its GTID when
+the server logs it rebuilt): its undo is ``ddlrecord.undo`` (rename back, ALTER back plus the
+saved columns or partition rows, the saved table swapped back in, the view, trigger, routine or
+event put back), or for a CREATE the
 held-table path below (the table moved aside). An op's own transaction is in no stretch (the
 rows of a CREATE ... SELECT go and come back with its table). Rows of each stretch are decoded
 with the table maps they were logged with, and applied while the table has that layout.
