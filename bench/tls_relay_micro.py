@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""The relay's cost per round trip over two TLS legs: uvloop's SSLProtocol against our pump.
+
+A bare relay (no MySQL framing, no tracker: only what TLS costs) runs in this process on uvloop:
+each client connection gets its own connection to an echo server, and the bytes go both ways
+through the leg's TLS transport, made by ``proxy.tlsupgrade.upgrade`` ("uvloop": the loop's own
+TLS protocol, what the relay used first) or ``proxy.tlspump.upgrade`` ("pump"), or no TLS at
+all ("plain", the floor). The clients and the echo server are child processes with blocking
+``ssl`` sockets, so this process's CPU is the relay's alone.
+
+Each client sends ``--request``-byte messages and waits for a ``--response``-byte answer,
+``--pairs`` times, after a warm-up; the CPU this process spends between the start and the end of
+the timed part (user and system, from ``getrusage``) divided by the round trips is the figure
+that matters: µs of relay CPU per round trip (4 TLS record operations with TLS). Wall-clock
+µs per round trip is printed too; it moves with the machine's load.
+
+Usage: ``.venv/bin/python bench/tls_relay_micro.py [--pairs 20000 --clients 4 --repeat 3]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import resource
+import socket
+import ssl
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import uvloop  # noqa: E402
+
+from proxy import tlspump, tlsupgrade  # noqa: E402
+from proxy.tls import ensure_self_signed  # noqa: E402
+
+WARMUP = 200
+
+
+def _contexts(cert: Path, key: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(str(cert), str(key))
+    client = ssl.create_default_context(cafile=str(cert))
+    return server, client
+
+
+def _recv_exactly(sock, n: int) -> None:
+    while n > 0:
+        chunk = sock.recv(n)
+        if not chunk:
+            raise ConnectionError("closed")
+        n -= len(chunk)
+
+
+# -- child processes ------------------------------------------------------------------------------
+def _echo_server(listener: socket.socket, cert: Path, key: Path, tls: bool, request: int, response: int) -> None:
+    """Answer each ``request``-byte message with ``response`` bytes, a thread per connection."""
+    server_ctx, _ = _contexts(cert, key)
+    answer = b"r" * response
+
+    def serve(conn: socket.socket) -> None:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = server_ctx.wrap_socket(conn, server_side=True) if tls else conn
+        try:
+            while True:
+                _recv_exactly(sock, request)
+                sock.sendall(answer)
+        except (ConnectionError, OSError, ssl.SSLError):
+            pass
+
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+
+def _client(port: int, cert: Path, key: Path, tls: bool, request: int, response: int, pairs: int,
+            barrier, result) -> None:
+    _, client_ctx = _contexts(cert, key)
+    raw = socket.create_connection(("127.0.0.1", port))
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock = client_ctx.wrap_socket(raw, server_hostname="localhost") if tls else raw
+    message = b"q" * request
+    for _ in range(WARMUP):
+        sock.sendall(message)
+        _recv_exactly(sock, response)
+    barrier.wait()
+    start = time.perf_counter()
+    for _ in range(pairs):
+        sock.sendall(message)
+        _recv_exactly(sock, response)
+    result.put(time.perf_counter() - start)
+    barrier.wait()
+    sock.close()
+
+
+# -- the relay (this process) ---------------------------------------------------------------------
+class _Leg(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.other: asyncio.Transport | None = None
+        self.early: list[bytes] = []
+
+    def data_received(self, data: bytes) -> None:
+        if self.other is None:
+            self.early.append(data)
+        else:
+            self.other.write(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
+
+
+async def _relay(path: str, echo_port: int, server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext):
+    loop = asyncio.get_running_loop()
+    upgrade = {"uvloop": tlsupgrade.upgrade, "pump": tlspump.upgrade}.get(path)
+    pending: set[asyncio.Task] = set()
+
+    async def join(front_raw: asyncio.Transport, front: _Leg, front_tls: asyncio.Future | None) -> None:
+        back = _Leg()
+        back_raw, _ = await loop.create_connection(lambda: back, "127.0.0.1", echo_port)
+        back_raw.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        back_t = back_raw
+        if upgrade is not None:
+            back_t, done = upgrade(back_raw, back, client_ctx, server_side=False, server_hostname="localhost")
+            await done
+            await front_tls
+        front_t = front.transport
+        back.other = front_t
+        front.other = back_t
+        for data in front.early:
+            back_t.write(data)
+
+    def accept() -> _Leg:
+        leg = _Leg()
+
+        def made(transport: asyncio.Transport) -> None:
+            done = None
+            leg.transport = transport
+            if upgrade is not None:
+                leg.transport, done = upgrade(transport, leg, server_ctx, server_side=True)
+            task = loop.create_task(join(transport, leg, done))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+        leg.connection_made = made
+        return leg
+
+    server = await loop.create_server(accept, "127.0.0.1", 0)
+    return server, pending
+
+
+def run_once(path: str, args, cert: Path, key: Path) -> tuple[float, float]:
+    """(relay CPU µs per round trip, wall µs per round trip) for one path."""
+    tls = path != "plain"
+    ctx = multiprocessing.get_context("fork")
+    listener = socket.create_server(("127.0.0.1", 0))
+    echo = ctx.Process(target=_echo_server, args=(listener, cert, key, tls, args.request, args.response), daemon=True)
+    echo.start()
+    server_ctx, client_ctx = _contexts(cert, key)
+    barrier = ctx.Barrier(args.clients + 1)
+    results = ctx.Queue()
+
+    async def main() -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        server, _ = await _relay(path, listener.getsockname()[1], server_ctx, client_ctx)
+        port = server.sockets[0].getsockname()[1]
+        clients = [ctx.Process(target=_client, args=(port, cert, key, tls, args.request, args.response,
+                                                      args.pairs, barrier, results), daemon=True)
+                   for _ in range(args.clients)]
+        for c in clients:
+            c.start()
+        await loop.run_in_executor(None, barrier.wait)
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        await loop.run_in_executor(None, barrier.wait)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        walls = [results.get() for _ in clients]
+        for c in clients:
+            c.join()
+        server.close()
+        trips = args.pairs * args.clients
+        return cpu / trips * 1e6, statistics.mean(walls) / args.pairs * 1e6
+
+    try:
+        return uvloop.run(main())
+    finally:
+        echo.kill()
+        echo.join()
+        listener.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pairs", type=int, default=20000, help="round trips per client")
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--request", type=int, default=100, help="bytes per request")
+    parser.add_argument("--response", type=int, default=200, help="bytes per response")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per path, alternated")
+    parser.add_argument("--paths", default="plain,uvloop,pump")
+    args = parser.parse_args()
+    paths = args.paths.split(",")
+    with tempfile.TemporaryDirectory() as tmp:
+        files = ensure_self_signed(Path(tmp))
+        figures: dict[str, list[tuple[float, float]]] = {p: [] for p in paths}
+        for _ in range(args.repeat):
+            for path in paths:
+                figures[path].append(run_once(path, args, files.cert, files.key))
+                cpu, wall = figures[path][-1]
+                print(f"  {path:7s} relay CPU {cpu:6.1f} µs/round trip, wall {wall:6.1f} µs", flush=True)
+    print(f"\n{args.clients} clients x {args.pairs} round trips ({args.request} B -> {args.response} B), "
+          f"median of {args.repeat}:")
+    print("| path | relay CPU µs / round trip | wall µs / round trip |")
+    print("| --- | --- | --- |")
+    for path in paths:
+        cpus = [c for c, _ in figures[path]]
+        walls = [w for _, w in figures[path]]
+        print(f"| {path} | {statistics.median(cpus):.1f} (min {min(cpus):.1f}) | {statistics.median(walls):.1f} |")
+
+
+if __name__ == "__main__":
+    main()

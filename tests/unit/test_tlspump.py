@@ -1,0 +1,261 @@
+"""The TLS pump (proxy/tlspump.py) on a real socket pair, under uvloop as the relay runs it.
+
+The other end is an ``ssl.SSLObject`` driven by the test over memory BIOs, so each test decides
+which bytes go out in which socket write: a record cut in pieces, several records in one write,
+garbage after the handshake, nothing at all (the handshake timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from pathlib import Path
+
+import pytest
+import uvloop
+
+from proxy import tlspump
+from proxy.tls import ensure_self_signed
+
+
+@pytest.fixture(scope="module")
+def contexts(tmp_path_factory) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    files = ensure_self_signed(Path(tmp_path_factory.mktemp("tlspump")))
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.minimum_version = ssl.TLSVersion.TLSv1_2
+    server.load_cert_chain(str(files.cert), str(files.key))
+    client = ssl.create_default_context(cafile=str(files.cert))
+    return server, client
+
+
+class Collector(asyncio.Protocol):
+    """The relay's side: records each data_received call, end of input, and the loss."""
+
+    def __init__(self) -> None:
+        self.calls: list[bytes] = []
+        self.eof = False
+        self.lost: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.arrived = asyncio.Event()
+
+    def data_received(self, data: bytes) -> None:
+        self.calls.append(bytes(data))
+        self.arrived.set()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+    @property
+    def received(self) -> bytes:
+        return b"".join(self.calls)
+
+    async def wait_for(self, total: int) -> None:
+        while len(self.received) < total:
+            self.arrived.clear()
+            await asyncio.wait_for(self.arrived.wait(), 5)
+
+
+class Peer:
+    """The far end of the leg: a TLS endpoint whose socket writes the test controls."""
+
+    def __init__(self, sock: socket.socket, context: ssl.SSLContext, server_side: bool):
+        sock.setblocking(False)
+        self.sock = sock
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = context.wrap_bio(self.incoming, self.outgoing, server_side=server_side,
+                                    server_hostname=None if server_side else "localhost")
+
+    async def handshake(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                self.obj.do_handshake()
+                done = True
+            except ssl.SSLWantReadError:
+                done = False
+            if self.outgoing.pending:
+                await loop.sock_sendall(self.sock, self.outgoing.read())
+            if done:
+                return
+            self.incoming.write(await asyncio.wait_for(loop.sock_recv(self.sock, 65536), 5))
+
+    def records(self, plaintext: bytes) -> bytes:
+        """``plaintext`` as TLS records (one per 16 KiB), not yet sent."""
+        self.obj.write(plaintext)
+        return self.outgoing.read()
+
+    async def send(self, raw: bytes) -> None:
+        await asyncio.get_running_loop().sock_sendall(self.sock, raw)
+
+    async def receive_to_end(self) -> bytes:
+        """Everything until the socket closes, decrypted: b"" ends it when close_notify came
+        (``SSLObject.read`` returns b"" on close_notify, raises ``SSLEOFError`` without one)."""
+        loop = asyncio.get_running_loop()
+        while data := await asyncio.wait_for(loop.sock_recv(self.sock, 65536), 5):
+            self.incoming.write(data)
+        self.incoming.write_eof()
+        return self.obj.read(65536)
+
+    async def receive(self, total: int) -> bytes:
+        loop = asyncio.get_running_loop()
+        out = b""
+        while len(out) < total:
+            try:
+                out += self.obj.read(65536)
+                continue
+            except ssl.SSLWantReadError:
+                pass
+            data = await asyncio.wait_for(loop.sock_recv(self.sock, 65536), 5)
+            if not data:
+                raise ConnectionError(f"closed after {len(out)} of {total} bytes")
+            self.incoming.write(data)
+        return out
+
+
+async def leg(context: ssl.SSLContext, peer_context: ssl.SSLContext, *, server_side: bool = True,
+              handshake_timeout: float = 5.0, shake: bool = True):
+    """A pump on one end of a socket pair, a ``Peer`` on the other; handshake done unless
+    ``shake`` is false. Returns (TLS transport, handshake future, collector, peer)."""
+    ours, theirs = socket.socketpair()
+    loop = asyncio.get_running_loop()
+    raw, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
+    collector = Collector()
+    tls, done = tlspump.upgrade(raw, collector, context, server_side=server_side,
+                                server_hostname=None if server_side else "localhost",
+                                handshake_timeout=handshake_timeout)
+    peer = Peer(theirs, peer_context, server_side=not server_side)
+    if shake:
+        await asyncio.gather(peer.handshake(), asyncio.wait_for(done, 5))
+    return tls, done, collector, peer
+
+
+def test_a_record_cut_across_reads_arrives_whole(contexts):
+    server, client = contexts
+
+    async def scenario() -> None:
+        tls, _, collector, peer = await leg(server, client)
+        message = bytes(range(256)) * 40  # one record of 10 KiB
+        raw = peer.records(message)
+        for start in range(0, len(raw), 1000):  # in 1000-byte socket writes, a read each
+            await peer.send(raw[start:start + 1000])
+            await asyncio.sleep(0.002)
+        await collector.wait_for(len(message))
+        assert collector.received == message
+        assert len(collector.calls) == 1  # nothing handed over before the record was whole
+        tls.write(b"answer")
+        assert await peer.receive(6) == b"answer"
+        tls.close()
+
+    uvloop.run(scenario())
+
+
+def test_several_records_in_one_read_reach_the_relay_in_one_call(contexts):
+    server, client = contexts
+
+    async def scenario() -> None:
+        _, _, collector, peer = await leg(server, client)
+        parts = [b"first query", b"second", b"x" * 20000]  # the last one spans two records
+        await peer.send(b"".join(peer.records(p) for p in parts))
+        await collector.wait_for(sum(map(len, parts)))
+        assert collector.calls == [b"".join(parts)]
+
+    uvloop.run(scenario())
+
+
+def test_session_tickets_before_data_on_the_client_side(contexts):
+    """As the proxy's leg to the server: a TLS 1.3 server sends its tickets after the handshake,
+    records that carry no application data; the data after them still arrives, and so do the
+    pump's own writes, queued before the handshake ended."""
+    server, client = contexts
+
+    async def scenario() -> None:
+        tls, done, collector, peer = await leg(client, server, server_side=False, shake=False)
+        tls.write(b"written before the handshake")
+        await asyncio.gather(peer.handshake(), asyncio.wait_for(done, 5))
+        assert tls.get_extra_info("ssl_object").version() == "TLSv1.3"
+        assert tls.get_extra_info("cipher") is not None
+        assert await peer.receive(28) == b"written before the handshake"
+        await asyncio.sleep(0.01)  # the tickets have been read alone by now
+        assert collector.calls == []
+        await peer.send(peer.records(b"the server's answer"))
+        await collector.wait_for(19)
+        assert collector.received == b"the server's answer"
+
+    uvloop.run(scenario())
+
+
+def test_bytes_read_ahead_are_fed_first(contexts):
+    """The ClientHello that came in the same read as the SSLRequest, given to ``upgrade``."""
+    server, client = contexts
+
+    async def scenario() -> None:
+        ours, theirs = socket.socketpair()
+        raw, _ = await asyncio.get_running_loop().create_connection(asyncio.Protocol, sock=ours)
+        peer = Peer(theirs, client, server_side=False)
+        with pytest.raises(ssl.SSLWantReadError):
+            peer.obj.do_handshake()
+        client_hello = peer.outgoing.read()  # never sent on the socket
+        collector = Collector()
+        tls, done = tlspump.upgrade(raw, collector, server, server_side=True, read_ahead=client_hello)
+        await asyncio.gather(peer.handshake(), asyncio.wait_for(done, 5))
+        await peer.send(peer.records(b"ping"))
+        await collector.wait_for(4)
+        assert collector.received == b"ping"
+
+    uvloop.run(scenario())
+
+
+def test_garbage_after_the_handshake_ends_only_that_session(contexts):
+    server, client = contexts
+
+    async def scenario() -> None:
+        _, _, bad, bad_peer = await leg(server, client)
+        good_tls, _, good, good_peer = await leg(server, client)
+        await bad_peer.send(b"\x17\x03\x03\x00\x10" + b"not a sealed record")
+        error = await asyncio.wait_for(bad.lost, 5)
+        assert isinstance(error, ssl.SSLError)
+        assert bad.calls == []
+        await good_peer.send(good_peer.records(b"still here"))
+        await good.wait_for(10)
+        good_tls.write(b"and answering")
+        assert await good_peer.receive(13) == b"and answering"
+
+    uvloop.run(scenario())
+
+
+def test_handshake_timeout_ends_the_session(contexts):
+    server, client = contexts
+
+    async def scenario() -> None:
+        _, done, collector, peer = await leg(server, client, handshake_timeout=0.2, shake=False)
+        with pytest.raises(TimeoutError, match="TLS handshake"):
+            await asyncio.wait_for(done, 5)
+        assert isinstance(await asyncio.wait_for(collector.lost, 5), TimeoutError)
+        assert await asyncio.get_running_loop().sock_recv(peer.sock, 100) == b""  # closed
+
+    uvloop.run(scenario())
+
+
+def test_close_notify_both_ways(contexts):
+    server, client = contexts
+
+    async def scenario() -> None:
+        tls, _, collector, peer = await leg(server, client)
+        with pytest.raises(ssl.SSLWantReadError):
+            peer.obj.unwrap()  # the peer's close_notify: the pump reports end of input, closes
+        await peer.send(peer.outgoing.read())
+        assert await asyncio.wait_for(collector.lost, 5) is None
+        assert collector.eof
+        assert tls.is_closing()
+
+        tls, _, collector, peer = await leg(server, client)
+        tls.close()  # ours: the peer reads a clean end, not a cut connection
+        assert await peer.receive_to_end() == b""
+        assert await asyncio.wait_for(collector.lost, 5) is None
+
+    uvloop.run(scenario())
