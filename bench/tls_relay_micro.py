@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -153,8 +154,18 @@ async def _relay(path: str, echo_port: int, server_ctx: ssl.SSLContext, client_c
     return server, pending
 
 
-def run_once(path: str, args, cert: Path, key: Path) -> tuple[float, float]:
-    """(relay CPU µs per round trip, wall µs per round trip) for one path."""
+@dataclass(frozen=True)
+class Figures:
+    """One run of one path, per round trip."""
+
+    cpu_us: float  # the relay's CPU, user + system
+    user_us: float
+    page_faults: float  # minor faults: memory the relay maps and unmaps per read shows here
+    wall_us: float
+
+
+def run_once(path: str, args, cert: Path, key: Path) -> Figures:
+    """One path's figures for one run of every client."""
     tls = path != "plain"
     ctx = multiprocessing.get_context("fork")
     listener = socket.create_server(("127.0.0.1", 0))
@@ -164,7 +175,7 @@ def run_once(path: str, args, cert: Path, key: Path) -> tuple[float, float]:
     barrier = ctx.Barrier(args.clients + 1)
     results = ctx.Queue()
 
-    async def main() -> tuple[float, float]:
+    async def main() -> Figures:
         loop = asyncio.get_running_loop()
         server, _ = await _relay(path, listener.getsockname()[1], server_ctx, client_ctx)
         port = server.sockets[0].getsockname()[1]
@@ -177,13 +188,16 @@ def run_once(path: str, args, cert: Path, key: Path) -> tuple[float, float]:
         before = resource.getrusage(resource.RUSAGE_SELF)
         await loop.run_in_executor(None, barrier.wait)
         after = resource.getrusage(resource.RUSAGE_SELF)
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        user = after.ru_utime - before.ru_utime
+        system = after.ru_stime - before.ru_stime
+        faults = after.ru_minflt - before.ru_minflt
         walls = [results.get() for _ in clients]
         for c in clients:
             c.join()
         server.close()
         trips = args.pairs * args.clients
-        return cpu / trips * 1e6, statistics.mean(walls) / args.pairs * 1e6
+        return Figures((user + system) / trips * 1e6, user / trips * 1e6, faults / trips,
+                       statistics.mean(walls) / args.pairs * 1e6)
 
     try:
         return uvloop.run(main())
@@ -205,20 +219,25 @@ def main() -> None:
     paths = args.paths.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         files = ensure_self_signed(Path(tmp))
-        figures: dict[str, list[tuple[float, float]]] = {p: [] for p in paths}
+        figures: dict[str, list[Figures]] = {p: [] for p in paths}
         for _ in range(args.repeat):
             for path in paths:
-                figures[path].append(run_once(path, args, files.cert, files.key))
-                cpu, wall = figures[path][-1]
-                print(f"  {path:7s} relay CPU {cpu:6.1f} µs/round trip, wall {wall:6.1f} µs", flush=True)
+                f = run_once(path, args, files.cert, files.key)
+                figures[path].append(f)
+                print(f"  {path:7s} relay CPU {f.cpu_us:6.1f} µs/round trip (user {f.user_us:5.1f}), "
+                      f"{f.page_faults:5.2f} page faults/round trip, wall {f.wall_us:6.1f} µs", flush=True)
     print(f"\n{args.clients} clients x {args.pairs} round trips ({args.request} B -> {args.response} B), "
-          f"median of {args.repeat}:")
-    print("| path | relay CPU µs / round trip | wall µs / round trip |")
-    print("| --- | --- | --- |")
+          f"median of {args.repeat} runs (min-max):")
+    print("| path | relay CPU µs / round trip | of which user | page faults / round trip | wall µs / round trip |")
+    print("| --- | --- | --- | --- | --- |")
     for path in paths:
-        cpus = [c for c, _ in figures[path]]
-        walls = [w for _, w in figures[path]]
-        print(f"| {path} | {statistics.median(cpus):.1f} (min {min(cpus):.1f}) | {statistics.median(walls):.1f} |")
+        runs = figures[path]
+        print(f"| {path} | {_spread([f.cpu_us for f in runs])} | {_spread([f.user_us for f in runs])} "
+              f"| {_spread([f.page_faults for f in runs], 2)} | {statistics.median(f.wall_us for f in runs):.0f} |")
+
+
+def _spread(values: list[float], digits: int = 1) -> str:
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
 if __name__ == "__main__":
