@@ -3,10 +3,11 @@
 
 A bare relay (no MySQL framing, no tracker: only what TLS costs) runs in this process on uvloop:
 each client connection gets its own connection to an echo server, and the bytes go both ways
-through the leg's TLS transport, made by ``proxy.tlsupgrade.upgrade`` ("uvloop": the loop's own
-TLS protocol, what the relay used first) or ``proxy.tlspump.upgrade`` ("pump"), or no TLS at
-all ("plain", the floor). The clients and the echo server are child processes with blocking
-``ssl`` sockets, so this process's CPU is the relay's alone.
+through each leg's TLS transport: uvloop's own TLS protocol ("uvloop": its ``SSLProtocol``,
+wired up as ``loop.start_tls`` does; what the relay used before ``proxy.tlspump``), our pump
+("pump": ``proxy.tlspump.upgrade``), or no TLS at all ("plain", the floor). The clients and the
+echo server are child processes with blocking ``ssl`` sockets, so this process's CPU is the
+relay's alone.
 
 Each client sends ``--request``-byte messages and waits for a ``--response``-byte answer,
 ``--pairs`` times, after a warm-up; the CPU this process spends between the start and the end of
@@ -37,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import uvloop  # noqa: E402
 
-from proxy import tlspump, tlsupgrade  # noqa: E402
+from proxy import tlspump  # noqa: E402
 from proxy.tls import ensure_self_signed  # noqa: E402
 
 WARMUP = 200
@@ -100,6 +101,22 @@ def _client(port: int, cert: Path, key: Path, tls: bool, request: int, response:
 
 
 # -- the relay (this process) ---------------------------------------------------------------------
+def _uvloop_upgrade(transport: asyncio.Transport, protocol: asyncio.BaseProtocol, context: ssl.SSLContext, *,
+                    server_side: bool, server_hostname: str | None = None) -> tuple[asyncio.Transport, asyncio.Future]:
+    """The library path: uvloop's C ``SSLProtocol`` set on the raw transport, as its
+    ``start_tls`` does (the relay's former ``proxy/tlsupgrade.py``, without the read-ahead)."""
+    from uvloop.loop import SSLProtocol
+
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    tls = SSLProtocol(loop, protocol, context, waiter, server_side, server_hostname,
+                      call_connection_made=False, ssl_handshake_timeout=10.0)
+    transport.set_protocol(tls)
+    app_transport = tls._get_app_transport()
+    tls.connection_made(transport)
+    return app_transport, waiter
+
+
 class _Leg(asyncio.Protocol):
     def __init__(self) -> None:
         self.other: asyncio.Transport | None = None
@@ -117,7 +134,7 @@ class _Leg(asyncio.Protocol):
 
 async def _relay(path: str, echo_port: int, server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext):
     loop = asyncio.get_running_loop()
-    upgrade = {"uvloop": tlsupgrade.upgrade, "pump": tlspump.upgrade}.get(path)
+    upgrade = {"uvloop": _uvloop_upgrade, "pump": tlspump.upgrade}.get(path)
     pending: set[asyncio.Task] = set()
 
     async def join(front_raw: asyncio.Transport, front: _Leg, front_tls: asyncio.Future | None) -> None:
