@@ -1,25 +1,38 @@
 """TLS on a relayed session's leg: a lean record pump over ``ssl.SSLObject`` and two memory BIOs.
 
-Why our own and not the loop's TLS protocol (uvloop's ``SSLProtocol``): in the relay each query
-costs four TLS record operations in the proxy (decrypt the client's request, encrypt it to the
-server, decrypt the answer, encrypt it to the client). The cipher work on such small records is
-well under a microsecond each; uvloop's protocol spent ~20 µs of user CPU per query on its
-machinery around them (an app-transport layer, flow-control bookkeeping, an ``SSLWantReadError``
-raised and caught to end every drained read, copies through its own buffers), which halved the
-proxy's throughput over TLS. ``bench/tls_relay_micro.py`` measures both paths.
+Why our own and not the loop's TLS protocol (uvloop's ``SSLProtocol``, which ``start_tls``
+uses): each relayed query costs the proxy four TLS record operations (decrypt the client's
+request, encrypt it to the server, decrypt the answer, encrypt it to the client), and measured
+(``bench/tls_relay_micro.py``: a bare relay, 100-byte requests, 200-byte answers) the library
+path costs more than the records do. Per round trip uvloop's protocol spent 10-15 µs of user CPU
+against 7-9 µs here (the records' own OpenSSL calls are most of those), and in some processes far
+more: it reads each record's plaintext into a fresh 256 KiB buffer, and where glibc serves that
+from memory it maps and unmaps again (which depends on the heap's history), every read costs two
+page faults: 4 per round trip, and the relay's CPU went from ~28 to ~60 µs per round trip. Here
+the plaintext is read a record at a time (at most 16 KiB, what one record holds), so no read
+maps memory.
 
-What this module does per read: the raw socket's bytes are split at TLS record boundaries (the
-5-byte record headers are parsed here), only whole records go into the incoming BIO, and
-``SSLObject.read`` is called once per record while the BIO holds bytes, so it never has to fail
-to say "no more". The plaintext of one socket read reaches the relay in one ``data_received``
-call. A write is one ``SSLObject.write`` and one socket write.
+What this module does per socket read: the bytes go into the incoming BIO, then
+``SSLObject.read`` is called while the BIO still holds bytes (as uvloop does too). Checking the
+BIO first (~0.1 µs) spares the ``SSLWantReadError`` that asking once too often raises (~1 µs
+with its handling); that error now only comes when a read ends inside a record, or with a record
+that carries no application data (a TLS 1.3 session ticket). Parsing the 5-byte record headers
+in Python to feed only whole records was measured too (~0.7 µs per read): the BIO check is
+cheaper and needs no state. The C object under ``SSLObject`` is called directly, and the raw
+transport's callbacks are bound methods of the TLS transport: one Python frame per read and
+per write. The plaintext of one socket read reaches the relay in one ``data_received`` call.
+A write is one ``SSLObject.write`` and one socket write; bytes OpenSSL writes on its own (its
+answer to a key update) are sent after each read.
 
-It also keeps what ``tlsupgrade`` was written for: bytes already read past the SSLRequest (the
-start of the ClientHello) are fed first, synchronously, before the socket is read again.
+It also keeps what the former ``tlsupgrade`` module was written for: a MySQL client sends its
+ClientHello right behind the SSLRequest, so one read often brings both, and ``loop.start_tls``
+would start TLS on an empty buffer (cpython gh-142352; uvloop alike). ``upgrade`` feeds the
+bytes read ahead to the handshake first, synchronously, before the socket is read again.
 
 Limits, by choice: TLS 1.2 and later only, no renegotiation (a peer that asks for one ends its
-session); no half-close (end of input ends the session, as the relay does anyway). Any TLS error
-or garbage ends that one session: its protocol's ``connection_lost`` gets the error.
+session, logged); no half-close (end of input ends the session, as the relay does anyway);
+``close`` sends close_notify and does not wait for the peer's. Any TLS error or garbage ends that
+one session: its protocol's ``connection_lost`` gets the error.
 """
 
 from __future__ import annotations
