@@ -8,6 +8,7 @@ garbage after the handshake, nothing at all (the handshake timeout).
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import ssl
 from pathlib import Path
@@ -257,5 +258,66 @@ def test_close_notify_both_ways(contexts):
         tls.close()  # ours: the peer reads a clean end, not a cut connection
         assert await peer.receive_to_end() == b""
         assert await asyncio.wait_for(collector.lost, 5) is None
+
+    uvloop.run(scenario())
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command is missing")
+def test_key_update_requested_by_the_peer_is_answered(contexts, tmp_path):
+    """Python cannot send a TLS 1.3 KeyUpdate; ``openssl s_server`` can ("K" on its input: update
+    your keys too). The pump reads it between records and its OpenSSL answers with a KeyUpdate of
+    its own, which must reach the server before the pump's next record, or that record could not
+    be decrypted."""
+    _, client = contexts
+    files = ensure_self_signed(tmp_path)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    async def scenario() -> None:
+        server = await asyncio.create_subprocess_exec(
+            "openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-naccept", "1", "-tls1_3",
+            "-cert", str(files.cert), "-key", str(files.key),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        try:
+            await _key_update_exchange(server, port, ssl.create_default_context(cafile=str(files.cert)))
+        finally:
+            if server.returncode is None:
+                server.kill()
+            await server.wait()
+
+    async def _key_update_exchange(server, port: int, context: ssl.SSLContext) -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(100):  # until s_server listens
+            try:
+                raw, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        collector = Collector()
+        tls, done = tlspump.upgrade(raw, collector, context, server_side=False, server_hostname="localhost")
+        await asyncio.wait_for(done, 5)
+        output = b""
+
+        async def server_says(text: bytes) -> None:
+            nonlocal output
+            while text not in output:
+                chunk = await asyncio.wait_for(server.stdout.read(4096), 5)
+                assert chunk, f"s_server ended: {output!r}"
+                output += chunk
+
+        tls.write(b"before the update\n")
+        await server_says(b"before the update")
+        server.stdin.write(b"K\n")  # KeyUpdate, update_requested
+        await server.stdin.drain()
+        await server_says(b"SSL_do_handshake -> 1")  # s_server's word that the KeyUpdate went out
+        await asyncio.sleep(0.1)  # the pump has read it by now
+        tls.write(b"after the update\n")
+        await server_says(b"after the update")
+        server.stdin.write(b"from the server\n")
+        await server.stdin.drain()
+        await collector.wait_for(16)
+        assert collector.received == b"from the server\n"
+        tls.close()
 
     uvloop.run(scenario())
