@@ -16,6 +16,13 @@ that matters: µs of relay CPU per round trip (4 TLS record operations with TLS)
 µs per round trip is printed too; it moves with the machine's load.
 
 Usage: ``.venv/bin/python bench/tls_relay_micro.py [--pairs 20000 --clients 4 --repeat 3]``
+
+A deterministic count, for differences the CPU times cannot resolve on a loaded machine: run
+one path twice under ``valgrind --tool=callgrind --callgrind-out-file=cg.%p`` with
+``--clients 1 --repeat 1 --paths pump`` and ``--pairs 500``, then ``--pairs 2500``; the relay
+process's (the lowest pid's) "totals" difference over 2000 is its user-space instructions per
+round trip, set-up and handshakes cancelled out. Measured so (2026-12): plain 8.5 k, uvloop's
+SSLProtocol 59.1 k, the pump 51.5 k; in both TLS paths libcrypto + libssl are ~23 k of it.
 """
 
 from __future__ import annotations

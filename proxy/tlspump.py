@@ -10,7 +10,9 @@ more: it reads each record's plaintext into a fresh 256 KiB buffer, and where gl
 from memory it maps and unmaps again (which depends on the heap's history), every read costs two
 page faults: 4 per round trip, and the relay's CPU went from ~28 to ~60 µs per round trip. Here
 the plaintext is read a record at a time (at most 16 KiB, what one record holds), so no read
-maps memory.
+maps memory. Counted with callgrind (deterministic): 59.1 k user-space instructions per round
+trip through uvloop's path, 51.5 k through this one, 8.5 k with no TLS; OpenSSL's own record
+work (libcrypto + libssl, ~23 k) is most of what is left, and no Python code can remove it.
 
 What this module does per socket read: the bytes go into the incoming BIO, then
 ``SSLObject.read`` is called while the BIO still holds bytes (as uvloop does too). Checking the
