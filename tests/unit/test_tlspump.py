@@ -38,6 +38,13 @@ class Collector(asyncio.Protocol):
         self.eof = False
         self.lost: asyncio.Future = asyncio.get_running_loop().create_future()
         self.arrived = asyncio.Event()
+        self.writing_paused: list[bool] = []  # each pause_writing (True) and resume_writing (False)
+
+    def pause_writing(self) -> None:
+        self.writing_paused.append(True)
+
+    def resume_writing(self) -> None:
+        self.writing_paused.append(False)
 
     def data_received(self, data: bytes) -> None:
         self.calls.append(bytes(data))
@@ -164,6 +171,28 @@ def test_several_records_in_one_read_reach_the_relay_in_one_call(contexts):
         await peer.send(b"".join(peer.records(p) for p in parts))
         await collector.wait_for(sum(map(len, parts)))
         assert collector.calls == [b"".join(parts)]
+
+    uvloop.run(scenario())
+
+
+def test_a_slow_reader_pauses_the_writer_and_resumes_it(contexts):
+    """The relay stops reading one leg while the other's socket buffer is full: the raw
+    transport's pause_writing and resume_writing must reach the relay's protocol."""
+    server, client = contexts
+
+    async def scenario() -> None:
+        tls, _, collector, peer = await leg(server, client)
+        tls.set_write_buffer_limits(high=64 * 1024)
+        block = b"r" * 16384
+        written = 0
+        while not collector.writing_paused and written < 64 << 20:
+            tls.write(block)
+            written += len(block)
+        assert collector.writing_paused == [True]
+        assert tls.get_write_buffer_size() > 0
+        assert len(await peer.receive(written)) == written  # the peer reads it all: resumed
+        await asyncio.sleep(0.01)
+        assert collector.writing_paused == [True, False]
 
     uvloop.run(scenario())
 
