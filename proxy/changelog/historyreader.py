@@ -25,14 +25,13 @@ import fcntl
 import logging
 import os
 import pickle
-import signal
 import sys
 import threading
 import time
 
 import pymysql
 
-from proxy.changelog import backfill
+from proxy.changelog import backfill, stopsignal
 from proxy.changelog import binlog as bl
 from proxy.changelog.store import ChangeStore, now_us
 from proxy.changelog.streamer import (
@@ -184,8 +183,7 @@ def main() -> int:
                 log.error("backfill: no history range reserved in %s", config.store_path)
                 return 1
             time.sleep(0.2)
-    signal.signal(signal.SIGTERM, lambda *_: reader.request_stop())
-    signal.signal(signal.SIGINT, lambda *_: reader.request_stop())
+    stopsignal.install(reader.request_stop)
     _stop_with_parent(reader.request_stop, parent)
     try:
         reader.run()

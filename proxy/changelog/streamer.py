@@ -51,7 +51,7 @@ from pathlib import Path
 
 import pymysql
 
-from proxy.changelog import backfill
+from proxy.changelog import backfill, stopsignal
 from proxy.changelog import binlog as bl
 from proxy.changelog.events import (
     classify_query,
@@ -745,7 +745,8 @@ class Streamer:
         self.store.on_commit = self._wal_written.set
 
     def request_stop(self) -> None:
-        """Stop capture soon. Only sets flags and shuts a socket down: safe in a signal handler."""
+        """Stop capture soon: sets the stop flags and shuts the stream's socket down. Sets Events,
+        so never from a signal handler directly (proxy.changelog.stopsignal relays signals)."""
         self.stop.set()
         self._wal_written.set()  # wakes the WAL thread, which then sees ``stop``
         source = self._source
@@ -1094,8 +1095,7 @@ def run_streamer_process(config: StreamerConfig, log_level: str = "INFO", log_fo
     with contextlib.suppress(OSError):
         os.setsid()
     streamer = Streamer(config, log_level=log_level, log_format=log_format)
-    signal.signal(signal.SIGTERM, lambda *_: streamer.request_stop())
-    signal.signal(signal.SIGINT, lambda *_: streamer.request_stop())
+    stopsignal.install(streamer.request_stop)  # SIGTERM, SIGINT and the parent-death SIGTERM
     _stop_with_parent(streamer.request_stop, parent)
     try:
         streamer.run()
