@@ -9,9 +9,11 @@ from tests.integration.backtrack_support import capturing_service, wait_captured
 
 
 @pytest.fixture
-def svc(make_proxy, tmp_path, mysql_server):
+def svc(tmp_path, make_proxy, mysql_server):
     """A service with capture on; the streamer has taken its start position. Each test (and each
-    hypothesis example of a test) keeps to a database of its own."""
+    hypothesis example of a test) keeps to a database of its own. ``tmp_path`` comes first:
+    fixtures are torn down in reverse, so the service stops before its data directory is removed
+    (the other way round its streamer met a deleted store on the way out)."""
     service = capturing_service(make_proxy, tmp_path / "data")
     wait_captured(service, mysql_server)
     return service
