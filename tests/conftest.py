@@ -150,9 +150,11 @@ def proxy(mysql_server: ServerHandle, tmp_path_factory) -> Iterator[BackgroundSe
 
 
 @pytest.fixture
-def make_proxy(mysql_server: ServerHandle, tmp_path_factory) -> Iterator:
+def make_proxy(mysql_server: ServerHandle, tmp_path_factory, tmp_path) -> Iterator:
     """Factory: ``make_proxy(hold_timeout=1.0, max_allowed_packet=...)`` starts a private proxy
-    (any ``ServeConfig`` field) that is stopped when the test ends."""
+    (any ``ServeConfig`` field) that is stopped when the test ends. It asks for ``tmp_path``
+    only to be set up after it, hence torn down before it: a test that puts a proxy's data
+    directory under ``tmp_path`` gets its proxy stopped before that directory is removed."""
     started: list[BackgroundService] = []
 
     def factory(**overrides) -> BackgroundService:
