@@ -213,6 +213,12 @@ def _restore(ex: Executor, op_id: str, db: str, name: str, change: dict) -> None
     change, so a backtrack forward undoes it)."""
     on = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in change["key"])
     sets = ", ".join(f"t.{quote(c)} = s.{quote(c)}" for c in change["columns"])
+    # A column with ON UPDATE CURRENT_TIMESTAMP would take the time of the restore: assigned to
+    # itself, it keeps its value (the server updates it only when it is not assigned).
+    restored = {c.lower() for c in change["columns"]}
+    for column, definition in _parts(_show_create(ex, db, name) or "")[0].items():
+        if " ON UPDATE " in definition.upper() and _unquote(column).lower() not in restored:
+            sets += f", t.{column} = t.{column}"
     # Only the rows that differ: a narrowing MODIFY changed few values as a rule, and every row
     # written is a row image in the binlog and the store (1M rows: ~40 s on a loaded machine).
     differ = " OR ".join(f"NOT (t.{quote(c)} <=> s.{quote(c)})" for c in change["columns"])
