@@ -164,24 +164,68 @@ def _create(draw: st.DrawFn, model: SchemaModel, types: tuple[Column, ...]) -> t
     return Step("create", Txn((sql,), "autocommit")), table
 
 
+def _addable(table: TableModel, types: tuple[Column, ...], present: set[str]) -> list[Column]:
+    return [c for c in types if c.name not in present and _usable(c, present)
+            and (table.keyed or KEYLESS_ADD_COMPUTED_COLUMN or c.name not in COMPUTED_DEFAULTS)]
+
+
 @st.composite
-def _add_column(draw: st.DrawFn, table: TableModel, types: tuple[Column, ...]) -> tuple[Step, TableModel]:
-    present = table.names()
-    column = draw(st.sampled_from([c for c in types if c.name not in present and _usable(c, present)
-                                   and (table.keyed or KEYLESS_ADD_COMPUTED_COLUMN
-                                        or c.name not in COMPUTED_DEFAULTS)]))
-    where = draw(st.sampled_from(("", "FIRST", "AFTER")))
-    columns = list(table.columns)
-    if where == "FIRST":
-        columns.insert(0, column)
-    elif where == "AFTER":
-        after = draw(st.sampled_from(table.columns))
-        columns.insert(columns.index(after) + 1, column)
-        where = f"AFTER `{after.name}`"
-    else:
-        columns.append(column)
-    sql = f"ALTER TABLE `{table.name}` ADD COLUMN {column_sql(column)}{' ' + where if where else ''}"
-    return Step("add_column", Txn((sql,), "autocommit")), replace(table, columns=tuple(columns))
+def _alter(draw: st.DrawFn, table: TableModel, types: tuple[Column, ...], drops: bool) -> tuple[Step, TableModel]:
+    """ALTER TABLE with 1-3 clauses: ADD COLUMN (last, FIRST or AFTER a column) and, when
+    ``drops``, DROP COLUMN, in any order (the server drops from the old columns, then adds)."""
+    kept, added, anchors, clauses = list(table.columns), [], set(), []
+    for _ in range(draw(st.integers(1, 3))):
+        droppable = [c for c in _droppable(replace(table, columns=tuple(kept + added)))
+                     if c in kept and c.name not in anchors]
+        if drops and droppable and draw(st.integers(0, 2)) > 0:
+            column = draw(st.sampled_from(droppable))
+            kept.remove(column)
+            clauses.append(("drop", f"DROP COLUMN `{column.name}`"))
+            continue
+        # (a column dropped earlier in the statement may come back, with another definition)
+        column = draw(st.sampled_from(_addable(table, types, {c.name for c in kept + added})))
+        where = draw(st.sampled_from(("", "FIRST", "AFTER")))
+        if where == "AFTER":  # a column that stays, or one added before in this statement
+            anchor = draw(st.sampled_from(kept + added))
+            anchors.add(anchor.name)
+            where = f"AFTER `{anchor.name}`"
+        added.append(column)
+        clauses.append(("add", f"ADD COLUMN {column_sql(column)}{' ' + where if where else ''}"))
+    verbs = {verb for verb, _ in clauses}
+    kind = "alter" if len(verbs) > 1 else f"{verbs.pop()}_column"
+    sql = f"ALTER TABLE `{table.name}` " + ", ".join(clause for _, clause in clauses)
+    return Step(kind, Txn((sql,), "autocommit")), replace(table, columns=tuple(kept + added))
+
+
+@st.composite
+def _rename(draw: st.DrawFn, model: SchemaModel) -> tuple[Step, SchemaModel]:
+    """RENAME TABLE of 1-3 pairs, run left to right by the server (chains), or a swap of two
+    tables through a free name."""
+    pairs = []
+    if len(model.tables) >= 2 and draw(st.booleans()):
+        two = st.lists(st.sampled_from(model.tables), min_size=2, max_size=2, unique_by=lambda t: t.name)
+        first, second = draw(two)
+        spare = draw(st.sampled_from(model.free_names()))
+        pairs = [(first.name, spare), (second.name, first.name), (spare, second.name)]
+        model = model.without(first.name).without(second.name).with_table(
+            replace(first, name=second.name)).with_table(replace(second, name=first.name))
+    for _ in range(0 if pairs else draw(st.integers(1, 3))):
+        source = draw(st.sampled_from(model.tables))
+        target = draw(st.sampled_from(model.free_names()))
+        pairs.append((source.name, target))
+        model = model.without(source.name).with_table(replace(source, name=target))
+        if not model.free_names():
+            break
+    sql = "RENAME TABLE " + ", ".join(f"`{old}` TO `{new}`" for old, new in pairs)
+    return Step("rename", Txn((sql,), "autocommit")), model
+
+
+@st.composite
+def _drop(draw: st.DrawFn, model: SchemaModel) -> tuple[Step, SchemaModel]:
+    tables = draw(st.lists(st.sampled_from(model.tables), min_size=1, max_size=2, unique_by=lambda t: t.name))
+    for table in tables:
+        model = model.without(table.name)
+    return Step("drop", Txn((f"DROP TABLE {', '.join(f'`{t.name}`' for t in tables)}",), "autocommit")), model
 
 
 @st.composite
@@ -211,41 +255,37 @@ def _dml(draw: st.DrawFn, model: SchemaModel, max_ops: int) -> Step:
 
 
 @st.composite
-def _step(draw: st.DrawFn, model: SchemaModel, types: tuple[Column, ...], max_ops: int) -> tuple[Step, SchemaModel]:
-    kinds = ["dml"] * 5 if model.tables else []  # DML first of all: rows for the DDL to meet
-    if len(model.tables) < MAX_TABLES:
-        kinds += ["create"]
+def _ddl(draw: st.DrawFn, model: SchemaModel, types: tuple[Column, ...]) -> tuple[Step, SchemaModel]:
+    kinds = ["create"] if len(model.tables) < MAX_TABLES else []
     if model.tables:
-        kinds += ["drop", "truncate", "add_column", "add_column", "drop_column", "drop_column", "drop_column"]
+        kinds += ["drop", "truncate", "alter", "alter", "alter"]
         if model.free_names():
             kinds.append("rename")
     kind = draw(st.sampled_from(kinds))
     if kind == "create":
         step, table = draw(_create(model, types))
         return step, model.with_table(table)
-    if kind == "dml":
-        return draw(_dml(model, max_ops)), model
-    if kind == "drop_column":
-        candidates = [t for t in model.tables if (t.keyed or KEYLESS_DROP_COLUMN) and _droppable(t)]
-        if not candidates:
-            kind = "add_column"
-    table = draw(st.sampled_from(model.tables))
     if kind == "drop":
-        return Step(kind, Txn((f"DROP TABLE `{table.name}`",), "autocommit")), model.without(table.name)
+        return draw(_drop(model))
+    if kind == "rename":
+        return draw(_rename(model))
+    table = draw(st.sampled_from(model.tables))
     if kind == "truncate":
         return Step(kind, Txn((f"TRUNCATE TABLE `{table.name}`",), "autocommit")), model
-    if kind == "rename":
-        new = draw(st.sampled_from(model.free_names()))
-        sql = f"RENAME TABLE `{table.name}` TO `{new}`"
-        return Step(kind, Txn((sql,), "autocommit")), model.without(table.name).with_table(replace(table, name=new))
-    if kind == "drop_column":
-        table = draw(st.sampled_from(candidates))
-        column = draw(st.sampled_from(_droppable(table)))
-        sql = f"ALTER TABLE `{table.name}` DROP COLUMN `{column.name}`"
-        dropped = replace(table, columns=tuple(c for c in table.columns if c is not column))
-        return Step(kind, Txn((sql,), "autocommit")), model.with_table(dropped)
-    step, altered = draw(_add_column(table, types))
+    step, altered = draw(_alter(table, types, drops=table.keyed or KEYLESS_DROP_COLUMN))
     return step, model.with_table(altered)
+
+
+@st.composite
+def _step(draw: st.DrawFn, model: SchemaModel, types: tuple[Column, ...], max_ops: int) -> tuple[Step, SchemaModel]:
+    if model.tables and draw(st.integers(0, 9)) < 5:  # DML first of all: rows for the DDL to meet
+        return draw(_dml(model, max_ops)), model
+    step, after = draw(_ddl(model, types))
+    if model.tables and draw(st.integers(0, 4)) == 0:
+        # DML left open in the session: the DDL commits it (implicitly, or the proxy's hold does)
+        opened = draw(_dml(model, max_ops)).txn.statements
+        step = Step(step.kind, Txn(opened + step.txn.statements, "open"))
+    return step, after
 
 
 @st.composite
@@ -281,9 +321,14 @@ class DdlTally:
 def run_step(conn: pymysql.Connection, step: Step, tally: DdlTally) -> None:
     """Run one step on a writer connection (oracle_workload.writer); DDL must succeed."""
     tally.statements[step.kind] += 1
+    if step.txn.ending == "open":
+        tally.statements["DML then DDL, uncommitted"] += 1
+        opened = run_transaction(conn, Txn(("BEGIN",) + step.txn.statements[:-1], "autocommit"))
+        tally.dml_rows += opened.rows
+        tally.failed.update(opened.failed)
     if step.kind != "dml":
         with conn.cursor() as cur:
-            cur.execute(step.txn.statements[0])
+            cur.execute(step.txn.statements[-1])
         return
     done = run_transaction(conn, step.txn)
     tally.dml_rows += done.rows

@@ -52,7 +52,7 @@ from tests.integration.oracle_ddl_workload import (
 from tests.integration.oracle_workload import writer
 from tests.integration.test_oracle import NIGHTLY, Budget, oracle_settings
 
-EXAMPLES = int(os.environ.get("AURORATRACK_DDL_ORACLE_EXAMPLES", 100 if NIGHTLY else 14))
+EXAMPLES = int(os.environ.get("AURORATRACK_DDL_ORACLE_EXAMPLES", 100 if NIGHTLY else 30))
 # rounds: steps before the first backtrack; after: steps before the last one; ops: statements
 # per DML transaction, at most (per_client is the DML oracle's, unused here).
 BUDGET = Budget(EXAMPLES, (6, 30), (0, 6), 4, (1, 1)) if NIGHTLY else Budget(EXAMPLES, (6, 16), (0, 3), 4, (1, 1))
@@ -175,7 +175,8 @@ def test_ddl_oracle(svc, mysql_server):
     print(f"DDL oracle workload: {tally}")  # shown with -s, or with a failure
     # The workload must really run every kind of statement, and the backtracks really undo DDL:
     # a generator whose statements never reach the proxy's DDL paths would prove nothing.
-    kinds = {"create", "drop", "truncate", "rename", "add_column", "drop_column", "dml"}
+    kinds = {"create", "drop", "truncate", "rename", "add_column", "drop_column", "alter", "dml",
+             "DML then DDL, uncommitted"}
     assert kinds <= set(tally.statements), tally
     assert tally.ddl_undone >= BUDGET.examples and tally.dml_rows > 5 * BUDGET.examples, tally
 
