@@ -235,3 +235,44 @@ def test_keyless_add_column_of_current_timestamp_then_back_and_forward(svc, mysq
     after_at, after = point_after_capture(svc, mysql_server, database)
     assert_backtrack_restores(svc, mysql_server, database, before_at, before)
     assert_backtrack_restores(svc, mysql_server, database, after_at, after)
+
+
+def test_column_dropped_and_added_again_elsewhere_goes_back_to_its_place_with_its_values(svc, mysql_server,
+                                                                                         database):
+    """``DROP COLUMN x, ADD COLUMN x ... FIRST``: the inverse ALTER (ddlrecord.inverse_alter) told
+    columns apart by name and definition only, found nothing to do, and the undo stopped there:
+    x stayed first and its saved values were never written back. Moved columns are now placed."""
+    write(svc, mysql_server, database, "CREATE TABLE t (id INT NOT NULL, a INT, x INT, b INT, PRIMARY KEY (id))",
+          "INSERT INTO t VALUES (1, 1, 10, 100), (2, 2, 20, 200)")
+    before_at, before = point_after_capture(svc, mysql_server, database)
+    write(svc, mysql_server, database, "ALTER TABLE t DROP COLUMN x, ADD COLUMN x INT FIRST")
+    after_at, after = point_after_capture(svc, mysql_server, database)
+    assert_backtrack_restores(svc, mysql_server, database, before_at, before)
+    assert_backtrack_restores(svc, mysql_server, database, after_at, after)
+
+
+def test_column_dropped_and_added_again_in_place_gets_its_values_back(svc, mysql_server, database):
+    """The same in place: SHOW CREATE TABLE is the same before and after, so there is no ALTER to
+    undo, but the values the DROP lost are still written back (and a forward undoes that)."""
+    write(svc, mysql_server, database, "CREATE TABLE t (id INT NOT NULL, a INT, x INT, b INT, PRIMARY KEY (id))",
+          "INSERT INTO t VALUES (1, 1, 10, 100), (2, 2, 20, 200)")
+    before_at, before = point_after_capture(svc, mysql_server, database)
+    write(svc, mysql_server, database, "ALTER TABLE t DROP COLUMN x, ADD COLUMN x INT AFTER a",
+          "UPDATE t SET x = 5 WHERE id = 1")
+    after_at, after = point_after_capture(svc, mysql_server, database)
+    assert_backtrack_restores(svc, mysql_server, database, before_at, before)
+    assert_backtrack_restores(svc, mysql_server, database, after_at, after)
+    assert_backtrack_restores(svc, mysql_server, database, before_at, before)
+
+
+def test_column_moved_by_modify_goes_back_to_its_place(svc, mysql_server, database):
+    """The same cause without a DROP: ``MODIFY COLUMN b INT FIRST`` moved b, and the undo left it
+    first."""
+    write(svc, mysql_server, database, "CREATE TABLE t (id INT NOT NULL, a INT, b INT, PRIMARY KEY (id))",
+          "INSERT INTO t VALUES (1, 1, 100), (2, 2, 200)")
+    before_at, before = point_after_capture(svc, mysql_server, database)
+    write(svc, mysql_server, database, "ALTER TABLE t MODIFY COLUMN b INT FIRST, ADD COLUMN c INT AFTER id",
+          "UPDATE t SET c = 5 WHERE id = 1")
+    after_at, after = point_after_capture(svc, mysql_server, database)
+    assert_backtrack_restores(svc, mysql_server, database, before_at, before)
+    assert_backtrack_restores(svc, mysql_server, database, after_at, after)
