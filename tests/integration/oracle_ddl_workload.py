@@ -182,8 +182,10 @@ def _alter(draw: st.DrawFn, table: TableModel, types: tuple[Column, ...], drops:
             kept.remove(column)
             clauses.append(("drop", f"DROP COLUMN `{column.name}`"))
             continue
-        # (a column dropped earlier in the statement may come back, with another definition)
-        column = draw(st.sampled_from(_addable(table, types, {c.name for c in kept + added})))
+        # A column dropped earlier in the statement may come back (in place or elsewhere): often.
+        addable = _addable(table, types, {c.name for c in kept + added})
+        again = [c for c in addable if c in table.columns]
+        column = draw(st.sampled_from(again if again and draw(st.booleans()) else addable))
         where = draw(st.sampled_from(("", "FIRST", "AFTER")))
         if where == "AFTER":  # a column that stays, or one added before in this statement
             anchor = draw(st.sampled_from(kept + added))

@@ -52,7 +52,7 @@ from tests.integration.oracle_ddl_workload import (
 from tests.integration.oracle_workload import writer
 from tests.integration.test_oracle import NIGHTLY, Budget, oracle_settings
 
-EXAMPLES = int(os.environ.get("AURORATRACK_DDL_ORACLE_EXAMPLES", 100 if NIGHTLY else 30))
+EXAMPLES = int(os.environ.get("AURORATRACK_DDL_ORACLE_EXAMPLES", 100 if NIGHTLY else 24))
 # rounds: steps before the first backtrack; after: steps before the last one; ops: statements
 # per DML transaction, at most (per_client is the DML oracle's, unused here).
 BUDGET = Budget(EXAMPLES, (6, 30), (0, 6), 4, (1, 1)) if NIGHTLY else Budget(EXAMPLES, (6, 16), (0, 3), 4, (1, 1))
