@@ -242,7 +242,10 @@ def _dml_op(draw: st.DrawFn, table: TableModel) -> str:
     if kind == "insert":  # only the key column left (_insert's ON DUPLICATE KEY UPDATE needs another)
         return f"INSERT INTO `{table.name}` (id) VALUES ({draw(KEYS)})"
     if kind == "update" and settable:
-        return f"UPDATE `{table.name}` SET {draw(_assignments(plain, keys, 3))} WHERE id = {draw(KEYS)}{limit}"
+        assignments = draw(_assignments(plain, keys, 3))
+        if "tsu" in table.names() and "`tsu` =" not in assignments and draw(st.booleans()):
+            assignments += ", `tsu` = `tsu`"  # changes the row, keeps its ON UPDATE CURRENT_TIMESTAMP
+        return f"UPDATE `{table.name}` SET {assignments} WHERE id = {draw(KEYS)}{limit}"
     if kind in ("update", "rekey"):
         return f"UPDATE `{table.name}` SET id = {draw(KEYS)} WHERE id = {draw(KEYS)}{limit}"
     return f"DELETE FROM `{table.name}` WHERE id = {draw(KEYS)}{limit}"

@@ -276,3 +276,17 @@ def test_column_moved_by_modify_goes_back_to_its_place(svc, mysql_server, databa
     after_at, after = point_after_capture(svc, mysql_server, database)
     assert_backtrack_restores(svc, mysql_server, database, before_at, before)
     assert_backtrack_restores(svc, mysql_server, database, after_at, after)
+
+
+def test_update_back_in_place_keeps_an_on_update_timestamp_that_did_not_change(svc, mysql_server, database):
+    """No DDL: an UPDATE that changes a row but assigns its ON UPDATE CURRENT_TIMESTAMP column
+    its own value (as the restore of a dropped column now does) leaves that column alone; the
+    checked apply's UPDATE ... JOIN set only the columns that changed, and the server stamped the
+    column with the backtrack's time. Such columns are now assigned to themselves there."""
+    write(svc, mysql_server, database, f"CREATE TABLE t (id INT NOT NULL, x INT, tsu {AUTO_UPDATED}, PRIMARY KEY (id))",
+          "INSERT INTO t VALUES (1, 1, '2010-10-10 10:10:10.101010'), (2, 2, '2011-10-10 10:10:10')")
+    before_at, before = point_after_capture(svc, mysql_server, database)
+    write(svc, mysql_server, database, "UPDATE t SET x = x + 5, tsu = tsu")
+    after_at, after = point_after_capture(svc, mysql_server, database)
+    assert_backtrack_restores(svc, mysql_server, database, before_at, before)
+    assert_backtrack_restores(svc, mysql_server, database, after_at, after)
