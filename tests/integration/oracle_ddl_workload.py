@@ -3,9 +3,11 @@ oracle's full type list, drawn against a model of the schema, and snapshots of s
 
 A sequence is a list of steps, each one statement of DDL sent through the proxy on its own or
 one DML transaction: CREATE TABLE (with or without a primary key, columns drawn from the
-oracle's type list), DROP TABLE, TRUNCATE, RENAME TABLE, ALTER TABLE ADD COLUMN (first, after a
-column, or last), ALTER TABLE DROP COLUMN, and INSERT/UPDATE/DELETE transactions (committed,
-rolled back, or one autocommitted statement) over the tables that exist at that step. The model
+oracle's type list), DROP TABLE of one or two tables, TRUNCATE, RENAME TABLE (chains of pairs,
+or a swap through a free name), ALTER TABLE with 1-3 clauses ADD COLUMN (first, after a column,
+or last) and DROP COLUMN (a dropped column often added back), and INSERT/UPDATE/DELETE
+transactions (committed, rolled back, or one autocommitted statement) over the tables that
+exist at that step; a DDL step may follow DML left open in the session, which it commits. The model
 (``SchemaModel``: table names, their columns, whether they have a key) is what the strategies
 draw against, so every DDL statement is one the server accepts; DML may still fail on purpose
 (duplicate keys, as in the DML oracle), which the server rolls back on its own.
