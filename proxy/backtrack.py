@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 import pymysql
 from pymysql.constants import CLIENT
 
+from proxy.changelog import backfill
 from proxy.changelog.store import ChangeStore, now_us, wait_for_checkpoint
 from proxy.changelog.streamer import current_binlog_position
 from proxy.ddlundo import run_backtrack
@@ -690,19 +691,41 @@ def resolve_point(store: ChangeStore, target: Target, use_earliest: bool, now: i
         if t < earliest:
             if not use_earliest:
                 raise BacktrackRefused(
-                    f"{target.describe()} is before the earliest backtrack time ({window}); "
+                    f"{target.describe()} is before the earliest backtrack time ({window}){_backfill_note(store)}; "
                     "use --use-earliest-time-on-point-in-time-unavailable to go there instead",
                     {"earliest": earliest, "latest": now})
             t = earliest
         keep = store.db.execute("SELECT MAX(txn_id) FROM transactions WHERE commit_time_us <= ?", (t,)).fetchone()[0]
         if keep is None:
             keep = (first - 1) if first is not None else _last_txn_id(store)
-        return _point(store, keep, earliest)
+        return _point(store, max(keep, _history_being_read(store)), earliest)
     txn_id = _exact_txn(store, target)
     if txn_id is None:
         raise BacktrackRefused(f"{target.text} is not in the changelog (it holds transactions "
                                f"{first}..{last}; {window})", {"earliest": earliest, "latest": now})
+    if txn_id <= _history_being_read(store):
+        raise BacktrackRefused(f"{target.text} is in the history from before capture started, which is still "
+                               f"being read{_backfill_note(store)}", {"earliest": earliest, "latest": now})
     return _point(store, txn_id - 1, earliest)
+
+
+def _history_being_read(store: ChangeStore) -> int:
+    """The top of the txn ids reserved for a backfill that is still reading (0 when none is):
+    all of that history lies before the earliest backtrack time and is kept, read yet or not
+    (backfill.py); a plan must never count transactions the backfill adds meanwhile."""
+    history = store.history_range()
+    return history.txn[1] - 1 if history is not None and not history.done else 0
+
+
+def _backfill_note(store: ChangeStore) -> str:
+    history = backfill.progress(store)
+    if history is None or history["state"] not in ("starting", "reading"):
+        return ""
+    read = (f" ({history['bytes_read'] / history['bytes_total']:.0%} of {history['bytes_total']:,} binlog bytes)"
+            if history["bytes_total"] else "")
+    since = format_time_us(history["history_since_us"]) if history["history_since_us"] else "its start"
+    return (f"; history from before capture started is still being read{read}: the earliest backtrack time "
+            f"moves back to {since} once it is all in")
 
 
 def _exact_txn(store: ChangeStore, target: Target) -> int | None:

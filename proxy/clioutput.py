@@ -135,11 +135,14 @@ def _add_store_rows(grid: Table, store: dict | None) -> None:
 
 def backfill_text(history: dict) -> str:
     """The history read from before capture started: how far, and up to which commit."""
-    share = history["bytes_read"] / history["bytes_total"] if history["bytes_total"] else 1.0
-    text = (f"{history['state']}, {share:.0%} of {format_bytes(history['bytes_total'])}, at {history['position']}, "
-            f"read up to {utc_text(history.get('reached_time_us'))} UTC")
-    # The earliest backtrack time already counts the history; a backtrack catches up with it first.
-    return text + " (a backtrack waits until it is read)" if history["state"] == "reading" else text
+    share = history["bytes_read"] / history["bytes_total"] if history["bytes_total"] else float(
+        history["state"] == "done")
+    text = (f"{history['state']}, {share:.0%} of {format_bytes(history['bytes_total'])}, "
+            f"at {history['position'] or '-'}, read up to {utc_text(history.get('reached_time_us'))} UTC")
+    # Read beside the live stream: the earliest backtrack time moves back once all of it is in.
+    if history["state"] in ("starting", "reading"):
+        return text + " (the earliest backtrack time moves back when it is done)"
+    return text + f" ({history['lost']})" if history["state"] == "lost" else text
 
 
 def streamer_text(streamer: dict | None) -> str:

@@ -25,6 +25,9 @@ times what inflating does, and the server's packets are already deflated once. P
 proxy makes itself (an ERR in place of the server's answer) take the next sequence id of the
 leg. A client packet is forwarded once the tracker has let every plain byte in it go (the gate
 holds commands at command boundaries: the packet that carries a held command is held whole).
+A command the DDL holder answers (proxy.ddlhold) is never forwarded: its packets are dropped
+(``carries_only``, ``drop_held``), the holder talks to the server over its own compressed
+link (proxy.ddllink) and its answer goes to the client through ``to_client``.
 
 Failure rule: a malformed compressed packet (bad zlib data, a length that does not match) raises
 ``ProtocolError``, which ends that one session. zstd (``CLIENT_ZSTD_COMPRESSION_ALGORITHM``,
@@ -194,6 +197,12 @@ class CompressedSession:
             return False
         self._waiting.clear()
         return True
+
+    def carries_only(self, plain_bytes: int) -> bool:
+        """The client packets waiting to go carry exactly the last ``plain_bytes`` read and
+        nothing else: whole, none of it let go yet (then ``drop_held`` can take them back)."""
+        return (not self._covered and not self._client.partial
+                and sum(size for _, size in self._waiting) == plain_bytes)
 
     def from_server(self, data: bytes) -> bytes:
         """The plain bytes inside the server packets ``data`` completes."""

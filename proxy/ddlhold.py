@@ -9,6 +9,10 @@ session over until the answer is sent: it runs the checks and the hold on the cl
 server connection (proxy.ddllink.SessionLink) and writes the answer the real statement would
 have given. Several statements in one query (ddlscript) are run one by one, the held ones held;
 a prepared DROP/TRUNCATE gets a stand-in prepared on the server and is held at each execute.
+SQL-level PREPARE / EXECUTE / DEALLOCATE / EXECUTE IMMEDIATE (first byte p/P, e/E, d/D) are read
+by proxy.ddlprepare: a name prepared from a held DDL is held at each EXECUTE, in the database of
+its PREPARE. Compressed sessions (CLIENT_COMPRESS) come here with the inflated packet; the link
+and the answer are compressed for them (proxy.relay, proxy.ddllink).
 
 What the client sees is what the server would have said (MariaDB semantics, which drop what they
 can and report the rest):
@@ -25,9 +29,13 @@ The first DDL the hold sends commits the session's open transaction implicitly, 
 
 Not held (the statement runs for real, and a backtrack over it reports a DDL conflict, as
 before): DROP TEMPORARY TABLE, statements with options sqlglot does not parse (WAIT n), scripts
-that do not start with the held statement, SQL-level PREPARE/EXECUTE, non-ASCII statements,
-TRUNCATE of a table (DROP DATABASE of a schema) referenced by foreign keys from outside, a hold
-the session's privileges refuse (no CREATE, INSERT on ``auroratrack_hold``: a warning is logged).
+that start with neither a held statement nor a PREPARE/EXECUTE/DEALLOCATE (in them a PREPARE or
+DEALLOCATE is not seen either), non-ASCII statements, TRUNCATE of a table (DROP DATABASE of a
+schema) referenced by foreign keys from outside, a hold the session's privileges refuse (no
+CREATE, INSERT on ``auroratrack_hold``: a warning is logged), an EXECUTE the proxy cannot see
+(inside a stored procedure or trigger, or a query pipelined in one read with others: the server
+runs the DDL it prepared), EXECUTE IMMEDIATE of an expression other than a literal or a user
+variable.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ import pymysql
 import sqlglot
 from sqlglot import exp
 
-from proxy import ddlops, ddlrecord, ddlretention, ddlscript, wire
+from proxy import ddlops, ddlprepare, ddlrecord, ddlretention, ddlroutines, ddlscript, wire
 from proxy.ddllink import PyMySQLExecutor, Result, SessionExecutor, SessionLink, reframe
 from proxy.ddlops import HOLD_SCHEMA, Journal, Op, Swap, qname, quote, sql_string
 from proxy.ddlretention import HeldTable
@@ -57,13 +65,18 @@ log = logging.getLogger(__name__)
 # First payload byte after COM_QUERY that may start a statement this module holds (checked by
 # the relay before it calls ``claims``): d/D, t/T, whitespace, or a comment.
 # Also c/C, a/A, r/R: CREATE/ALTER/RENAME TABLE are recorded (proxy.ddlrecord).
-FIRST_BYTES = frozenset(b"dDtTcCaArR \t\r\n/")
+# Also p/P, e/E: SQL-level PREPARE / EXECUTE of a held DDL (proxy.ddlprepare).
+FIRST_BYTES = frozenset(b"dDtTcCaArRpPeE \t\r\n/")
+# (with what proxy.ddlrecord records: CREATE INDEX, DROP INDEX, views... its PREFIX; and stored
+# programs, proxy.ddlroutines)
 _PREFIX = re.compile(rb"\s*(?:/\*.*?\*/\s*)*(drop\s+(?:table|database|schema)|truncate|create\s+table|"
-                     rb"rename\s+tables?|alter\s+(?:online\s+)?table)\b", re.IGNORECASE | re.DOTALL)
+                     rb"rename\s+tables?|alter\s+(?:online\s+)?table)\b|" + ddlrecord.PREFIX.pattern + rb"|"
+                     + ddlroutines.PREFIX.pattern, re.IGNORECASE | re.DOTALL)
 # Never held: the server's own schemas and auroratrack's.
 _SYSTEM_SCHEMAS = frozenset({"mysql", "information_schema", "performance_schema", "sys", HOLD_SCHEMA, "auroratrack"})
 _IN_TRANS = int(wire.ServerStatus.SERVER_STATUS_IN_TRANS)
 _MULTI_STATEMENTS = int(wire.Capability.CLIENT_MULTI_STATEMENTS)
+_COM_CHANGE_USER, _COM_RESET_CONNECTION = 0x11, 0x1F
 
 
 @dataclass(frozen=True)
@@ -163,6 +176,12 @@ class DdlHolder:
         """Whether this whole COM_QUERY packet is a statement to hold; if so the session is
         taken over until its answer is written (``session.ddl_done`` gives it back)."""
         length = data[0] | data[1] << 8 | data[2] << 16
+        if data[4] == _COM_RESET_CONNECTION or data[4] == _COM_CHANGE_USER:
+            if session.ddl_statements:  # the server deallocates every prepared statement
+                session.ddl_statements.clear()
+            return False
+        if data[4] == 3 and len(data) == 4 + length and ddlprepare.COMMAND.match(data, 5, 205):
+            return self._claims_sql_prepared(session, bytes(data[5:]))  # PREPARE, EXECUTE, ...
         if len(data) != 4 + length or length >= 0xFFFFFF or data[3] != 0 or (
                 data[4] != 0x17 and not _PREFIX.match(data, 5, 205)):
             return False  # (most comment-led queries stop at the regex, nothing copied)
@@ -170,11 +189,13 @@ class DdlHolder:
         if tracker.busy or tracker.phase != "command" or session.upstream is None:
             return False
         if data[4] == 0x17:  # COM_STMT_EXECUTE of a statement prepared as a held DDL
-            statement = session.ddl_statements.get(int.from_bytes(data[5:9], "little"))
-            if statement is None:
+            prepared = session.ddl_statements.get(int.from_bytes(data[5:9], "little"))
+            if prepared is None:
                 return False
             session.ddl_begin()
-            asyncio.get_running_loop().create_task(self._serve(session, statement, statement.text.encode()))
+            statement = prepared.statement
+            asyncio.get_running_loop().create_task(self._serve(session, statement, statement.text.encode(),
+                                                               prepared.database))
             return True
         query = bytes(data[5:])
         if data[4] == 0x16:  # COM_STMT_PREPARE: a stand-in is prepared, the DDL runs at execute
@@ -184,7 +205,9 @@ class DdlHolder:
             session.ddl_begin()
             asyncio.get_running_loop().create_task(self._serve_prepare(session, statement))
             return True
-        statement = parse_statement(query)
+        # Stored-program DDL: a plain query only (the server prepares none of it).
+        statement = ddlrecord.parse_routine(query, bool(tracker.capabilities & _MULTI_STATEMENTS)) \
+            or parse_statement(query)
         if statement is None:
             script = ddlscript.split(query) if b";" in query and tracker.capabilities & _MULTI_STATEMENTS else None
             if script is None or parse_statement(script[0]) is None:
@@ -195,10 +218,116 @@ class DdlHolder:
         if statement.kind != "drop_database" and any(db is None for db, _ in statement.tables) and not tracker.database:
             return False  # the server's own "No database selected"
         session.ddl_begin()
-        asyncio.get_running_loop().create_task(self._serve(session, statement, bytes(data[5:])))
+        asyncio.get_running_loop().create_task(self._serve(session, statement, bytes(data[5:]),
+                                                           tracker.database))
         return True
 
-    async def _serve(self, session, statement: Statement, query: bytes) -> None:
+    def _claims_sql_prepared(self, session, query: bytes) -> bool:
+        """SQL-level PREPARE / EXECUTE / DEALLOCATE / EXECUTE IMMEDIATE (proxy.ddlprepare), alone
+        or first in a multi-statement query."""
+        tracker = session.tracker
+        if tracker.busy or tracker.phase != "command" or session.upstream is None:
+            return False
+        command = ddlprepare.parse(query, tracker.server_version)
+        if command is None:
+            script = ddlscript.split(query) if b";" in query and tracker.capabilities & _MULTI_STATEMENTS else None
+            if script is None or ddlprepare.parse(script[0], tracker.server_version) is None:
+                return False
+            session.ddl_begin()
+            asyncio.get_running_loop().create_task(self._serve_script(session, script))
+            return True
+        prepared = session.ddl_statements
+        if command.kind == "deallocate" or command.kind == "prepare":
+            if prepared:  # (a PREPARE replaces the name even when it fails)
+                prepared.pop(command.name, None)
+            if command.kind == "deallocate" or not command.evaluate and (
+                    command.text is None or parse_statement(command.text) is None):
+                return False
+        elif command.kind == "execute":
+            entry = prepared.get(command.name) if prepared and not command.using else None
+            if entry is None or not _has_database(entry.statement, entry.database):
+                return False
+            session.ddl_begin()
+            asyncio.get_running_loop().create_task(self._serve(session, entry.statement, query, entry.database))
+            return True
+        elif command.using:  # EXECUTE IMMEDIATE ... USING: a DDL takes no parameters
+            return False
+        elif not command.evaluate:
+            statement = parse_statement(command.text) if command.text is not None else None
+            if statement is None or not _has_database(statement, tracker.database):
+                return False
+            session.ddl_begin()
+            asyncio.get_running_loop().create_task(self._serve(session, statement, query, tracker.database))
+            return True
+        session.ddl_begin()
+        asyncio.get_running_loop().create_task(self._serve_sql_prepared(session, command, query))
+        return True
+
+    async def _serve_sql_prepared(self, session, command: ddlprepare.SqlCommand, query: bytes) -> None:
+        """A PREPARE run on the server as sent, its name remembered when it prepares a held DDL;
+        an EXECUTE IMMEDIATE whose text had to be read from the session: held, or given back."""
+        answer: bytes | None = None
+        give_back = False
+        try:
+            gate = session.gate
+            if not gate.is_open and not await gate.wait_open(gate.hold_timeout):
+                answer = wire.make_err_packet(1, BACKTRACKING_ERRNO, BACKTRACKING_SQLSTATE,
+                                              backtracking_message(gate.hold_timeout))
+                return
+            session.ddl_running = True  # a command given back is then in flight for the gate's drain
+            link = _link(session)
+            try:
+                database = session.tracker.database
+                if command.kind == "prepare":
+                    result = await self._run_sql_prepared(session, link, command, query, database)
+                    if result.kind == "ok":
+                        session.tracker.status_flags = wire.ok_status_flags(result.payload)
+                    answer = reframe(result.payload, 1)
+                    return
+                statement = await _text_statement(link, command)
+            finally:
+                link.release()
+            if statement is None or not _has_database(statement, database):
+                give_back = True  # not a held DDL: the relay forwards it as it came
+                return
+            await self._serve(session, statement, query, database)
+        except Exception as exc:
+            log.exception("%s of a prepared statement failed", command.kind)
+            answer = wire.make_err_packet(1, 1105, "HY000", f"auroratrack: {command.kind} failed: {exc}")
+        finally:
+            if give_back:
+                session.ddl_done(None, passed=wire.make_packets(b"\x03" + query, 0))
+            elif command.kind == "prepare" or answer is not None:
+                session.ddl_done(answer)
+
+    async def _run_sql_prepared(self, session, link: SessionLink, command: ddlprepare.SqlCommand, piece: bytes,
+                                database: str | None) -> Result:
+        """One PREPARE / EXECUTE / DEALLOCATE / EXECUTE IMMEDIATE on the link, the prepared
+        names kept up to date; the DDL it runs held. Returns the answer."""
+        prepared = session.ddl_statements
+        statement = None
+        if command.kind in ("prepare", "deallocate") and prepared:
+            prepared.pop(command.name, None)
+        if command.kind == "execute":
+            entry = prepared.get(command.name) if prepared and not command.using else None
+            if entry is not None:
+                statement, database = entry.statement, entry.database
+        elif command.kind != "deallocate" and not command.using:
+            statement = await _text_statement(link, command)
+        if command.kind == "prepare":
+            result = await link.query_bytes(piece)
+            if result.kind == "ok" and statement is not None:
+                if session.ddl_statements is None:
+                    session.ddl_statements = {}
+                session.ddl_statements[command.name] = ddlprepare.PreparedDdl(statement, database)
+            return result
+        result = None
+        if statement is not None and _has_database(statement, database):
+            result = await asyncio.to_thread(self._hold, SessionExecutor(link, asyncio.get_running_loop()),
+                                             statement, database)
+        return result if result is not None else await link.query_bytes(piece)
+
+    async def _serve(self, session, statement: Statement, query: bytes, database: str | None) -> None:
         answer: bytes | None = None
         try:
             gate = session.gate
@@ -207,11 +336,10 @@ class DdlHolder:
                                               backtracking_message(gate.hold_timeout))
                 return
             session.ddl_running = True  # from here the gate's drain waits for it
-            link = SessionLink(session.upstream, session.tracker.deprecate_eof)
+            link = _link(session)
             try:
                 loop = asyncio.get_running_loop()
-                result = await asyncio.to_thread(self._hold, SessionExecutor(link, loop), statement,
-                                                 session.tracker.database)
+                result = await asyncio.to_thread(self._hold, SessionExecutor(link, loop), statement, database)
                 if result is None:
                     self.passed += 1
                     result = await link.query_bytes(query)
@@ -234,7 +362,7 @@ class DdlHolder:
         remember its statement id: its executes run the hold (``claims``)."""
         answer: bytes | None = None
         try:
-            link = SessionLink(session.upstream, session.tracker.deprecate_eof)
+            link = _link(session)
             try:
                 payload = await link.prepare_stand_in()
             finally:
@@ -242,7 +370,8 @@ class DdlHolder:
             if payload[:1] == b"\x00":
                 if session.ddl_statements is None:
                     session.ddl_statements = {}
-                session.ddl_statements[int.from_bytes(payload[1:5], "little")] = statement
+                session.ddl_statements[int.from_bytes(payload[1:5], "little")] = ddlprepare.PreparedDdl(
+                    statement, session.tracker.database)  # an execute runs in the prepare's database
             answer = reframe(payload, 1)
         except Exception as exc:
             log.exception("prepare of a held %s failed", statement.kind)
@@ -261,14 +390,17 @@ class DdlHolder:
                 return
             session.ddl_running = True
             tracker = session.tracker
-            link = SessionLink(session.upstream, tracker.deprecate_eof)
+            link = _link(session)
             results: list[list[bytes]] = []
             database = tracker.database
             try:
                 for piece in script:
-                    statement = parse_statement(piece)
+                    command = ddlprepare.parse(piece, tracker.server_version)  # PREPARE, EXECUTE, ...
+                    statement = parse_statement(piece) if command is None else None
                     result = None
-                    if statement is not None and (database or all(db for db, _ in statement.tables)):
+                    if command is not None:
+                        result = await self._run_sql_prepared(session, link, command, piece, database)
+                    elif statement is not None and (database or all(db for db, _ in statement.tables)):
                         result = await asyncio.to_thread(self._hold, SessionExecutor(link, asyncio.get_running_loop()),
                                                          statement, database)
                     if result is None:
@@ -396,6 +528,27 @@ class DdlHolder:
         affected, pos = wire.read_length_encoded_integer(answer.payload, 1)
         payload = b"\x00" + wire.length_encoded_integer((affected or 0) + len(tables)) + answer.payload[pos:]
         return Result("ok", payload)
+
+
+async def _text_statement(link: SessionLink, command: ddlprepare.SqlCommand) -> Statement | ddlrecord.Recorded | None:
+    """The held DDL a PREPARE or EXECUTE IMMEDIATE carries, its text read from the client's own
+    session when the query alone does not say it (a user variable, escapes)."""
+    text = command.text
+    if command.evaluate:
+        value = await link.query_bytes(b"/* auroratrack ddl */ SELECT HEX(" + command.source + b")")
+        text = bytes.fromhex(value.rows[0][0]) if value.kind == "rows" and value.rows[0][0] else None
+    return parse_statement(text) if text else None
+
+
+def _has_database(statement: Statement | ddlrecord.Recorded, database: str | None) -> bool:
+    """Every table the statement names has a schema (else the server's "No database selected")."""
+    return (database is not None or statement.kind == "drop_database"
+            or all(db is not None for db, _ in statement.tables))
+
+
+def _link(session) -> SessionLink:
+    """The session's server connection, borrowed (compressed if the session is)."""
+    return SessionLink(session.upstream, session.tracker.deprecate_eof, session.compressed is not None)
 
 
 def _hold_name(op_id: str, index: int, name: str) -> str:

@@ -5,7 +5,9 @@ server session, so that its temporary tables, its open transaction (which the DD
 implicitly), its locks and its privileges are the ones that count. ``SessionLink`` takes the
 session's upstream transport over (``transport.set_protocol``), sends COM_QUERY packets, reads
 each response whole and gives the transport back. The relay forwards nothing while it holds the
-link: the client is waiting for the answer to the statement the link is running for it.
+link: the client is waiting for the answer to the statement the link is running for it. On a
+compressed session (CLIENT_COMPRESS) the link compresses what it sends, each statement a new
+command (compressed sequence id 0), and inflates what it reads (proxy.compression).
 
 ``Executor`` is the small synchronous interface the DDL procedures (proxy.ddlops) are written
 against; ``SessionExecutor`` runs it over a link from a worker thread, ``PyMySQLExecutor`` over
@@ -26,6 +28,7 @@ from typing import Protocol
 import pymysql
 
 from proxy import wire
+from proxy.compression import CompressedPacketReader, make_compressed_packets
 
 _MAX_CHUNK = 0xFFFFFF
 
@@ -60,9 +63,10 @@ class LinkLost(Exception):
 class SessionLink(asyncio.Protocol):
     """The protocol that stands in for the relay's while auroratrack uses the connection."""
 
-    def __init__(self, transport: asyncio.Transport, deprecate_eof: bool):
+    def __init__(self, transport: asyncio.Transport, deprecate_eof: bool, compressed: bool = False):
         self.transport = transport
         self.deprecate_eof = deprecate_eof
+        self._inflater = CompressedPacketReader() if compressed else None
         self._buf = bytearray()
         self._waiter: asyncio.Future | None = None
         self._lost = False
@@ -77,7 +81,11 @@ class SessionLink(asyncio.Protocol):
 
     # -- asyncio.Protocol --------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        self._buf += data
+        if self._inflater is None:
+            self._buf += data
+        else:
+            for _, content in self._inflater.feed(data):
+                self._buf += content
         self._wake()
 
     def eof_received(self) -> bool:
@@ -93,6 +101,12 @@ class SessionLink(asyncio.Protocol):
             self._waiter.set_result(None)
 
     # -- packets ----------------------------------------------------------------------------------
+    def _send_command(self, payload: bytes) -> None:
+        packets = wire.make_packets(payload, 0)
+        if self._inflater is not None:
+            packets, _ = make_compressed_packets(packets, 0)
+        self.transport.write(packets)
+
     async def _packet(self) -> bytes:
         """The next logical packet's payload (chunks of 16 MiB joined)."""
         payload = b""
@@ -115,14 +129,14 @@ class SessionLink(asyncio.Protocol):
     async def prepare_stand_in(self) -> bytes:
         """COM_STMT_PREPARE of ``DO 0`` (no parameters, no columns: its answer is one packet,
         the same as a DROP TABLE's prepare); returns that payload."""
-        self.transport.write(wire.make_packets(b"\x16DO 0", 0))
+        self._send_command(b"\x16DO 0")
         return await self._packet()
 
     async def query_bytes(self, sql: bytes) -> Result:
         """``query`` of a statement already encoded (the client's own bytes)."""
         if self._lost:
             raise LinkLost("the server closed the connection")
-        self.transport.write(wire.make_packets(b"\x03" + sql, 0))
+        self._send_command(b"\x03" + sql)
         first = await self._packet()
         if first[:1] == b"\x00":
             return Result("ok", first, packets=[first])

@@ -110,6 +110,29 @@ def is_op_statement(text: str, gtid: str | None = None) -> bool:
             or (gtid is not None and gtid in _op_gtids))
 
 
+def last_gtid(ex: Executor) -> str | None:
+    """The GTID of the last transaction the session ``ex`` logged (MariaDB's @@last_gtid)."""
+    found = ex.run("/* auroratrack ddl */ SELECT @@last_gtid")
+    return (found.rows[0][0] or None) if found.ok and found.rows else None
+
+
+def note_gtid(ex: Executor, op: Op, prior: str | None) -> None:
+    """Remember the GTID the server gave the statement ``ex`` just ran for recorded op ``op``
+    (``prior``: ``last_gtid`` before it; the same: nothing was logged): a statement the server
+    logs rebuilt (CREATE ... SELECT, views) has lost the op's tag, and is known by it instead
+    (``ops_by_gtid``, ``is_op_statement``)."""
+    gtid = last_gtid(ex)
+    if gtid is not None and gtid != prior:
+        op.change["gtid"] = gtid
+        op.gtids.append(gtid)
+        _op_gtids.add(gtid)
+
+
+def ops_by_gtid(journal: Journal) -> dict[str, str]:
+    """GTID -> op id of the recorded ops known by their GTID (``note_gtid``)."""
+    return {op.change["gtid"]: op.op_id for op in journal.ops() if op.change and op.change.get("gtid")}
+
+
 # -- what an op is ------------------------------------------------------------------------------------
 
 
@@ -363,6 +386,8 @@ def finish(op: Op, post: Executor, journal: Journal, pre: Executor | None = None
         answer = (pre or post).run(f"{tag(op.op_id, 'dropdb')}DROP DATABASE IF EXISTS {quote(op.schema['db'])}")
     elif op.schema_action == "create":
         _create_objects(op.op_id, post, op.schema["db"], op.schema["objects"])
+    if op.schema_action is not None:
+        _test_pause("after_schema")
     op.gtids.extend(_new_gtids)
     _new_gtids.clear()
     op.state = "done"

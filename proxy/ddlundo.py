@@ -7,11 +7,14 @@ under the backtrack's fence and paused gate, as steps newest first:
   rows after the newest op (one transaction)  ->  undo that op (its inverse op, journalled)
   ->  rows between it and the op before (one transaction)  ->  ...  ->  rows after the point.
 
-The same holds for the recorded DDL of proxy.ddlrecord (CREATE/RENAME/ALTER TABLE, the client's
-statement tagged with its op id): its undo is ``ddlrecord.undo`` (rename back, ALTER back plus
-the saved columns), or for a CREATE the held-table path below (the table moved aside). Rows of
-each stretch are decoded with the table maps they were logged with, and applied while the
-table has that layout.
+The same holds for the recorded DDL of proxy.ddlrecord (CREATE/RENAME/ALTER TABLE, indexes,
+views, stored programs: the client's statement tagged with its op id, or known by its GTID when
+the server logs it rebuilt): its undo is ``ddlrecord.undo`` (rename back, ALTER back plus the
+saved columns or partition rows, the saved table swapped back in, the view, trigger, routine or
+event put back), or for a CREATE the
+held-table path below (the table moved aside). An op's own transaction is in no stretch (the
+rows of a CREATE ... SELECT go and come back with its table). Rows of each stretch are decoded
+with the table maps they were logged with, and applied while the table has that layout.
 
 Each rows step is the ordinary net inverse (rewind.plan_between + Applier.apply_table), written
 with the backtrack marker, so capture records it as the backtrack's; each undo is an op of its
@@ -59,16 +62,18 @@ class Step:
     op_id: str | None = None
 
 
-def held_ops(transactions: list[StoredTransaction]) -> list[tuple[int, str]]:
-    """(txn id, op id) of every op RENAME among ``transactions``, oldest first."""
+def held_ops(transactions: list[StoredTransaction], by_gtid: dict[str, str] | None = None) -> list[tuple[int, str]]:
+    """(txn id, op id) of every op RENAME among ``transactions``, oldest first; ``by_gtid``:
+    the ops whose statement the server logged without the tag (ddlops.ops_by_gtid)."""
     found = []
     for txn in transactions:
         if "ddl" not in txn.flags:
             continue
-        for statement in txn.statements:
-            tagged = ddlops.op_of_statement(statement)
-            if tagged is not None and tagged[1] is None:
-                found.append((txn.txn_id, tagged[0]))
+        ids = [tagged[0] for tagged in map(ddlops.op_of_statement, txn.statements)
+               if tagged is not None and tagged[1] is None]
+        if not ids and by_gtid and txn.gtid in by_gtid:
+            ids = [by_gtid[txn.gtid]]
+        found += [(txn.txn_id, op_id) for op_id in dict.fromkeys(ids)]
     return found
 
 
@@ -81,13 +86,13 @@ class DdlUndo:
 
     def crosses(self, plan: Plan) -> bool:
         """Whether the plan's window holds an op (then ``apply`` runs the backtrack)."""
-        return bool(held_ops(plan.undone))
+        return bool(held_ops(plan.undone, ddlops.ops_by_gtid(self.journal)))
 
     def describe(self, plan: Plan) -> list[dict]:
         """The ops a backtrack over ``plan`` undoes, newest first, with the RENAME each undo runs
         (for --dry-run)."""
         out = []
-        for txn_id, op_id in reversed(held_ops(plan.undone)):
+        for txn_id, op_id in reversed(held_ops(plan.undone, ddlops.ops_by_gtid(self.journal))):
             op = self.journal.get(op_id)
             item = {"op": op_id, "txn_id": txn_id, "kind": op.kind if op else None,
                     "statement": op.statement[:200] if op else None, "undo": None}
@@ -103,10 +108,12 @@ class DdlUndo:
         """The steps, newest first."""
         steps = []
         upper = plan.last_txn_id
-        for txn_id, op_id in reversed(held_ops(plan.undone)):
+        for txn_id, op_id in reversed(held_ops(plan.undone, ddlops.ops_by_gtid(self.journal))):
             steps.append(Step("rows", plan=plan_between(store, txn_id, upper, self.flavor)))
             steps.append(Step("op", op_id=op_id))
-            upper = txn_id
+            # The op's own transaction is in no stretch: the rows a CREATE ... SELECT logged
+            # with it go and come back with the table.
+            upper = txn_id - 1
         steps.append(Step("rows", plan=plan_between(store, plan.after_txn_id, upper, self.flavor)))
         return [s for s in steps if s.kind == "op" or s.plan.tables or s.plan.conflicts]
 

@@ -184,7 +184,7 @@ def _backfill(history: dict | None):
     if not history:
         return
     yield GaugeMetricFamily("auroratrack_backfill_reading", "1 while history from before capture started is read.",
-                            value=1 if history["state"] == "reading" else 0)
+                            value=1 if history["state"] in ("starting", "reading") else 0)
     yield GaugeMetricFamily("auroratrack_backfill_bytes_read", "Binlog bytes of history read by the backfill.",
                             value=history["bytes_read"])
     yield GaugeMetricFamily("auroratrack_backfill_bytes_total", "Binlog bytes of history the backfill reads.",

@@ -9,7 +9,8 @@ the gate whether a command may start, and tells it when a session goes idle.
 Protocol compression: when authentication ends, each session picks its steady-state handlers
 once. A plain session gets the byte relay below; a session that negotiated CLIENT_COMPRESS gets
 handlers that pass its compressed packets through ``proxy.compression.CompressedSession`` (the
-tracker reads an inflated copy). So compression costs a plain session nothing per read.
+tracker reads an inflated copy, and the DDL hook reads it too: a held DROP is held whatever the
+session's framing). So compression costs a plain session nothing per read.
 
 Why asyncio Protocols and not streams: a ``StreamReader`` relay costs a coroutine wake-up and a
 buffer copy per read on each side; callbacks write the received ``bytes`` object straight to the
@@ -30,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from proxy import wire
-from proxy.compression import CompressedSession
+from proxy.compression import CompressedSession, make_compressed_packets
 from proxy.ddlhold import FIRST_BYTES as DDL_FIRST_BYTES
 from proxy.gate import BACKTRACKING_ERRNO, BACKTRACKING_SQLSTATE, Gate, backtracking_message
 from proxy.tls import TlsPolicy
@@ -116,14 +117,22 @@ class ClientSession(asyncio.Protocol):
         if self.login is not None:  # TLS login
             self.login.from_client(data)
             return
-        # DDL hold hook (proxy.ddlhold): a few byte tests per read. A query or prepare that may
-        # start with DROP/TRUNCATE, or the execute of one prepared so, goes to the holder.
+        # DDL hold hook (proxy.ddlhold): a few byte tests per read, inline (``_ddl_candidate``
+        # says the same for a compressed session). A query or prepare that may start with a DDL
+        # keyword, or the execute of one prepared so, goes to the holder.
+        # COM_RESET_CONNECTION and COM_CHANGE_USER go too while prepared DDL are known (the
+        # server forgets them), tested only past the query's tests.
         ddl = self.proxy.ddl
-        if ddl is not None and len(data) > 5:
-            command = data[4]
-            if ((command == 3 or command == 0x16) and data[5] in DDL_FIRST_BYTES
-                    or command == 0x17 and self.ddl_statements) and ddl.claims(self, data):
-                return
+        if ddl is not None:
+            if len(data) > 5:
+                command = data[4]
+                if command == 3 or command == 0x16:
+                    if data[5] in DDL_FIRST_BYTES and ddl.claims(self, data):
+                        return
+                elif (command == 0x17 or command == 0x11) and self.ddl_statements and ddl.claims(self, data):
+                    return
+            elif len(data) == 5 and data[4] == 0x1F and self.ddl_statements:
+                ddl.claims(self, data)  # (never claimed: the reset is relayed)
         gate = self.gate
         try:
             # An open gate cannot close during this synchronous call: no need to ask it again
@@ -207,19 +216,41 @@ class ClientSession(asyncio.Protocol):
         self.close()
 
     # -- a held DDL statement (proxy.ddlhold) --------------------------------------------------------------
+    def _ddl_candidate(self, data: bytes) -> bool:
+        """The byte tests of ``data_received``'s DDL hook, for a compressed session's
+        inflated copy: whether the holder should be asked."""
+        if len(data) <= 4:
+            return False
+        command = data[4]
+        return bool((command == 3 or command == 0x16) and len(data) > 5 and data[5] in DDL_FIRST_BYTES
+                    or (command == 0x17 or command == 0x1F or command == 0x11) and self.ddl_statements)
+
     def ddl_begin(self) -> None:
         """The holder answers the client's statement: read nothing more until it has (it sets
         ``ddl_running`` once the gate lets it start)."""
         self._reading_paused_for.add("ddl")
         self.transport.pause_reading()
 
-    def ddl_done(self, answer: bytes | None) -> None:
-        """The holder's answer (already framed) goes to the client; the session goes on."""
+    def ddl_done(self, answer: bytes | None, passed: bytes | None = None) -> None:
+        """The holder's answer (already framed) goes to the client; the session goes on. Or the
+        holder gives the command back (``passed``, its plain packets): it is relayed as the
+        hook would have (it started before any gate closed: it is not held)."""
         self.ddl_running = False
         if self.closed:
             return
+        if answer and self.compressed is not None:
+            answer = self.compressed.to_client(answer)  # the client's command was the leg's last packet
         if answer:
             self.transport.write(answer)
+        if passed:
+            try:
+                out = self.tracker.feed_client(passed)
+            except wire.ProtocolError as exc:
+                self._fail(exc, from_client=True)
+                return
+            if out and self.compressed is not None:  # its own packets were dropped: a new command's
+                out, _ = make_compressed_packets(out, 0)
+            self.upstream.write(out)
         self._reading_paused_for.discard("ddl")
         if not self._reading_paused_for:
             self.transport.resume_reading()
@@ -313,6 +344,13 @@ class ClientSession(asyncio.Protocol):
         try:
             plain = compressed.from_client(data)
             if not plain:  # a packet's first part: nothing for the tracker yet
+                return
+            # The DDL hook, as in data_received, when the packets read carry just one command
+            # (the holder answers it: its packets are never forwarded).
+            ddl = self.proxy.ddl
+            if (ddl is not None and self._ddl_candidate(plain) and compressed.carries_only(len(plain))
+                    and ddl.claims(self, plain)):
+                compressed.drop_held()
                 return
             out = self.tracker.feed_client(plain, None if gate.is_open else gate.may_start_command)
         except wire.ProtocolError as exc:

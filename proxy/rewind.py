@@ -204,17 +204,8 @@ def extend_plan(plan: Plan, store: ChangeStore) -> Plan:
     """Fold in the transactions stored since the plan was last built or extended. A backtrack
     plans while clients still run, and after pausing them folds in only what arrived since
     (decoding a million row images takes seconds; the pause should not)."""
-    newer = store.transactions(after_txn_id=plan.last_txn_id)
     plan.conflicts = [c for c in plan.conflicts if c.kind != "gap"] + _gap_conflicts(store, plan.after_txn_id)
-    with gc_paused():
-        for txn in newer:
-            plan.undone.append(txn)
-            plan.last_txn_id = txn.txn_id
-            plan.conflicts.extend(_log_conflicts(txn))
-            if txn.n_changes:
-                _fold_transaction(plan, store, txn)
-    for name in plan._skipped:
-        plan.tables.pop(name, None)
+    _fold_transactions(plan, store, store.transactions(after_txn_id=plan.last_txn_id))
     for name in plan.touched & plan.tables.keys():
         table = plan.tables[name]
         table._net = table._counts = None  # recomputed on next use; untouched tables keep theirs
@@ -225,10 +216,17 @@ def plan_between(store: ChangeStore, after_txn_id: int, upto_txn_id: int, flavor
     """The net inverse of the transactions after ``after_txn_id`` up to ``upto_txn_id``: one
     stretch of rows between two held DDL ops (proxy.ddlundo undoes those in between)."""
     plan = Plan(after_txn_id, [], {}, [], flavor=flavor, last_txn_id=after_txn_id)
+    stretch = itertools.takewhile(lambda txn: txn.txn_id <= upto_txn_id,
+                                  store.transactions(after_txn_id=after_txn_id))
+    _fold_transactions(plan, store, stretch)
+    return plan
+
+
+def _fold_transactions(plan: Plan, store: ChangeStore, transactions: Iterable[StoredTransaction]) -> None:
+    """Fold ``transactions`` (in txn-id order) into ``plan``: each is undone, its log conflicts
+    noted and its row changes folded; then the tables the plan cannot write are dropped from it."""
     with gc_paused():
-        for txn in store.transactions(after_txn_id=after_txn_id):
-            if txn.txn_id > upto_txn_id:
-                break
+        for txn in transactions:
             plan.undone.append(txn)
             plan.last_txn_id = txn.txn_id
             plan.conflicts.extend(_log_conflicts(txn))
@@ -236,7 +234,6 @@ def plan_between(store: ChangeStore, after_txn_id: int, upto_txn_id: int, flavor
                 _fold_transaction(plan, store, txn)
     for name in plan._skipped:
         plan.tables.pop(name, None)
-    return plan
 
 
 def _fold_transaction(plan: Plan, store: ChangeStore, txn: StoredTransaction) -> None:

@@ -61,6 +61,7 @@ class ServeConfig:
     capture_restart_backoff_s: float = 1.0  # first wait before a stopped streamer is started again
     hold_ddl: bool | None = None  # hold DROP TABLE / TRUNCATE (proxy.ddlhold); None: when capturing
     backfill: bool = True  # empty store: capture the server's binlogs within the window (backfill.py)
+    backfill_pause_s: float = 0.0  # the history reader rests this long after each transaction
     # TLS on the client leg (the upstream leg's policy is in ``upstream``): --client-tls,
     # --tls-cert/--tls-key (None: a self-signed pair made in data_dir at first start).
     client_tls: str = "preferred"
@@ -81,7 +82,7 @@ class ServeConfig:
             upstream=self.upstream, store_path=self.store_path,
             server_id=self.streamer_server_id or stable_server_id(self.store_path),
             window_s=self.backtrack_window_s, max_store_bytes=self.max_store_bytes,
-            status_path=self.streamer_status_path, backfill=self.backfill,
+            status_path=self.streamer_status_path, backfill=self.backfill, backfill_pause_s=self.backfill_pause_s,
         )
 
 

@@ -2,7 +2,7 @@
 
 The relay hands a session's bytes here until its login ends (``ClientSession.login`` is set),
 then takes the session back with its tracker set up for the command phase. This module writes
-to the session's two transports, upgrades either to TLS in place (``tlsupgrade``), bounds each
+to the session's two transports, upgrades either to TLS in place (``tlspump``), bounds each
 TLS handshake by a timeout, and ends that one session on anything malformed; the listener and
 other sessions go on. It also holds the start-up probe that makes ``serve`` refuse a server
 whose certificate fails verification, with the reason.
@@ -16,7 +16,7 @@ import socket
 import ssl
 from typing import TYPE_CHECKING
 
-from proxy import tlsupgrade, wire
+from proxy import tlspump, wire
 from proxy.authrelay import CR_SSL_CONNECTION_ERROR, LoginRelay, LoginResult, LoginStep, ssl_request
 from proxy.tls import TlsPolicy, upstream_requires_tls
 from proxy.tracker import AUTH, CLOSING, COMMAND
@@ -76,7 +76,7 @@ class SessionLogin:
     # -- TLS on either leg ---------------------------------------------------------------------------
     def _start_client_tls(self, read_ahead: bytes) -> None:
         session = self.session
-        session.transport, done = tlsupgrade.upgrade(
+        session.transport, done = tlspump.upgrade(
             session.transport, session, self.policy.client.context, server_side=True,
             read_ahead=read_ahead, handshake_timeout=self.policy.handshake_timeout,
         )
@@ -85,7 +85,7 @@ class SessionLogin:
     def _start_upstream_tls(self) -> None:
         session = self.session
         raw = session.upstream
-        session.upstream, done = tlsupgrade.upgrade(
+        session.upstream, done = tlspump.upgrade(
             raw, raw.get_protocol(), self.policy.upstream_context, server_side=False,
             server_hostname=session.proxy.upstream_host, handshake_timeout=self.policy.handshake_timeout,
         )

@@ -228,6 +228,8 @@ class BinlogSource:
 
         def connect(**kwargs) -> pymysql.Connection:
             conn_class = _DumpConnection if send_annotate_rows else pymysql.connections.Connection
+            if "passwd" in kwargs:  # mysql-replication still passes PyMySQL's deprecated name
+                kwargs["password"] = kwargs.pop("passwd")
             return open_connection("capture", conn_class, **kwargs)  # tells the server who it is
 
         self.start = start

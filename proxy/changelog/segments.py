@@ -13,6 +13,12 @@ truncates them away on the next open (``truncate``).
 
 Segments are named by their sequence number and rotate at ``max_bytes``; retention deletes whole
 segment files once no stored change refers to them. Readers use ``pread`` on the same files.
+
+Two writers, two id ranges: the live stream and the backfill (backfill.py) append at the same
+time from different processes, each in a range of segment ids of its own (``id_range``): the
+history's range lies below the live one, as its LSNs do, so segment order is still LSN order and
+retention's "delete what is older than the oldest referenced segment" stays right. A writer
+opens, trims and deletes only segments of its own range.
 """
 
 from __future__ import annotations
@@ -22,15 +28,18 @@ import os
 from pathlib import Path
 
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+ALL_IDS = (1, 1 << 62)
 
 
 class SegmentLog:
     """The segment files in one directory: one writer, any number of readers."""
 
-    def __init__(self, directory: Path, max_bytes: int = DEFAULT_SEGMENT_BYTES, writable: bool = False):
+    def __init__(self, directory: Path, max_bytes: int = DEFAULT_SEGMENT_BYTES, writable: bool = False,
+                 id_range: tuple[int, int] = ALL_IDS):
         self.directory = Path(directory)
         self.max_bytes = max_bytes
         self.writable = writable
+        self.id_range = id_range  # [first, end): the ids this writer may create, trim or delete on open
         if writable:
             self.directory.mkdir(parents=True, exist_ok=True)
         self._current_id: int | None = None
@@ -45,6 +54,10 @@ class SegmentLog:
         if not self.directory.exists():
             return []
         return sorted(int(p.stem) for p in self.directory.glob("*.seg") if p.stem.isdigit())
+
+    def own_segment_ids(self) -> list[int]:
+        first, end = self.id_range
+        return [sid for sid in self.segment_ids() if first <= sid < end]
 
     # -- writing ----------------------------------------------------------------------------------------
     def append(self, data: bytes) -> tuple[int, int]:
@@ -71,7 +84,7 @@ class SegmentLog:
         """On open: cut the newest referenced segment to its committed end and delete newer ones
         (older segments are whole). ``committed_end``: {newest segment id: committed end}."""
         newest_committed = max(committed_end, default=None)
-        for segment_id in self.segment_ids():
+        for segment_id in self.own_segment_ids():
             if newest_committed is None or segment_id > newest_committed:
                 self.path(segment_id).unlink(missing_ok=True)
             elif segment_id == newest_committed:
@@ -95,8 +108,10 @@ class SegmentLog:
     def _open_next(self) -> None:
         if self._current is not None:
             self._current.close()
-        ids = self.segment_ids()
-        self._current_id = (ids[-1] + 1) if ids else 1
+        ids = self.own_segment_ids()
+        self._current_id = (ids[-1] + 1) if ids else self.id_range[0]
+        if self._current_id >= self.id_range[1]:
+            raise OSError(f"segment ids {self.id_range[0]}..{self.id_range[1] - 1} are all used")
         self._current = open(self.path(self._current_id), "ab", buffering=1 << 20)  # noqa: SIM115
         self._current_size = 0
 

@@ -37,6 +37,19 @@ committed changes, and a transaction's LSN range may then have holes (``n_change
 Retention evicts whole transactions, oldest first, by age (the target window) or total size.
 The earliest backtrack time is the commit time of the newest transaction evicted (or the start
 of capture, or the last gap), whichever is latest.
+History read beside the live stream (backfill.py): a first start that backfills reserves, below
+the live stream's, a range of LSNs, of txn ids and of segment ids for the server's older
+binlogs (``start_capture(..., history_bytes=...)``, ``HistoryRange``); the live stream's
+numbers start above it. The backfill writes into that range from a process of its own, through
+a ``ChangeStore(..., history_writer=True)``: its own checkpoint (in ``meta``), its own segment
+files, the same tables (SQLite serialises the two writers' commits). So LSN order and txn id
+order stay binlog order, and every reader works unchanged. The range is sized from the bytes of
+binlog the history can hold at most (a change record or a transaction takes at least one event
+of at least ``MIN_EVENT_BYTES``). The earliest backtrack time moves back only once the whole
+history is in (``finish_history``): never over a hole. The history writer takes SQLite's write
+lock only for short bursts (``_flush_history``: a group kept in memory, a big transaction's
+batches committed as orphan rows that no transaction points at until it commits, deleted on an
+abort or the next open), so the live stream's commits never queue behind it for long.
 """
 
 from __future__ import annotations
@@ -50,7 +63,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from proxy.changelog.segments import DEFAULT_SEGMENT_BYTES, SegmentLog
+from proxy.changelog.segments import ALL_IDS, DEFAULT_SEGMENT_BYTES, SegmentLog
 
 SCHEMA_VERSION = 1
 GROUP_MAX_TRANSACTIONS = 1000
@@ -72,6 +85,14 @@ _UPDATE_COUNTERS = (
     "INSERT INTO meta (key, value) VALUES ('stored_bytes', '0'), ('last_lsn', ?2) ON CONFLICT(key) DO UPDATE SET"
     " value = CASE key WHEN 'stored_bytes' THEN CAST(CAST(value AS INTEGER) + ?1 AS TEXT) ELSE excluded.value END"
 )
+# History reserved below the live stream (module docstring): the smallest binlog event that can
+# bring a change record or end a transaction is a bare header (19 bytes).
+MIN_EVENT_BYTES = 19
+HISTORY_KEY = "history_range"
+HISTORY_CHECKPOINT_KEY = "backfill_checkpoint"
+# History rows events go to their own segments; a small segment size must not run their range out.
+MIN_SEGMENT_BYTES_FOR_RESERVE = 1024 * 1024
+_ADD_STORED_BYTES = "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + ? AS TEXT) WHERE key = 'stored_bytes'"
 HELD_FILE = "held.json"  # written by proxy.ddlretention: [held at (us), bytes] of each held table
 _json = json.JSONEncoder().encode  # json.dumps with default settings, without its per-call setup
 
@@ -117,6 +138,29 @@ CREATE TABLE IF NOT EXISTS xa_prepared (
     xid TEXT PRIMARY KEY, header TEXT NOT NULL, records BLOB NOT NULL
 );
 """
+
+
+@dataclass(frozen=True)
+class HistoryRange:
+    """What a first start reserved for the history read beside the live stream: [first, end) of
+    LSNs, txn ids and segment ids, all below the live stream's; ``until``: the binlog position
+    the live stream started at (history ends there); ``done`` once it is all stored."""
+
+    lsn: tuple[int, int]
+    txn: tuple[int, int]
+    segments: tuple[int, int]
+    until: tuple[str, int]
+    done: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps({"lsn": self.lsn, "txn": self.txn, "segments": self.segments,
+                           "until": self.until, "done": self.done})
+
+    @staticmethod
+    def from_json(text: str) -> HistoryRange:
+        raw = json.loads(text)
+        return HistoryRange(tuple(raw["lsn"]), tuple(raw["txn"]), tuple(raw["segments"]),
+                            (raw["until"][0], int(raw["until"][1])), bool(raw["done"]))
 
 
 @dataclass(frozen=True)
@@ -218,9 +262,12 @@ def now_us() -> int:
 class ChangeStore:
     """See the module docstring. Open one per thread/process; the streamer is the only writer."""
 
-    def __init__(self, path: Path | str, readonly: bool = False, segment_bytes: int = DEFAULT_SEGMENT_BYTES):
+    def __init__(self, path: Path | str, readonly: bool = False, segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+                 history_writer: bool = False):
         self.path = Path(path)
         self.readonly = readonly
+        # The backfill's writer: numbers, segments and checkpoint of the reserved history range.
+        self.history_writer = history_writer
         if not readonly:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
@@ -239,9 +286,14 @@ class ChangeStore:
             self.db.execute("PRAGMA wal_autocheckpoint = 0")
             self.db.executescript(_SCHEMA)
             self._init_meta()
+        self._history = None if readonly else self.history_range()  # readers never append
+        if history_writer and self._history is None:
+            raise ValueError(f"{self.path}: no history range reserved to write into")
         self.segments = SegmentLog(self.path.with_name(self.path.name + ".segments"), segment_bytes,
-                                   writable=not readonly)
+                                   writable=not readonly, id_range=self._segment_range())
         if not readonly:
+            if history_writer:
+                self._drop_orphans()
             self.segments.resume(self._committed_segment_ends())
         self._table_map_ids: dict[tuple[bytes, tuple[str, ...]], int] = {}  # (body[6:], generated) -> id
         self._in_txn = False  # a SQLite transaction is open
@@ -251,6 +303,10 @@ class ChangeStore:
         self._rows: list[tuple] = []
         self._previous: tuple[int, int | None] | None = None  # (event type, table map id) of the last record
         self._spilled = False
+        self._hold_open = False  # the open transaction must reach SQLite in one piece (a taken XA)
+        self._open_from_lsn: int | None = None  # the open transaction's first LSN, dropped records too
+        # History writer: the group's transaction rows, written with its records in one short burst.
+        self._txn_rows: list[tuple] = []
         self._txn_bytes = 0
         self._txn_first_lsn: int | None = None
         self._txn_dropped = 0  # records of the open transaction removed (rolled back) after its first
@@ -262,6 +318,18 @@ class ChangeStore:
         self._pending_checkpoint: tuple[str, int, int | None, int | None] | None = None
         # Called after each COMMIT that wrote something (the streamer's WAL checkpointer waits on it).
         self.on_commit: Callable[[], None] | None = None
+        self.group_max_s = GROUP_MAX_S  # the backfill's writer holds the write lock for less
+
+    def _segment_range(self) -> tuple[int, int]:
+        """The segment ids this writer appends to (segments.py): the history's range, or above it."""
+        history = self._history
+        if history is None:
+            return ALL_IDS
+        return history.segments if self.history_writer else (history.segments[1], ALL_IDS[1])
+
+    def history_range(self) -> HistoryRange | None:
+        raw = self.get_meta(HISTORY_KEY)
+        return HistoryRange.from_json(raw) if raw else None
 
     # -- meta -------------------------------------------------------------------------------------
     def _init_meta(self) -> None:
@@ -279,20 +347,75 @@ class ChangeStore:
 
     # -- the writer's side ----------------------------------------------------------------------------
     def checkpoint(self) -> Checkpoint | None:
+        """Where this writer resumes (the backfill's writer: its own, in ``meta``)."""
+        if self.history_writer:
+            return self.history_checkpoint()
         row = self.db.execute(
             "SELECT log_file, log_pos, last_txn_id, last_commit_time_us FROM checkpoint WHERE id = 1"
         ).fetchone()
         return Checkpoint(*row) if row else None
 
-    def start_capture(self, position_file: str, position_pos: int, start_time_us: int) -> None:
-        """First start: remember where capture began (nothing before it can be rewound to)."""
+    def history_checkpoint(self) -> Checkpoint | None:
+        """Where the backfill resumes (None before it fixed its start)."""
+        raw = self.get_meta(HISTORY_CHECKPOINT_KEY)
+        return Checkpoint(*json.loads(raw)) if raw else None
+
+    def start_capture(self, position_file: str, position_pos: int, start_time_us: int,
+                      history_bytes: int | None = None) -> None:
+        """First start: remember where capture began (nothing before it can be rewound to).
+        ``history_bytes``: the binlog bytes before that position the backfill may read; reserve
+        LSNs, txn ids and segment ids for them below the live stream's (module docstring)."""
         self.db.execute("BEGIN IMMEDIATE")
         if self.checkpoint() is None:
             self.db.execute("INSERT INTO checkpoint VALUES (1, ?, ?, NULL, NULL, ?)",
                             (position_file, position_pos, time.time()))
             self.set_meta("capture_started_us", str(start_time_us))
             self._raise_earliest(start_time_us)
+            if history_bytes and self.history_range() is None:
+                self._reserve_history(history_bytes, (position_file, position_pos))
         self.db.execute("COMMIT")
+        self._history = self.history_range()
+        self.segments.id_range = self._segment_range()
+        self._next_lsn = self._next_txn_id = None
+
+    def _reserve_history(self, history_bytes: int, until: tuple[str, int]) -> None:
+        """Number the live stream from above a range left for ``history_bytes`` of binlog."""
+        most = history_bytes // MIN_EVENT_BYTES + 1
+        lsn_first = self._allocate_lsn_peek()
+        txn_first = self._allocate_txn_id()
+        segment_ids = self.segments.segment_ids()
+        segment_first = (segment_ids[-1] + 1) if segment_ids else 1
+        segments = history_bytes // min(self.segments.max_bytes, MIN_SEGMENT_BYTES_FOR_RESERVE) + 2
+        history = HistoryRange((lsn_first, lsn_first + most), (txn_first, txn_first + most),
+                               (segment_first, segment_first + segments), until)
+        self.set_meta(HISTORY_KEY, history.to_json())
+        self.set_meta("last_lsn", str(history.lsn[1] - 1))
+        # The live stream's txn ids come from AUTOINCREMENT's sequence: start it above the range.
+        if self.db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'transactions'",
+                           (history.txn[1] - 1,)).rowcount == 0:
+            self.db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('transactions', ?)",
+                            (history.txn[1] - 1,))
+
+    def finish_history(self, since_us: int | None) -> int | None:
+        """The backfill is over. When it stored everything up to the live start (``since_us``:
+        where its history begins), the earliest backtrack time moves back to it, never before
+        what retention evicted or a gap lost since; None: it could not (the history stays
+        unclaimed). Returns the earliest backtrack time."""
+        self._finish_group()
+        self.db.execute("BEGIN IMMEDIATE")
+        history = self.history_range()
+        if since_us is not None:
+            floor = max(since_us, int(self.get_meta("newest_evicted_us") or 0),
+                        self.db.execute("SELECT COALESCE(MAX(detected_at_us), 0) FROM gaps").fetchone()[0])
+            current = self.earliest_backtrack_time_us()
+            if current is None or floor < current:
+                self.set_meta("earliest_backtrack_time_us", str(floor))
+        if history is not None:
+            self.set_meta(HISTORY_KEY, HistoryRange(history.lsn, history.txn, history.segments,
+                                                    history.until, done=True).to_json())
+        self.db.execute("COMMIT")
+        self._notify_commit()
+        return self.earliest_backtrack_time_us()
 
     def table_map_id(self, schema: str, table: str, body: bytes, generated: list[str]) -> int:
         """The id of this table map (deduplicated; the 6-byte table id is not part of identity)."""
@@ -305,7 +428,8 @@ class ChangeStore:
         digest = hashlib.blake2b(key[0] + json.dumps(generated).encode(), digest_size=16).digest()
         row = self.db.execute("SELECT id FROM table_maps WHERE digest = ?", (digest,)).fetchone()
         if row is None:
-            self._begin_if_needed()
+            if not self.history_writer:  # the history writer's own: a short commit (``_flush_history``)
+                self._begin_if_needed()
             cur = self.db.execute(
                 "INSERT INTO table_maps (digest, schema_name, table_name, body, generated) VALUES (?,?,?,?,?)",
                 (digest, schema, table, body, json.dumps(generated)),
@@ -330,6 +454,8 @@ class ChangeStore:
         self._next_lsn = lsn + 1
         if self._txn_first_lsn is None:
             self._txn_first_lsn = lsn
+            if self._open_from_lsn is None:
+                self._open_from_lsn = lsn
         segment, offset = self.segments.append(body)
         size = len(body)
         # Compact change rows (module docstring): 0 for what the record before in this
@@ -407,6 +533,7 @@ class ChangeStore:
             last_kept = (event_type, running_map)
         if not dropped:
             return 0
+        self._begin_if_needed()  # the history writer commits its batches (``_spill``): join the next
         self.db.executemany("DELETE FROM changes WHERE lsn = ?", dropped)
         self.db.executemany("UPDATE changes SET txn_id = ?, event_type = ?, table_map_id = ? WHERE lsn = ?",
                             rewritten)
@@ -443,11 +570,14 @@ class ChangeStore:
         """Close the open transaction: its header, and the checkpoint after it, atomically; returns
         its txn_id. ``defer``: more transactions are coming right away (the caller is behind), so
         the SQLite commit may wait for them (group commit), up to the group bounds; the caller
-        then calls ``commit_pending`` before it waits for anything."""
-        self._begin_if_needed()
-        if self._rows:
-            self.db.executemany(_INSERT_CHANGE, self._rows)
-            self._rows.clear()
+        then calls ``commit_pending`` before it waits for anything. The history writer keeps the
+        group in memory and writes it in one burst (``_flush_history``)."""
+        in_memory = self.history_writer and not self._in_txn
+        if not in_memory:
+            self._begin_if_needed()
+            if self._rows:
+                self.db.executemany(_INSERT_CHANGE, self._rows)
+                self._rows.clear()
         first_lsn = self._txn_first_lsn
         if first_lsn is None:  # a transaction with no change record (e.g. only a COMMIT)
             first_lsn = self._allocate_lsn_peek()
@@ -457,12 +587,16 @@ class ChangeStore:
             n_changes = last_lsn - first_lsn + 1 - self._txn_dropped  # holes: rolled back records
         txn_id = self._next_txn_id or self._allocate_txn_id()
         flags, statements = header.flags, header.statements
-        self.db.execute(_INSERT_TRANSACTION, (
+        row = (
             txn_id, first_lsn, last_lsn, header.gtid, header.start_file, header.start_pos, header.end_file,
             header.end_pos, header.commit_time_us, header.time_precision, header.server_time, header.origin,
             _json(flags) if flags else "[]", _json(sorted(set(header.tables))),
             _json(statements) if statements else "[]", n_changes, self._txn_bytes, header.xa_xid,
-        ))
+        )
+        if in_memory:
+            self._txn_rows.append(row)
+        else:
+            self.db.execute(_INSERT_TRANSACTION, row)
         if not self._group_txns:
             self._group_started = time.monotonic()
         self._group_txns += 1
@@ -471,8 +605,10 @@ class ChangeStore:
         self._pending_checkpoint = (header.end_file, header.end_pos, txn_id, header.commit_time_us)
         self._next_txn_id = txn_id + 1
         self._reset_txn()
+        # (The history writer holding a SQLite transaction open, rarely, commits at once.)
         if (not defer or self._group_txns >= GROUP_MAX_TRANSACTIONS or self._group_bytes >= GROUP_MAX_BYTES
-                or time.monotonic() - self._group_started >= GROUP_MAX_S):
+                or time.monotonic() - self._group_started >= self.group_max_s
+                or (self.history_writer and not in_memory)):
             self._finish_group()
         return txn_id
 
@@ -495,15 +631,18 @@ class ChangeStore:
     def abort_transaction(self) -> None:
         """Forget the open transaction (the stream broke in its middle). Complete transactions of
         a deferred group are kept: they are committed with the checkpoint after them."""
-        self._rows.clear()
-        if self._spilled:
-            # Part of the open transaction is in SQLite: nothing else is (the group before it
-            # was committed when it began), so rolling back loses no complete transaction.
-            self.db.execute("ROLLBACK")
-            self._in_txn = False
-            self._spilled = False
+        if self.history_writer and not self._hold_open:
+            self._abort_history()
         else:
-            self._finish_group()
+            self._rows.clear()
+            if self._spilled:
+                # Part of the open transaction is in SQLite: nothing else is (the group before it
+                # was committed when it began), so rolling back loses no complete transaction.
+                self.db.execute("ROLLBACK")
+                self._in_txn = False
+                self._spilled = False
+            else:
+                self._finish_group()
         self._reset_txn()
         self._next_lsn = None
         self._next_txn_id = None
@@ -551,7 +690,7 @@ class ChangeStore:
         # group before it, and hold this one open however many records follow (as if spilled).
         self._finish_group()
         self._begin_if_needed()
-        self._spilled = True
+        self._spilled = self._hold_open = True
         self.db.execute("DELETE FROM xa_prepared WHERE xid = ?", (xid,))
         header = TransactionHeader(**json.loads(row[0]))
         records = [ChangeRecord(k, t, bytes.fromhex(b), m, d) for k, t, m, b, d in json.loads(row[1])]
@@ -589,7 +728,12 @@ class ChangeStore:
             self.set_meta("stored_bytes", str(stored))
             row = self.db.execute("SELECT segment FROM changes ORDER BY lsn LIMIT 1").fetchone()
             oldest = row[0] if row else None
+            history = self.history_range()
+            if history is not None and not history.done:  # never under the backfill's appends
+                oldest = min(oldest if oldest is not None else 1 << 62, history.segments[0])
             self._raise_earliest(newest_evicted_time)
+            if newest_evicted_time > int(self.get_meta("newest_evicted_us") or 0):
+                self.set_meta("newest_evicted_us", str(newest_evicted_time))
             self.set_meta("evicted_transactions",
                           str(int(self.get_meta("evicted_transactions") or 0) + evicted))
         self.db.execute("COMMIT")
@@ -741,15 +885,32 @@ class ChangeStore:
         """The id the open transaction will get (known ahead, so its changes are written with
         it at once; AUTOINCREMENT's sequence makes it never reused)."""
         if self._next_txn_id is None:
-            row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'transactions'").fetchone()
-            self._next_txn_id = (row[0] if row else 0) + 1
+            if self.history_writer:
+                first, end = self._history.txn
+                row = self.db.execute("SELECT MAX(txn_id) FROM transactions WHERE txn_id >= ? AND txn_id < ?",
+                                      (first, end)).fetchone()
+                self._next_txn_id = max(row[0] + 1 if row[0] else first, first)
+            else:
+                row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'transactions'").fetchone()
+                self._next_txn_id = (row[0] if row else 0) + 1
+        if self.history_writer and self._next_txn_id >= self._history.txn[1]:
+            raise RuntimeError("the txn ids reserved for history are all used")
         return self._next_txn_id
 
     def _committed_segment_ends(self) -> dict[int, int]:
         """Segment -> committed end, for the newest segment in use. Segments fill in LSN order,
         so every older segment is whole and the last LSN marks the end of committed bytes."""
-        row = self.db.execute("SELECT segment, offset + length FROM changes ORDER BY lsn DESC LIMIT 1").fetchone()
+        first, end = self._own_lsns()
+        row = self.db.execute("SELECT segment, offset + length FROM changes WHERE lsn >= ? AND lsn < ? "
+                              "ORDER BY lsn DESC LIMIT 1", (first, end)).fetchone()
         return {row[0]: row[1]} if row else {}
+
+    def _own_lsns(self) -> tuple[int, int]:
+        """[first, end) of the LSNs this writer gives (the live stream's start above the history's)."""
+        history = self._history
+        if history is None:
+            return (0, 1 << 62)
+        return history.lsn if self.history_writer else (history.lsn[1], 1 << 62)
 
     def _allocate_lsn(self) -> int:
         lsn = self._allocate_lsn_peek()
@@ -757,6 +918,13 @@ class ChangeStore:
         return lsn
 
     def _allocate_lsn_peek(self) -> int:
+        if self._next_lsn is None and self.history_writer:
+            first, end = self._history.lsn
+            row = self.db.execute(
+                "SELECT MAX(m) FROM (SELECT MAX(lsn) AS m FROM changes WHERE lsn >= ?1 AND lsn < ?2 UNION ALL "
+                "SELECT MAX(last_lsn) FROM transactions WHERE txn_id >= ?3 AND txn_id < ?4)",
+                (first, end, *self._history.txn)).fetchone()
+            self._next_lsn = max((row[0] or 0) + 1, first)
         if self._next_lsn is None:
             row = self.db.execute(
                 "SELECT MAX(m) FROM (SELECT MAX(lsn) AS m FROM changes UNION ALL "
@@ -767,6 +935,9 @@ class ChangeStore:
         return self._next_lsn
 
     def _write_checkpoint(self, log_file: str, log_pos: int, txn_id: int | None, t_us: int | None) -> None:
+        if self.history_writer:
+            self.set_meta(HISTORY_CHECKPOINT_KEY, json.dumps([log_file, log_pos, txn_id, t_us]))
+            return
         self.db.execute(
             "INSERT INTO checkpoint VALUES (1, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
             "log_file = excluded.log_file, log_pos = excluded.log_pos, last_txn_id = excluded.last_txn_id, "
@@ -784,6 +955,13 @@ class ChangeStore:
     def _spill(self) -> None:
         """Write the open transaction's batch of records; the first time, commit the complete
         transactions before it, so that a failure in this one never takes them along."""
+        if self.history_writer and not self._hold_open:
+            # Never hold the write lock for a whole big transaction: the live stream commits
+            # between its batches. They are orphans (no transaction row points at them, so no
+            # reader sees them) until it commits; an abort or a restart deletes them.
+            self._spilled = True
+            self._flush_history()
+            return
         if not self._spilled:
             self._finish_group()
             self._spilled = True
@@ -794,6 +972,9 @@ class ChangeStore:
     def _finish_group(self) -> None:
         """COMMIT the open SQLite transaction with the pending checkpoint and counters, unless a
         transaction is streaming in (then nothing but its own records is open)."""
+        if self.history_writer:
+            self._flush_history()
+            return
         if not self._in_txn or self._spilled:
             return
         if self._pending_checkpoint is not None:
@@ -819,6 +1000,57 @@ class ChangeStore:
         self._txn_first_lsn = None
         self._txn_dropped = 0
         self._spilled = False
+        self._hold_open = False
+        self._open_from_lsn = None
+
+    def _abort_history(self) -> None:
+        """History writer: keep the group's complete transactions, forget the open one (its
+        records in memory; those already written, orphans, are deleted)."""
+        if self._in_txn:  # only the open transaction's rows are in it (``commit_transaction``)
+            self.db.execute("ROLLBACK")
+            self._in_txn = False
+        open_from = self._open_from_lsn
+        if open_from is not None:
+            self._rows = [row for row in self._rows if row[0] < open_from]
+        self._spilled = False
+        self._flush_history()
+        self._drop_orphans()
+
+    def _flush_history(self) -> None:
+        """History writer: write what the group holds in memory (complete transactions with the
+        checkpoint after them, and the open one's records so far, orphans until it commits) in
+        one short SQLite transaction: the write lock is held for milliseconds, and the live
+        stream's commits get in between (measured: holding it through a 20 ms group, the live
+        stream's busy waits rarely found it free, and its lag grew to the backfill's length)."""
+        if self._spilled and self._hold_open:
+            return  # a taken XA transaction commits whole, with its entry's removal
+        if not (self._in_txn or self._rows or self._txn_rows or self._pending_checkpoint):
+            return
+        self._begin_if_needed()
+        if self._rows:
+            self.db.executemany(_INSERT_CHANGE, self._rows)
+            self._rows.clear()
+        if self._txn_rows:
+            self.db.executemany(_INSERT_TRANSACTION, self._txn_rows)
+            self._txn_rows.clear()
+        if self._pending_checkpoint is not None:
+            self._write_checkpoint(*self._pending_checkpoint)
+            self.db.execute(_ADD_STORED_BYTES, (self._group_bytes,))
+        self.segments.flush()  # the bodies reach the OS before the rows that point at them commit
+        self.db.execute("COMMIT")
+        self._in_txn = False
+        self._group_txns = self._group_bytes = 0
+        self._group_last_lsn = None
+        self._pending_checkpoint = None
+        self._notify_commit()
+
+    def _drop_orphans(self) -> None:
+        """History writer: delete the change rows of a transaction it never committed (past the
+        last transaction stored in its range; all of them when retention took every one)."""
+        first, end = self._history.lsn
+        newest = self.db.execute("SELECT MAX(last_lsn) FROM transactions WHERE txn_id >= ? AND txn_id < ?",
+                                 self._history.txn).fetchone()[0]
+        self.db.execute("DELETE FROM changes WHERE lsn > ? AND lsn < ?", (max(newest or 0, first - 1), end))
 
     @staticmethod
     def _txn_from_row(row) -> StoredTransaction:

@@ -29,6 +29,8 @@ while the streamer is live it refines them with its own receive time, clamped to
 
 It runs in a process of its own under ``auroratrack serve`` (``run_streamer_process``): row
 capture is CPU work in Python, and a thread would take the GIL from the proxy's event loop.
+With backfill, a first start begins live at the server's position, leaves room below for the
+history, and starts the history reader beside itself (backfill.py, historyreader.py).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from pathlib import Path
 
 import pymysql
 
-from proxy.changelog import backfill
+from proxy.changelog import backfill, stopsignal
 from proxy.changelog import binlog as bl
 from proxy.changelog.events import (
     classify_query,
@@ -130,7 +132,8 @@ class StreamerConfig:
     heartbeat_s: float = 1.0  # an idle server's sign of life; each also wakes the position clock
     status_path: Path | None = None
     retention_every_s: float = 1.0
-    backfill: bool = False  # empty store: read the server's binlogs back to the window's start (backfill.py)
+    backfill: bool = False  # first start: read the server's binlogs back to the window's start (backfill.py)
+    backfill_pause_s: float = 0.0  # the history reader rests this long after each transaction
 
 
 @dataclass
@@ -715,10 +718,11 @@ class Streamer:
     ``request_stop`` (from a signal handler or another thread) also wakes a reader waiting on
     the server; setting ``stop`` alone is noticed at the next transaction or reconnection."""
 
-    def __init__(self, config: StreamerConfig, stop: threading.Event | None = None):
+    def __init__(self, config: StreamerConfig, stop: threading.Event | None = None,
+                 log_level: str = "INFO", log_format: str = "text"):
         self.config = config
         self.stop = stop or threading.Event()
-        self.store = ChangeStore(config.store_path)
+        self.store = self._open_store()
         self.server_id = config.server_id or stable_server_id(config.store_path)
         self._control: pymysql.Connection | None = None
         self._sampler_conn: pymysql.Connection | None = None
@@ -734,30 +738,32 @@ class Streamer:
         self._last_retention = 0.0
         self._last_status = 0.0
         self._last_position_log = time.monotonic()
-        self._backfill_until: tuple[str, int] | None = None  # while history is read: where it ends
+        self._backfill = backfill.BackfillProcess(config, log_level, log_format) if config.backfill else None
+        self._backfill_thread: threading.Thread | None = None
         self._wal_thread: threading.Thread | None = None
         self._wal_written = threading.Event()  # set when the store commits: a checkpoint is due
         self.store.on_commit = self._wal_written.set
 
     def request_stop(self) -> None:
-        """Stop capture soon. Only sets flags and shuts a socket down: safe in a signal handler."""
+        """Stop capture soon: sets the stop flags and shuts the stream's socket down. Sets Events,
+        so never from a signal handler directly (proxy.changelog.stopsignal relays signals)."""
         self.stop.set()
         self._wal_written.set()  # wakes the WAL thread, which then sees ``stop``
         source = self._source
         if source is not None:
             source.interrupt()
 
+    def _open_store(self) -> ChangeStore:
+        return ChangeStore(self.config.store_path)
+
     def run(self) -> None:
         backoff = 0.1
         self._ensure_start_position()
-        history = backfill.progress(self.store)
-        if history is not None and history["state"] == "reading":
-            until_file, _, until_pos = history["until"].rpartition(":")
-            self._backfill_until = (until_file, int(until_pos))
+        self._start_backfill()
         self.position_clock.start()
         # Opened here, before capture appends anything: opening a writable store trims the
         # segment files to their committed end, which must never race the writer's appends.
-        wal_store = ChangeStore(self.config.store_path)
+        wal_store = self._open_store()
         self._wal_thread = threading.Thread(target=self._checkpoint_wal, args=(wal_store,),
                                             name="auroratrack-wal-checkpoint", daemon=True)
         self._wal_thread.start()
@@ -834,8 +840,6 @@ class Streamer:
                 log.info("retention: evicted %d transactions (%d bytes); earliest backtrack time now %s",
                          result.transactions, result.bytes, result.earliest_backtrack_time_us)
             self._check_window_alert()
-        if self._backfill_until is not None:
-            self._say_backfill_done()
         self._write_status()
         if now - self._last_position_log >= 60:
             self._last_position_log = now
@@ -845,13 +849,28 @@ class Streamer:
                      extra={"position": f"{position[0]}:{position[1]}" if position else None,
                             "committed": self.assembler.committed})
 
-    def _say_backfill_done(self) -> None:
-        position = self.assembler.position
-        if position is not None and position >= self._backfill_until:
-            self._backfill_until = None
-            history = backfill.progress(self.store)
-            log.info("backfill done: history from %s to %s read (%d binlog bytes); capture is live",
-                     history["from"], history["until"], history["bytes_total"])
+    def _start_backfill(self) -> None:
+        """Start the history reader beside the live stream when history is still to be read."""
+        history = self.store.history_range()
+        if self._backfill is not None and history is not None and not history.done:
+            self._backfill.start()
+            self._backfill_thread = threading.Thread(target=self._watch_backfill, name="auroratrack-backfill-watch",
+                                                     daemon=True)
+            self._backfill_thread.start()
+
+    def _watch_backfill(self) -> None:
+        """Once a second, in a thread of its own (an idle server brings no events to do it
+        between): start the history reader again if it died before the history was in."""
+        reader = ChangeStore(self.config.store_path, readonly=True)
+        try:
+            while not self.stop.wait(1.0):
+                history = reader.history_range()
+                if not self._backfill.watch(history is not None and history.done):
+                    return
+        except Exception:  # a bug here must not end capture; the next streamer start tries again
+            log.exception("backfill: watching the history reader failed")
+        finally:
+            reader.close()
 
     def _check_window_alert(self) -> None:
         if not self.config.window_s:
@@ -889,16 +908,15 @@ class Streamer:
 
     # -- positions and gaps -----------------------------------------------------------------------------------
     def _ensure_start_position(self) -> None:
+        """First start: live from the server's position now; with backfill, room below it for
+        the history the history reader then reads beside it (backfill.py)."""
         if self.store.checkpoint() is None:
-            start = (backfill.start_position(self._control_conn(), self._connection_settings(), self.server_id,
-                                             self.config.window_s) if self.config.backfill else None)
             live = current_binlog_position(self._control_conn())
-            if start is None:
-                start = backfill.BackfillStart(*live, now_us())
-            elif (start.log_file, start.log_pos) < live:
-                backfill.record_plan(self.store, self._control_conn(), start, live)
-            self.store.start_capture(start.log_file, start.log_pos, start.since_us)
-            log.info("capture starts at %s:%d", start.log_file, start.log_pos)
+            history = backfill.history_bytes(self._control_conn(), live) if self.config.backfill else None
+            self.store.start_capture(*live, now_us(), history_bytes=history)
+            log.info("capture starts at %s:%d%s", *live,
+                     f"; backfill reads the {history:,} binlog bytes before it beside the live stream"
+                     if history else "")
 
     def _is_purged(self, exc: Exception) -> bool:
         return (isinstance(exc, pymysql.OperationalError) and bool(exc.args)
@@ -984,6 +1002,10 @@ class Streamer:
 
     def close(self) -> None:
         self.request_stop()
+        if self._backfill is not None:
+            self._backfill.stop()
+        if self._backfill_thread is not None:
+            self._backfill_thread.join(5)
         if self._wal_thread is not None:
             # Its connection closes first: the store's own close is then the last one, which
             # folds the WAL into the database and deletes it (else it stays on disk, counted).
@@ -1072,9 +1094,8 @@ def run_streamer_process(config: StreamerConfig, log_level: str = "INFO", log_fo
     # without bound on a saturated machine while the relay took the group's time).
     with contextlib.suppress(OSError):
         os.setsid()
-    streamer = Streamer(config)
-    signal.signal(signal.SIGTERM, lambda *_: streamer.request_stop())
-    signal.signal(signal.SIGINT, lambda *_: streamer.request_stop())
+    streamer = Streamer(config, log_level=log_level, log_format=log_format)
+    stopsignal.install(streamer.request_stop)  # SIGTERM, SIGINT and the parent-death SIGTERM
     _stop_with_parent(streamer.request_stop, parent)
     try:
         streamer.run()
@@ -1099,13 +1120,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-id", type=int, default=0)
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--backfill", action="store_true", help="first start: capture the history within the window")
+    parser.add_argument("--backfill-pause-s", type=float, default=0.0,
+                        help="the history reader rests this long after each transaction")
     args = parser.parse_args(argv)
     host, _, port = args.upstream.rpartition(":")
     config = StreamerConfig(
         upstream=UpstreamCredentials(host or "127.0.0.1", int(port), args.user, args.password),
         store_path=args.store, server_id=args.server_id, window_s=args.window_s,
         max_store_bytes=args.max_store_bytes, status_path=args.store.with_suffix(".status.json"),
-        backfill=args.backfill,
+        backfill=args.backfill, backfill_pause_s=args.backfill_pause_s,
     )
     run_streamer_process(config, args.log_level)
     return 0

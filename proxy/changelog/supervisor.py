@@ -5,7 +5,9 @@ stops it (a crash, SIGKILL, the OOM killer, a bug on some binlog content), the s
 a new one after a backoff (1 s doubling to 30 s, back to 1 s once a process has streamed for a
 minute); the new one resumes from the store's checkpoint, which is written with every stored
 transaction: no gap, no duplicate. Inside the process the streamer itself reconnects to the
-server when its connection breaks (KILL, server restart), with a backoff of its own.
+server when its connection breaks (KILL, server restart), with a backoff of its own, and keeps
+the backfill's history reader running beside it (a process of its own, started again when it
+dies, stopped with the streamer: backfill.py).
 
 While capture is down the backtrack window is not growing, and that is said loudly: ``health``
 (read by the admin API's status and by /metrics) says down since when and why; the log says so

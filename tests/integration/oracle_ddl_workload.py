@@ -43,10 +43,9 @@ from tests.integration.oracle_workload import (
     snapshot,
 )
 
-# A destructive ALTER (DROP COLUMN) of a table without a primary key is not recorded today: the
-# proxy runs it as sent and a backtrack across it is a DDL conflict. Set this to True once it is
-# recorded, and the workload draws it on keyless tables too.
-KEYLESS_DROP_COLUMN = False
+# DROP COLUMN of a table without a primary key: recorded since the whole-table save
+# (proxy.ddlsave); set to False to draw it only on keyed tables (before that it was a conflict).
+KEYLESS_DROP_COLUMN = True
 
 TABLE_NAMES = ("t0", "t1", "t2", "t3", "t4")
 MAX_TABLES = 3
@@ -56,10 +55,10 @@ GENERATED_FROM = {"gv": "ti", "gs": "vcs"}
 
 
 # ADD COLUMN of a column whose value the server computes at the ALTER (DEFAULT CURRENT_TIMESTAMP)
-# to a table without a primary key: the undo cannot save the values it drops (no key to find the
-# rows again), so a forward backtrack gets new times (test_keyless_add_column_of_current_timestamp_
-# forward). Set this to True once the undo saves them, and the workload draws it.
-KEYLESS_ADD_COMPUTED_COLUMN = False
+# to a table without a primary key: before the whole-table save its undo could not keep the
+# values it drops, and a forward backtrack got new times (test_keyless_add_column_of_current_
+# timestamp_then_back_and_forward). False leaves it out.
+KEYLESS_ADD_COMPUTED_COLUMN = True
 COMPUTED_DEFAULTS = frozenset({"tsu"})
 # Columns drawn more often than the rest: the one whose value the server computes (and updates on
 # every row change), and the generated ones with the columns they are computed from.

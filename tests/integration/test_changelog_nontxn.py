@@ -43,16 +43,22 @@ class Shape:
     stored_table: str  # a table whose change the shape must leave in the store
     conflict: tuple[str, str] | None  # (kind, table) a plain backtrack is refused with; None: exact
     forced_exact: bool = True  # with --force the database returns to the point exactly
+    direct: bool = False  # the shape's statements go straight to the server, not through the proxy
 
 
 SHAPES = {
     "create_table_select_innodb": Shape(
-        (), ("CREATE TABLE c ENGINE=InnoDB SELECT * FROM t",), "c", ("ddl", "c"), forced_exact=False),
+        # Recorded by the proxy's DDL hold (proxy.ddlrecord): undone exactly, the table moved aside.
+        (), ("CREATE TABLE c ENGINE=InnoDB SELECT * FROM t",), "c", None),
+    # The same sent past the proxy: DDL the proxy never saw is a named conflict.
+    "create_table_select_direct": Shape(
+        (), ("CREATE TABLE cd ENGINE=InnoDB SELECT * FROM t",), "cd", ("ddl", "cd"), forced_exact=False,
+        direct=True),
     "create_table_select_aria": Shape(
-        (), ("CREATE TABLE ca ENGINE=Aria SELECT * FROM t",), "ca", ("ddl", "ca"), forced_exact=False),
+        (), ("CREATE TABLE ca ENGINE=Aria SELECT * FROM t",), "ca", None),
     "create_or_replace_select": Shape(
         ("CREATE TABLE r (id INT PRIMARY KEY, v INT)",),
-        ("CREATE OR REPLACE TABLE r ENGINE=InnoDB SELECT * FROM t",), "r", ("ddl", "r"), forced_exact=False),
+        ("CREATE OR REPLACE TABLE r ENGINE=InnoDB SELECT * FROM t",), "r", None),
     "create_temporary_select": Shape(
         (), ("CREATE TEMPORARY TABLE tt SELECT * FROM t", "INSERT INTO t SELECT id + 10, v FROM tt",
              "DROP TEMPORARY TABLE tt"), "t", None),
@@ -92,9 +98,15 @@ def test_capture_survives_and_backtrack_is_exact_or_named(svc, mysql_server, dat
     wait_captured(svc, mysql_server)
     before = fingerprint(mysql_server, database)
     moment = now_iso()
+    if shape.direct:
+        with mysql_server.connect(database) as direct, direct.cursor() as cur:
+            for statement in shape.statements:
+                cur.execute(statement)
+    else:
+        with client.cursor() as cur:
+            for statement in shape.statements:
+                cur.execute(statement)
     with client.cursor() as cur:
-        for statement in shape.statements:
-            cur.execute(statement)
         cur.execute("INSERT INTO t VALUES (100, 100)")  # capture must still be running for this one
     wait_captured(svc, mysql_server)
     assert svc.service.streamer_process.is_alive()

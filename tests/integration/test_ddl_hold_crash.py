@@ -159,3 +159,107 @@ def test_sigkill_in_the_middle_of_a_ddl_crossing_backtrack(mysql_server, databas
     finally:
         serve.kill()
         serve.wait(10)
+
+
+def schema_state(server, schema: str) -> dict | None:
+    """Every definition and row of ``schema`` (None when it does not exist)."""
+    from tests.integration.test_ddl_backtrack import schema_snapshot
+
+    if server.query("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (schema,)) == [(0,)]:
+        return None
+    snap = schema_snapshot(server, schema)
+    snap["routines"] = server.query("SELECT ROUTINE_TYPE, ROUTINE_NAME, ROUTINE_DEFINITION, SQL_MODE FROM "
+                                    "information_schema.ROUTINES WHERE ROUTINE_SCHEMA = %s ORDER BY 2", (schema,))
+    snap["db"] = server.query(f"SHOW CREATE DATABASE `{schema}`")
+    return snap
+
+
+@pytest.mark.parametrize("point", ["before_rename", "after_rename", "after_schema"])
+def test_sigkill_in_the_middle_of_a_held_drop_database(mysql_server, database, tmp_path, point):
+    """Killed before the RENAME (triggers already dropped: rolled back, all there), after it (the
+    schema's view and procedure still there: finished, all held) or after the schema's own DROP
+    (journal not yet marked: finished). The journal says which; a backtrack to before the DROP
+    brings the schema back exactly either way."""
+    if mysql_server.private is None:
+        pytest.skip("needs the server's binlog position helpers of a private server")
+    from tests.integration.backtrack_support import now_iso
+    from tests.integration.streamer_support import wait_caught_up_dir
+    from tests.integration.test_ddl_backtrack import assert_same
+
+    schema = database[:50] + "_crashdb"
+    mysql_server.query(f"CREATE DATABASE `{schema}` CHARACTER SET latin1")
+    with mysql_server.connect(schema) as conn, conn.cursor() as cur:
+        for sql in ["CREATE TABLE a (id INT AUTO_INCREMENT PRIMARY KEY, v INT)",
+                    "CREATE TABLE b (id INT PRIMARY KEY, a_id INT, "
+                    "CONSTRAINT b_a FOREIGN KEY (a_id) REFERENCES a (id))",
+                    "CREATE TRIGGER a_bi BEFORE INSERT ON a FOR EACH ROW SET NEW.v = NEW.v * 2",
+                    "CREATE VIEW va AS SELECT id, v FROM a",
+                    "CREATE PROCEDURE pa() SELECT COUNT(*) FROM a",
+                    "INSERT INTO a (v) VALUES (1), (2), (3)", "INSERT INTO b VALUES (1, 1), (2, 3)"]:
+            cur.execute(sql)
+    before = schema_state(mysql_server, schema)
+    held_before = set(_hold_tables(mysql_server))
+    data_dir = tmp_path / "data"
+    serve = start_serve(mysql_server, data_dir, {"AURORATRACK_DDL_TEST_PAUSE": f"{point}:60"})
+    try:
+        admin = admin_client(data_dir, serve)
+        port = int(admin.get("/v1/status")["listen"].rsplit(":", 1)[1])
+        wait_caught_up_dir(mysql_server.private, data_dir / "changes.db")
+        time.sleep(0.02)
+        moment = now_iso()
+        time.sleep(0.02)
+        client = pymysql.connect(host="127.0.0.1", port=port, user=mysql_server.user,
+                                 password=mysql_server.password, database=database, autocommit=True)
+        threading.Thread(target=_run_quietly, args=(client, f"DROP DATABASE `{schema}`"), daemon=True).start()
+        deadline = time.monotonic() + 30
+        while journal_states(data_dir) != ["started"] or not _at_point(mysql_server, schema, point):
+            assert time.monotonic() < deadline, "the held DROP DATABASE never reached its pause point"
+            time.sleep(0.05)
+        time.sleep(0.2)
+        os.kill(serve.pid, signal.SIGKILL)
+        serve.wait(10)
+        serve = start_serve(mysql_server, data_dir, {})
+        admin = admin_client(data_dir, serve)  # up: the journal was settled before clients got in
+        held = sorted(set(_hold_tables(mysql_server)) - held_before)
+        if point == "before_rename":
+            assert journal_states(data_dir) == ["failed"]
+            assert_same(schema_state(mysql_server, schema), before)  # all there, trigger re-created
+            assert held == []
+        else:
+            assert journal_states(data_dir) == ["done"]
+            assert schema_state(mysql_server, schema) is None  # all dropped, the tables held
+            assert [name.split("_", 2)[2] for name in held] == ["a", "b"]
+            assert mysql_server.query(f"SELECT id, v FROM `{HOLD_SCHEMA}`.`{held[0]}` ORDER BY id") == [
+                (1, 2), (2, 4), (3, 6)]
+        wait_caught_up_dir(mysql_server.private, data_dir / "changes.db")
+        record = admin.post("/v1/backtracks", {"to": moment})
+        deadline = time.monotonic() + 120
+        while (record := admin.get(f"/v1/backtracks/{record['id']}"))["status"] not in ("completed", "failed"):
+            assert time.monotonic() < deadline, f"the backtrack did not end: {record}"
+            time.sleep(0.1)
+        assert record["status"] == "completed", record
+        assert_same(schema_state(mysql_server, schema), before)
+    finally:
+        serve.kill()
+        serve.wait(10)
+        mysql_server.query(f"DROP DATABASE IF EXISTS `{schema}`")
+
+
+def _at_point(server, schema: str, point: str) -> bool:
+    """The op has reached ``point`` as the server shows it."""
+    if point == "before_rename":  # the trigger dropped, the RENAME not yet run
+        return server.query("SELECT COUNT(*) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s",
+                            (schema,)) == [(0,)]
+    tables = server.query("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s", (schema,))
+    if point == "after_rename":
+        return tables == [(1,)]  # only the view is left
+    return server.query("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s",
+                        (schema,)) == [(0,)]
+
+
+def _run_quietly(client, sql: str) -> None:
+    try:
+        with client.cursor() as cur:
+            cur.execute(sql)
+    except pymysql.MySQLError:
+        pass  # the proxy was killed under it

@@ -104,9 +104,13 @@ def test_drop_column_and_narrowing_modify_undone_then_redone(svc, mysql_server, 
     assert saved
 
 
-def test_destructive_alter_of_a_table_without_key_is_not_recorded(svc, mysql_server, database):
+def test_destructive_alter_of_a_referenced_table_without_key_is_not_recorded(svc, mysql_server, database):
+    """No key to restore by, and no whole-table swap (a child's foreign key would follow the
+    table into the hold schema): run as sent, a DDL conflict at backtrack time."""
     client = connect_via(svc, mysql_server, database)
-    execute(client, "CREATE TABLE t (id INT, v INT)", "INSERT INTO t VALUES (1, 1)")  # no key: nothing to join on
+    execute(client, "CREATE TABLE t (code INT, v INT, UNIQUE KEY (code))",
+            "CREATE TABLE child (id INT PRIMARY KEY, code INT, FOREIGN KEY (code) REFERENCES t (code))",
+            "INSERT INTO t VALUES (1, 1)")
     before_at = moment(svc, mysql_server)
     execute(client, "ALTER TABLE t DROP COLUMN v")
     wait_captured(svc, mysql_server)

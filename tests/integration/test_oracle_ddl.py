@@ -18,11 +18,9 @@ One example (hypothesis draws it; see ``oracle_ddl_workload`` for the statements
 4. A few more steps from there, then a backtrack to any point recorded so far (before, between
    or after the backtracks): undoing DDL is DDL history like any other.
 
-Not generated, on purpose: DROP COLUMN of a table without a primary key (not recorded today, a
-conflict: ``oracle_ddl_workload.KEYLESS_DROP_COLUMN`` turns it on), ADD COLUMN of a DEFAULT
-CURRENT_TIMESTAMP column to a table without a primary key (a known bug, the xfail test below:
-``KEYLESS_ADD_COMPUTED_COLUMN`` turns it on), MODIFY/CHANGE, indexes, foreign keys, triggers,
-AUTO_INCREMENT.
+Not generated, on purpose: MODIFY/CHANGE, indexes, foreign keys, triggers, AUTO_INCREMENT.
+(``oracle_ddl_workload.KEYLESS_DROP_COLUMN`` and ``KEYLESS_ADD_COMPUTED_COLUMN`` switch off the
+two keyless shapes that needed the whole-table save.)
 
 CI runs a fixed, derandomized set of examples (``BUDGET``; about 1.5 minutes on 2 cores);
 ``AURORATRACK_NIGHTLY=1`` runs many more and longer ones, random, and
@@ -229,11 +227,10 @@ def test_restored_column_keeps_the_on_update_timestamp_of_its_row(svc, mysql_ser
     assert_backtrack_restores(svc, mysql_server, database, after_at, after)
 
 
-@pytest.mark.xfail(strict=True, reason="the undo of an ADD COLUMN on a table without a primary key cannot save the "
-                   "values it drops (ddlrecord.undo saves by key), so the forward backtrack's ADD COLUMN fills "
-                   "DEFAULT CURRENT_TIMESTAMP with the time of the forward; proxy.ddlsave's whole-table save "
-                   "(branch ddlshapes) is the fix")
 def test_keyless_add_column_of_current_timestamp_then_back_and_forward(svc, mysql_server, database):
+    """The undo of an ADD COLUMN of a table without a primary key could not save the values it
+    drops (saved by key), so the forward backtrack's ADD COLUMN filled DEFAULT CURRENT_TIMESTAMP
+    with the time of the forward. Fixed by the whole-table save of the undo (proxy.ddlsave)."""
     write(svc, mysql_server, database, "CREATE TABLE t (id INT NOT NULL, x INT)", "INSERT INTO t VALUES (1, 1), (2, 2)")
     before_at, before = point_after_capture(svc, mysql_server, database)
     write(svc, mysql_server, database, f"ALTER TABLE t ADD COLUMN tsu {AUTO_UPDATED}")

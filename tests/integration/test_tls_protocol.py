@@ -12,23 +12,11 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.sandbox import ADMIN_PASSWORD, ADMIN_USER
 from proxy.service import BackgroundService
-from tests.conftest import ServerHandle
 from tests.integration.test_protocol import *  # noqa: F403 - the tests and their fixtures
 from tests.integration.tls_support import pki, proxy_config, tls_server  # noqa: F401 (fixtures)
-
-
-@pytest.fixture(scope="module")
-def mysql_server(tls_server) -> ServerHandle:  # overrides the session's server for this module
-    return ServerHandle("127.0.0.1", tls_server.port, ADMIN_USER, ADMIN_PASSWORD, private=tls_server)
-
-
-@pytest.fixture(scope="module")
-def proxy(tls_server, pki, tmp_path_factory):  # overrides the session's proxy for this module
-    service = BackgroundService(proxy_config(tls_server, pki, tmp_path_factory.mktemp("tls-proxy"))).start()
-    yield service
-    service.stop()
+from tests.integration.tls_support import tls_module_proxy as proxy  # noqa: F401 (the session's, overridden)
+from tests.integration.tls_support import tls_module_server as mysql_server  # noqa: F401
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@ from cryptography.x509.oid import NameOID
 
 from proxy.sandbox import ADMIN_PASSWORD, ADMIN_USER, PrivateServer, find_server_binary
 from proxy.serveradmin import UpstreamCredentials
-from proxy.service import ServeConfig
+from proxy.service import BackgroundService, ServeConfig
+from tests.conftest import ServerHandle
 
 
 @dataclass(frozen=True)
@@ -122,3 +123,18 @@ def proxy_config(server: PrivateServer, pki: dict, tmp_path: Path, **overrides) 
                     data_dir=tmp_path / "data", tls_cert=pki["proxy"].cert, tls_key=pki["proxy"].key)
     settings.update(overrides)
     return ServeConfig(**settings)
+
+
+# Overrides of the session's ``mysql_server`` and ``proxy`` for a module that runs another
+# module's tests over TLS: imported under those names (``from tls_support import
+# tls_module_server as mysql_server``), they replace the session's fixtures in that module only.
+@pytest.fixture(scope="module")
+def tls_module_server(tls_server) -> ServerHandle:
+    return ServerHandle("127.0.0.1", tls_server.port, ADMIN_USER, ADMIN_PASSWORD, private=tls_server)
+
+
+@pytest.fixture(scope="module")
+def tls_module_proxy(tls_server, pki, tmp_path_factory):
+    service = BackgroundService(proxy_config(tls_server, pki, tmp_path_factory.mktemp("tls-proxy"))).start()
+    yield service
+    service.stop()

@@ -151,3 +151,96 @@ def test_held_tables_count_toward_the_size_cap_and_leave_with_their_transaction(
         assert [t.commit_time_us for t in store.transactions()] == [4, 5, 6]
     finally:
         store.close()
+
+
+def test_history_is_written_beside_the_live_stream_below_its_numbers(tmp_path: Path):
+    """Two writers, as the streamer and the history reader are: the history's LSNs, txn ids
+    and segment files lie below the live stream's, each writer resumes in its own range, and
+    reading in txn id order gives binlog order."""
+    path = tmp_path / "changes.db"
+    live = ChangeStore(path, segment_bytes=64)
+    live.start_capture("binlog.000002", 504, 50, history_bytes=1504)
+    history = ChangeStore(path, segment_bytes=64, history_writer=True)
+    reserved = live.history_range()
+    write(live, 20, defer=False)  # live first: the history comes in beside it
+    history.advance_checkpoint("binlog.000001", 4)
+    write(history, 1, defer=False)
+    write(history, 2, defer=False)
+    write(live, 21, defer=False)
+    history.append_change("rows", WRITE_ROWS, b"open, never committed", 1)
+    history.close()  # a crash would leave these bytes; the next open trims them
+    live.close()
+
+    live, history = ChangeStore(path, segment_bytes=64), ChangeStore(path, segment_bytes=64, history_writer=True)
+    write(history, 3, defer=False)
+    write(live, 22, defer=False)
+    assert history.checkpoint().log_pos == 400 and live.checkpoint().log_pos == 2300
+    txns = live.transactions()
+    assert [t.gtid for t in txns] == ["0-1-1", "0-1-2", "0-1-3", "0-1-20", "0-1-21", "0-1-22"]
+    assert [t.txn_id for t in txns[:3]] == [reserved.txn[0], reserved.txn[0] + 1, reserved.txn[0] + 2]
+    assert txns[2].last_lsn < reserved.lsn[1] <= txns[3].first_lsn == reserved.lsn[1]
+    assert txns[3].txn_id == reserved.txn[1]
+    placed = live.db.execute("SELECT lsn, segment FROM changes ORDER BY lsn").fetchall()
+    assert [segment for _, segment in placed] == sorted(segment for _, segment in placed)  # retention relies on it
+    assert all((reserved.segments[0] <= segment < reserved.segments[1]) == (lsn < reserved.lsn[1])
+               for lsn, segment in placed)
+    _, gtids, bodies = committed(path)
+    assert b"open, never committed" not in bodies and len(bodies) == 12
+
+    # Retention while history is read never deletes the segment the history writer appends to.
+    live.evict(window_us=1, max_bytes=None, now=10**9)
+    assert live.transactions() == []
+    write(history, 4, defer=False)
+    assert [c.body for c in live.changes(0, 1 << 62)] == [b"txn 4 record 0", b"txn 4 record 1"]
+    assert live.earliest_backtrack_time_us() == 50  # the start of capture until the history is in
+    assert history.finish_history(1) == 22  # then back, but never over what retention evicted
+    history.close()
+    live.close()
+
+
+def test_a_big_history_transaction_never_holds_the_write_lock_from_the_live_stream(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(store_module, "ROW_BATCH", 3)
+    path = tmp_path / "changes.db"
+    live = ChangeStore(path)
+    live.start_capture("binlog.000002", 504, 50, history_bytes=1504)
+    history = ChangeStore(path, history_writer=True)
+    live.db.execute("PRAGMA busy_timeout = 100")  # a held lock fails the live commit at once
+    for i in range(10):  # batches of 3 written, each committed on its own
+        history.append_change("rows", WRITE_ROWS, f"history record {i}".encode(), 1)
+    write(live, 20, defer=False)
+    assert committed(path)[1] == ["0-1-20"]  # the batches are no transaction to any reader
+    history.abort_transaction()  # the stream broke: its batches go
+    assert history.db.execute("SELECT COUNT(*) FROM changes").fetchone()[0] == 2
+
+    for i in range(7):
+        history.append_change("rows", WRITE_ROWS, f"crashed record {i}".encode(), 1)
+    history.segments.flush()
+    history.db.close()  # a crash in the middle: batches committed, the transaction never was
+    history = ChangeStore(path, history_writer=True)
+    assert history.db.execute("SELECT COUNT(*) FROM changes").fetchone()[0] == 2
+    write(history, 1, records=5, defer=False)
+    write(live, 21, defer=False)
+    _, gtids, bodies = committed(path)
+    assert gtids == ["0-1-1", "0-1-20", "0-1-21"]
+    assert [b for b in bodies if b.startswith(b"txn 1 ")] == [f"txn 1 record {i}".encode() for i in range(5)]
+    history.close()
+    live.close()
+
+
+def test_a_history_group_is_written_in_one_burst_and_an_abort_keeps_its_complete_transactions(tmp_path: Path):
+    path = tmp_path / "changes.db"
+    live = ChangeStore(path)
+    live.start_capture("binlog.000002", 504, 50, history_bytes=1504)
+    history = ChangeStore(path, history_writer=True)
+    live.db.execute("PRAGMA busy_timeout = 100")  # a held lock fails the live commit at once
+    write(history, 1)
+    write(history, 2)  # a deferred group: held in memory, no lock taken
+    history.append_change("rows", WRITE_ROWS, b"open, broken off", 1)
+    write(live, 20, defer=False)
+    assert committed(path)[1] == ["0-1-20"]
+    history.abort_transaction()  # the stream broke: the complete ones stay, the open one goes
+    _, gtids, bodies = committed(path)
+    assert gtids == ["0-1-1", "0-1-2", "0-1-20"] and b"open, broken off" not in bodies
+    assert history.checkpoint().log_pos == 300
+    history.close()
+    live.close()

@@ -102,3 +102,55 @@ def test_compressed_session_passes_packets_through_and_tracks_their_content():
         session.close()
 
     asyncio.run(scenario())
+
+
+class Holder:
+    """Stands in for proxy.ddlhold.DdlHolder: claims every query it is asked about."""
+
+    def __init__(self) -> None:
+        self.asked: list[bytes] = []
+
+    def claims(self, session, data: bytes) -> bool:
+        self.asked.append(data)
+        session.ddl_begin()
+        return True
+
+
+def test_compressed_ddl_goes_to_the_holder_and_its_answer_is_compressed():
+    async def scenario() -> None:
+        session, client, upstream = logged_in(compress=True)
+        holder = session.proxy.ddl = Holder()
+        sent = len(upstream.written)
+        drop = packet(b"\x03DROP TABLE t", 0)
+        client.protocol.data_received(make_compressed_packet(drop, 0))
+        assert holder.asked == [drop]  # the inflated packet
+        assert len(upstream.written) == sent  # never forwarded: the holder runs it
+        ok = packet(b"\x00\x00\x00\x02\x00\x00\x00", 1)
+        session.ddl_done(ok)
+        assert client.written[-1] == make_compressed_packet(ok, 1)  # the leg's next sequence id
+        # The next command starts over at 0 and is relayed as before (SELECT: not asked).
+        query = make_compressed_packet(SELECT_1, 0)
+        client.protocol.data_received(query)
+        assert upstream.written[-1] == query and holder.asked == [drop]
+        session.close()
+
+    asyncio.run(scenario())
+
+
+def test_session_link_compresses_what_it_sends_and_inflates_what_it_reads():
+    from proxy.ddllink import SessionLink
+
+    async def scenario() -> None:
+        upstream = Transport()
+        upstream.get_protocol = lambda: None
+        link = SessionLink(upstream, deprecate_eof=False, compressed=True)
+        task = asyncio.ensure_future(link.query_bytes(b"DROP TABLE t"))
+        await asyncio.sleep(0)
+        assert upstream.written == [make_compressed_packet(packet(b"\x03DROP TABLE t", 0), 0)]
+        answer = make_compressed_packet(packet(b"\x00\x00\x00\x02\x00\x00\x00", 1), 1)
+        link.data_received(answer[:4])
+        link.data_received(answer[4:])
+        result = await task
+        assert result.kind == "ok" and result.payload == b"\x00\x00\x00\x02\x00\x00\x00"
+
+    asyncio.run(scenario())
