@@ -51,7 +51,7 @@ def inverse_alter(current: str, target: str) -> str:
     ``target``: drops first (foreign keys, keys, columns), then adds (columns in place, changed
     column definitions, keys, foreign keys), then the COMMENT. Columns are told apart by name:
     an added column dropped, a missing one added after its predecessor in ``target``."""
-    cur_cols, _, cur_keys, cur_opts = _parts(current)
+    cur_cols, cur_order, cur_keys, cur_opts = _parts(current)
     tgt_cols, tgt_order, tgt_keys, tgt_opts = _parts(target)
     clauses = []
     for line, (kind, name) in cur_keys.items():
@@ -62,10 +62,20 @@ def inverse_alter(current: str, target: str) -> str:
             clauses.append({"PRIMARY": "DROP PRIMARY KEY", "INDEX": f"DROP INDEX {name}"}.get(
                 kind, f"DROP CONSTRAINT {name}"))
     clauses += [f"DROP COLUMN {name}" for name in cur_cols if name not in tgt_cols]
+    # A column that moved (MODIFY ... FIRST, or dropped and added again elsewhere) is not undone
+    # by the drops and adds: then every column is placed, in ``target``'s order (the server
+    # places positioned columns one by one, in the order of the clauses).
+    placed = [name for name in cur_order if name in tgt_cols]
+    for n, name in enumerate(tgt_order):
+        if name not in cur_cols:
+            placed.insert(placed.index(tgt_order[n - 1]) + 1 if n else 0, name)
+    reorder = placed != tgt_order
     for n, name in enumerate(tgt_order):
         where = f"AFTER {tgt_order[n - 1]}" if n else "FIRST"
         if name not in cur_cols:
             clauses.append(f"ADD COLUMN {name} {tgt_cols[name]} {where}")
+        elif reorder:
+            clauses.append(f"MODIFY COLUMN {name} {tgt_cols[name]} {where}")
         elif cur_cols[name] != tgt_cols[name]:
             clauses.append(f"MODIFY COLUMN {name} {tgt_cols[name]}")
     for line, (kind, _) in tgt_keys.items():
@@ -100,3 +110,9 @@ def lost_columns(current: str, target: str) -> list[str]:
 def column_names(create: str) -> list[str]:
     """The columns of a definition, unquoted, in order."""
     return [_unquote(c) for c in _parts(create)[1]]
+
+
+def auto_updated_columns(create: str) -> list[str]:
+    """The columns set to the time of any UPDATE that does not assign them (ON UPDATE
+    CURRENT_TIMESTAMP), unquoted."""
+    return [_unquote(name) for name, definition in _parts(create)[0].items() if " ON UPDATE " in definition.upper()]

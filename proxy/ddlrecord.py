@@ -81,7 +81,7 @@ import re
 from dataclasses import dataclass
 
 from proxy import ddlops, ddlpartitions, ddlroutines, ddlsave, ddlviews
-from proxy.ddldefs import column_names, inverse_alter, lost_columns, primary_key
+from proxy.ddldefs import auto_updated_columns, column_names, inverse_alter, lost_columns, primary_key
 from proxy.ddllink import Executor, Result
 from proxy.ddlops import HOLD_SCHEMA, Journal, Op, Swap, qname, quote, tag
 
@@ -332,6 +332,12 @@ def _restore(ex: Executor, op_id: str, db: str, name: str, change: dict) -> None
     change, so a backtrack forward undoes it)."""
     on = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in change["key"])
     sets = ", ".join(f"t.{quote(c)} = s.{quote(c)}" for c in change["columns"])
+    # A column with ON UPDATE CURRENT_TIMESTAMP would take the time of the restore: assigned to
+    # itself, it keeps its value (the server updates it only when it is not assigned).
+    restored = {c.lower() for c in change["columns"]}
+    for column in auto_updated_columns(_show_create(ex, db, name) or ""):
+        if column.lower() not in restored:
+            sets += f", t.{quote(column)} = t.{quote(column)}"
     # Only the rows that differ: a narrowing MODIFY changed few values as a rule, and every row
     # written is a row image in the binlog and the store (1M rows: ~40 s on a loaded machine).
     differ = " OR ".join(f"NOT (t.{quote(c)} <=> s.{quote(c)})" for c in change["columns"])
@@ -421,8 +427,11 @@ def undo(ex: Executor, journal: Journal, op: Op) -> str | None:
     else:
         current = _show_create(ex, *names[0])
         clauses = inverse_alter(current, op.change["before"])
-        if not clauses:
+        if not clauses and not op.change.get("saved"):
             return None  # the ALTER changed nothing SHOW CREATE TABLE shows (FORCE, ENGINE=same...)
+        if not clauses:  # a column dropped and added again as it was: only its values to write back
+            _restore(ex, op.op_id, *names[0], op.change)
+            return None
         statement = f"ALTER TABLE {qname(*names[0])} {clauses}"
         inverse.change = {"tables": [list(names[0])], "before": current}
         lost = lost_columns(current, op.change["before"])

@@ -401,6 +401,9 @@ class _Prepared:
     delete_temp: str | None
     restore_temp: str | None
     changed: list[int]
+    # Columns the server sets to the time of any UPDATE that does not assign them (TIMESTAMP ...
+    # ON UPDATE CURRENT_TIMESTAMP) and that no restored row changes: assigned to themselves.
+    auto_updated: list[int] = field(default_factory=list)
 
 
 class Applier:
@@ -733,7 +736,16 @@ class Applier:
         with self._timing("load_temp_s"):
             delete_temp = self._temp_table(table, columns, added, index=False) if added else None
             restore_temp = self._restore_table(table, columns, changed, restores) if changed else None
-        return _Prepared(delete_temp, restore_temp, changed)
+        auto_updated = [i for i in self._auto_updated_columns(table) if i not in changed] if changed else []
+        return _Prepared(delete_temp, restore_temp, changed, auto_updated)
+
+    def _auto_updated_columns(self, table: TableChanges) -> list[int]:
+        """Indexes of the columns with ON UPDATE CURRENT_TIMESTAMP (the log does not say)."""
+        schema, _, name = table.name.partition(".")
+        found = {row[0] for row in self._query(
+            "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = " + _string(schema)
+            + " AND TABLE_NAME = " + _string(name) + " AND LOWER(EXTRA) LIKE '%on update%'")}
+        return [i for i, column in enumerate(table.schema.columns) if column.name in found]
 
     def savepoint(self) -> None:
         self._run("SAVEPOINT auroratrack_checked", record=False)
@@ -775,7 +787,8 @@ class Applier:
         temp = prepared.restore_temp
         on = " AND ".join(f"c.{self._col(table, i)} = e.`e{i}`" for i in table.schema.primary_key)
         same = " AND ".join(self._same_as(table, i, f"e{i}") for i in self._write_columns(table))
-        assign = ", ".join(f"c.{self._col(table, i)} = e.`t{i}`" for i in prepared.changed)
+        assign = ", ".join([f"c.{self._col(table, i)} = e.`t{i}`" for i in prepared.changed]
+                           + [f"c.{self._col(table, i)} = c.{self._col(table, i)}" for i in prepared.auto_updated])
         with self._timing("update_s"):  # the temporary table is left to the connection's end
             return self._run(f"UPDATE {qualified(table.name)} AS c JOIN {temp} AS e ON {on} "
                              f"SET {assign} WHERE {same}")
