@@ -31,3 +31,18 @@ def own_server(tmp_path_factory, request) -> PrivateServer:
     server.start()
     yield server
     server.destroy()
+
+
+@pytest.fixture
+def twin(mysql_server, database):
+    """Two databases to build the same way, one used straight on the server and one through the
+    proxy, for comparing what a client sees. Their names have the same length: they are
+    replaced in length-prefixed values of the answers."""
+    names = (database[:50] + "_a", database[:50] + "_b")
+    for name in names:
+        mysql_server.query(f"CREATE DATABASE `{name}`")
+    try:
+        yield names
+    finally:
+        for name in names:
+            mysql_server.query(f"DROP DATABASE IF EXISTS `{name}`")

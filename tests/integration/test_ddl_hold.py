@@ -82,19 +82,6 @@ def _answers(host: str, port: int, user: str, password: str, db: str) -> list[tu
         conn.close()
 
 
-@pytest.fixture
-def twin(mysql_server, database):
-    # Same length: the names are replaced in length-prefixed values of the answers.
-    names = (database[:50] + "_a", database[:50] + "_b")
-    for name in names:
-        mysql_server.query(f"CREATE DATABASE `{name}`")
-    try:
-        yield names
-    finally:
-        for name in names:
-            mysql_server.query(f"DROP DATABASE IF EXISTS `{name}`")
-
-
 def _held(mysql_server) -> list[str]:
     # Hold names are "<op>_<i>_<table>": the tables each op took out of ``db``'s statements.
     rows = mysql_server.query(

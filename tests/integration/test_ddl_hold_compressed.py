@@ -17,6 +17,7 @@ import pytest
 from proxy.ddlops import HOLD_SCHEMA
 from tests.clients import mariadbcli
 from tests.integration.backtrack_support import backtrack, fingerprint, wait_captured
+from tests.integration.ddl_support import connector_answers, held_tables
 from tests.integration.test_ddl_backtrack import assert_same, moment, schema_snapshot
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.filterwarnings("ignore::UserWarning")]
@@ -63,35 +64,10 @@ def observe(port: int, server, database: str) -> list[tuple]:
             cur.execute(sql)
         cur.execute("SHOW SESSION STATUS LIKE 'Compression'")
         assert cur.fetchall() == [("Compression", "ON")]
-        seen = []
-        for sql in SCENARIO:
-            try:
-                cur.execute(sql)
-                rows = cur.fetchall() if cur.with_rows else None
-                seen.append((sql, rows, cur.rowcount, cur.warnings))
-            except mysql.connector.Error as exc:
-                seen.append((sql, exc.errno, exc.sqlstate, exc.msg))
         cur.close()
-        return [tuple(str(v).replace(database, "D") for v in row) for row in seen]
+        return connector_answers(conn, SCENARIO, database)
     finally:
         conn.close()
-
-
-@pytest.fixture
-def twin(mysql_server, database):
-    names = (database[:50] + "_a", database[:50] + "_b")
-    for name in names:
-        mysql_server.query(f"CREATE DATABASE `{name}`")
-    try:
-        yield names
-    finally:
-        for name in names:
-            mysql_server.query(f"DROP DATABASE IF EXISTS `{name}`")
-
-
-def held_tables(server) -> set[str]:
-    return {r[0] for r in server.query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s",
-                                       (HOLD_SCHEMA,))}
 
 
 def test_compressed_client_sees_what_the_server_answers(mysql_server, make_proxy, twin):

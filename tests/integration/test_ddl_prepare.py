@@ -13,6 +13,7 @@ import pytest
 
 from proxy.ddlops import HOLD_SCHEMA
 from tests.integration.backtrack_support import backtrack, connect_via, wait_captured
+from tests.integration.ddl_support import connector_answers, held_tables
 from tests.integration.rawmysql import RawConnection, ServerError
 from tests.integration.test_ddl_backtrack import assert_same, moment, schema_snapshot
 
@@ -49,39 +50,10 @@ def observe(port: int, server, database: str, compress: bool) -> list[tuple]:
         for name in TABLES:
             cur.execute(f"CREATE TABLE {name} (id INT PRIMARY KEY)")
             cur.execute(f"INSERT INTO {name} VALUES (1), (2)")
-        seen = []
-        for sql in SCENARIO:
-            if sql == RESET:
-                conn.cmd_reset_connection()
-                cur = conn.cursor()
-                continue
-            try:
-                cur.execute(sql)
-                rows = cur.fetchall() if cur.with_rows else None
-                seen.append((sql, rows, cur.rowcount, cur.warnings))
-            except mysql.connector.Error as exc:
-                seen.append((sql, exc.errno, exc.sqlstate, exc.msg))
         cur.close()
-        return [tuple(str(v).replace(database, "D") for v in row) for row in seen]
+        return connector_answers(conn, SCENARIO, database, special={RESET: conn.cmd_reset_connection})
     finally:
         conn.close()
-
-
-@pytest.fixture
-def twin(mysql_server, database):
-    names = (database[:50] + "_a", database[:50] + "_b")
-    for name in names:
-        mysql_server.query(f"CREATE DATABASE `{name}`")
-    try:
-        yield names
-    finally:
-        for name in names:
-            mysql_server.query(f"DROP DATABASE IF EXISTS `{name}`")
-
-
-def held_tables(server) -> set[str]:
-    return {r[0] for r in server.query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s",
-                                       (HOLD_SCHEMA,))}
 
 
 @pytest.mark.parametrize("compress", [False, True], ids=["plain", "compressed"])
