@@ -269,10 +269,8 @@ class DdlHolder:
         answer: bytes | None = None
         give_back = False
         try:
-            gate = session.gate
-            if not gate.is_open and not await gate.wait_open(gate.hold_timeout):
-                answer = wire.make_err_packet(1, BACKTRACKING_ERRNO, BACKTRACKING_SQLSTATE,
-                                              backtracking_message(gate.hold_timeout))
+            answer = await _refused_by_gate(session)
+            if answer is not None:
                 return
             session.ddl_running = True  # a command given back is then in flight for the gate's drain
             link = _link(session)
@@ -330,10 +328,8 @@ class DdlHolder:
     async def _serve(self, session, statement: Statement, query: bytes, database: str | None) -> None:
         answer: bytes | None = None
         try:
-            gate = session.gate
-            if not gate.is_open and not await gate.wait_open(gate.hold_timeout):
-                answer = wire.make_err_packet(1, BACKTRACKING_ERRNO, BACKTRACKING_SQLSTATE,
-                                              backtracking_message(gate.hold_timeout))
+            answer = await _refused_by_gate(session)
+            if answer is not None:
                 return
             session.ddl_running = True  # from here the gate's drain waits for it
             link = _link(session)
@@ -383,10 +379,8 @@ class DdlHolder:
         """Several statements: each held or sent as it is, one multi-result answer (ddlscript)."""
         answer: bytes | None = None
         try:
-            gate = session.gate
-            if not gate.is_open and not await gate.wait_open(gate.hold_timeout):
-                answer = wire.make_err_packet(1, BACKTRACKING_ERRNO, BACKTRACKING_SQLSTATE,
-                                              backtracking_message(gate.hold_timeout))
+            answer = await _refused_by_gate(session)
+            if answer is not None:
                 return
             session.ddl_running = True
             tracker = session.tracker
@@ -544,6 +538,15 @@ def _has_database(statement: Statement | ddlrecord.Recorded, database: str | Non
     """Every table the statement names has a schema (else the server's "No database selected")."""
     return (database is not None or statement.kind == "drop_database"
             or all(db is not None for db, _ in statement.tables))
+
+
+async def _refused_by_gate(session) -> bytes | None:
+    """Wait (at most the gate's hold timeout) until the gate lets a command start; the error
+    packet a held command gets when it does not, else None."""
+    gate = session.gate
+    if gate.is_open or await gate.wait_open(gate.hold_timeout):
+        return None
+    return wire.make_err_packet(1, BACKTRACKING_ERRNO, BACKTRACKING_SQLSTATE, backtracking_message(gate.hold_timeout))
 
 
 def _link(session) -> SessionLink:

@@ -981,6 +981,10 @@ class ChangeStore:
             self._write_checkpoint(*self._pending_checkpoint)
             if self._group_last_lsn:
                 self.db.execute(_UPDATE_COUNTERS, (self._group_bytes, str(self._group_last_lsn)))
+        self._commit_group()
+
+    def _commit_group(self) -> None:
+        """Commit the open group of transactions (live or history writer alike)."""
         self.segments.flush()  # the bodies reach the OS before the rows that point at them commit
         self.db.execute("COMMIT")
         self._in_txn = False
@@ -1036,13 +1040,7 @@ class ChangeStore:
         if self._pending_checkpoint is not None:
             self._write_checkpoint(*self._pending_checkpoint)
             self.db.execute(_ADD_STORED_BYTES, (self._group_bytes,))
-        self.segments.flush()  # the bodies reach the OS before the rows that point at them commit
-        self.db.execute("COMMIT")
-        self._in_txn = False
-        self._group_txns = self._group_bytes = 0
-        self._group_last_lsn = None
-        self._pending_checkpoint = None
-        self._notify_commit()
+        self._commit_group()
 
     def _drop_orphans(self) -> None:
         """History writer: delete the change rows of a transaction it never committed (past the
