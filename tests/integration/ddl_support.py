@@ -8,6 +8,7 @@ from collections.abc import Callable
 import mysql.connector
 
 from proxy.ddlops import HOLD_SCHEMA
+from tests.integration.rawmysql import ServerError
 
 
 def held_tables(server) -> set[str]:
@@ -38,3 +39,26 @@ def connector_answers(conn, scenario: list[str], database: str,
             seen.append((sql, exc.errno, exc.sqlstate, exc.msg))
     cur.close()
     return [tuple(str(v).replace(database, "D") for v in row) for row in seen]
+
+
+def raw_script_answers(conn, scripts: list[str], db: str) -> list[bytes]:
+    """Every packet of each multi-statement script's answer, as a RawConnection reads it (the
+    database's name replaced by as many D's, so two same-length databases compare equal)."""
+    seen: list[bytes] = []
+    read = conn.read_packet
+
+    def recording() -> bytes:  # every packet the client reads, as it came
+        packet = read()
+        seen.append(packet)
+        return packet
+
+    conn.read_packet = recording
+    out = []
+    for script in scripts:
+        seen.clear()
+        try:
+            conn.query(script)  # follows SERVER_MORE_RESULTS_EXISTS to the last result
+        except ServerError:
+            pass  # an ERR ends the answer; it is among the packets compared
+        out.append(b"|".join(seen).replace(db.encode(), b"D" * len(db)))
+    return out

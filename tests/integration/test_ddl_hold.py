@@ -12,7 +12,8 @@ import time
 import pytest
 
 from proxy.ddlops import HOLD_SCHEMA
-from tests.integration.rawmysql import COM_QUERY, RawConnection, ServerError
+from tests.integration.ddl_support import raw_script_answers
+from tests.integration.rawmysql import COM_QUERY, RawConnection
 
 SETUP = [
     "CREATE TABLE p (id INT PRIMARY KEY) ENGINE=InnoDB",
@@ -198,24 +199,7 @@ def _script_answers(host: str, port: int, server, db: str, deprecate_eof: bool) 
         for sql in ("CREATE TABLE a (id INT PRIMARY KEY)", "CREATE TABLE t (id INT PRIMARY KEY)",
                     "INSERT INTO t VALUES (5)"):
             conn.query(sql)
-        seen: list[bytes] = []
-        read = conn.read_packet
-
-        def recording() -> bytes:  # every packet the client reads, as it came
-            packet = read()
-            seen.append(packet)
-            return packet
-
-        conn.read_packet = recording
-        out = []
-        for script in SCRIPTS:
-            seen.clear()
-            try:
-                conn.query(script)  # follows SERVER_MORE_RESULTS_EXISTS to the last result
-            except ServerError:
-                pass  # an ERR ends the answer; it is among the packets compared
-            out.append(b"|".join(seen).replace(db.encode(), b"D" * len(db)))
-        return out
+        return raw_script_answers(conn, SCRIPTS, db)
     finally:
         conn.close()
 

@@ -13,8 +13,8 @@ import pytest
 
 from proxy.ddlops import HOLD_SCHEMA
 from tests.integration.backtrack_support import backtrack, connect_via, wait_captured
-from tests.integration.ddl_support import connector_answers, held_tables
-from tests.integration.rawmysql import RawConnection, ServerError
+from tests.integration.ddl_support import connector_answers, held_tables, raw_script_answers
+from tests.integration.rawmysql import RawConnection
 from tests.integration.test_ddl_backtrack import assert_same, moment, schema_snapshot
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.filterwarnings("ignore::UserWarning")]
@@ -92,24 +92,7 @@ def script_answers(port: int, server, db: str) -> list[bytes]:
         for sql in ("CREATE TABLE a (id INT PRIMARY KEY)", "CREATE TABLE b (id INT PRIMARY KEY)",
                     "CREATE TABLE t (id INT PRIMARY KEY)", "INSERT INTO t VALUES (5), (6)"):
             conn.query(sql)
-        seen: list[bytes] = []
-        read = conn.read_packet
-
-        def recording() -> bytes:
-            packet = read()
-            seen.append(packet)
-            return packet
-
-        conn.read_packet = recording
-        out = []
-        for script in SCRIPTS:
-            seen.clear()
-            try:
-                conn.query(script)  # follows SERVER_MORE_RESULTS_EXISTS to the last result
-            except ServerError:
-                pass  # an ERR ends the answer; it is among the packets compared
-            out.append(b"|".join(seen).replace(db.encode(), b"D" * len(db)))
-        return out
+        return raw_script_answers(conn, SCRIPTS, db)
     finally:
         conn.close()
 

@@ -53,7 +53,7 @@ from tests.integration.oracle_ddl_workload import (
     sequences,
 )
 from tests.integration.oracle_workload import writer
-from tests.integration.test_oracle import NIGHTLY, Budget, oracle_settings
+from tests.integration.test_oracle import NIGHTLY, Budget, oracle_settings, write
 
 EXAMPLES = int(os.environ.get("AURORATRACK_DDL_ORACLE_EXAMPLES", 100 if NIGHTLY else 24))
 # rounds: steps before the first backtrack; after: steps before the last one; ops: statements
@@ -185,16 +185,6 @@ def test_ddl_oracle(svc, mysql_server):
 
 
 # -- what the oracle found, kept as plain regression tests ---------------------------------------------
-
-
-def write(svc: BackgroundService, server, database: str, *statements: str) -> None:
-    conn = writer(svc, server, database)
-    try:
-        with conn.cursor() as cur:
-            for statement in statements:
-                cur.execute(statement)
-    finally:
-        conn.close()
 
 
 def point_after_capture(svc: BackgroundService, server, database: str) -> tuple[str, DdlSnapshot]:
