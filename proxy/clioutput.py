@@ -32,13 +32,16 @@ def print_json(value: Any) -> None:
 def print_view(renderable: RenderableType) -> None:
     """Print a table: at a terminal's width and in colour there; otherwise (a pipe, a file) at
     COLUMNS when it is set, else wide, without colour and without trailing blanks. The tables
-    are laid out to fit 80 columns without cutting an ID or a time."""
-    out = Console(highlight=False)
+    are laid out to fit 80 columns without cutting an ID or a time.
+
+    Every string printed is data (a fingerprint, an error, SQL), never rich markup: with emoji
+    on, a fingerprint's ``:AB:`` became an emoji, and markup would eat an error's ``[...]``."""
+    out = Console(highlight=False, markup=False, emoji=False)
     if out.is_terminal:
         out.print(renderable)
         return
     width = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else 200
-    wide = Console(highlight=False, width=width, color_system=None)
+    wide = Console(highlight=False, markup=False, emoji=False, width=width, color_system=None)
     with wide.capture() as captured:
         wide.print(renderable)
     sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))

@@ -82,3 +82,19 @@ def test_the_sql_notes_agree_with_the_plan_counts():
     notes = clioutput.statement_notes({"d.t": {"delete": 1, "reinsert": 2, "restore": 3}})
     assert notes[1] == ("-- d.t: 1 to delete, 3 to restore, 2 to re-insert: DELETE the affected rows, "
                         "then INSERT 5 row(s) as they were at the point")
+
+
+def test_values_are_printed_as_they_are_never_as_markup_or_emoji(capsys, monkeypatch):
+    """A fingerprint's ``:AB:`` is rich's emoji code for 🆎, and ``[bold]`` its markup: the CLI
+    prints data, so both must come out exactly as the service sent them (a flaky CI failure was
+    the 1 in ~8 certificate whose fingerprint holds ``:AB:``)."""
+    fingerprint = "B5:E9:3B:ED:9F:8D:32:4F:8B:39:3C:16:A5:A0:92:E6:7B:AB:16:B2:4D:3D:29:B0:8C:26:F1:B8:9A:10:96:AD"
+    status = {"state": "available", "pid": 1, "capture": False, "last_backtrack": None,
+              "upstream": {"address": "127.0.0.1:3306", "server_version": "10.11 [bold]x[/bold] :ok:"},
+              "tls": {"client": {"sha256_fingerprint": fingerprint}},
+              "sessions": {"total": 0, "in_transaction": 0}}
+    monkeypatch.setenv("COLUMNS", "80")
+    clioutput.print_view(clioutput.status_view(status))
+    out = capsys.readouterr().out
+    assert fingerprint in "".join(out.split())
+    assert "10.11 [bold]x[/bold] :ok:" in out
