@@ -27,8 +27,9 @@ carries the op's bare tag and GTID: the op is found once in the log.
 
 Not recorded (runs as sent, a DDL conflict as before): a statement whose definition the client's
 session cannot read (SHOW CREATE needs privileges) or that is neither ASCII nor made in UTF-8; a
-body with a semicolon (BEGIN ... END) from a session with CLIENT_MULTI_STATEMENTS (the text could
-hold a second statement); DROP FUNCTION of no stored function (maybe a UDF); CREATE FUNCTION ...
+body with a semicolon from a session with CLIENT_MULTI_STATEMENTS (the mariadb CLI's default) unless
+it is one BEGIN ... END that ends the text (proxy.ddlscript: anything else could hold a second
+statement); DROP FUNCTION of no stored function (maybe a UDF); CREATE FUNCTION ...
 SONAME (a UDF); comments inside the text; prepared or in a multi-statement script.
 Limits: the re-created program gets a new created/modified time; its DEFINER must be one
 auroratrack's user may name; an event's schedule is put back as written (a one-time event whose
@@ -42,7 +43,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from proxy import ddlops
+from proxy import ddlops, ddlscript
 from proxy.ddllink import Executor, Result
 from proxy.ddlops import Journal, Op, qname, quote, sql_string, tag
 
@@ -90,10 +91,12 @@ def _pair(first: str, second: str | None) -> tuple[str | None, str]:
 
 def parse(body: str, multi_statements: bool) -> Routine | None:
     """The stored-program DDL ``body`` is (comments before it stripped, no trailing ';'), or None.
-    ``multi_statements``: the session may send several statements in one query (then a ';'
-    in the text is not known to be inside the body)."""
-    if "/*" in body or "--" in body or "#" in body or (multi_statements and ";" in body):
+    ``multi_statements``: the session may send several statements in one query (then the text
+    must be one statement by proxy.ddlscript's reading of its BEGIN ... END blocks)."""
+    if "/*" in body or "--" in body or "#" in body:
         return None
+    if multi_statements and ";" in body and len(ddlscript.split_statements(body.encode("ascii")) or ()) != 1:
+        return None  # a second statement after the body, or a body only the server's parser can read
     found = _CREATE.match(body)
     if found:
         obj = found.group(1).upper()

@@ -9,9 +9,17 @@ they are, and ``compose`` makes the one multi-result answer the server would hav
 result but the last with SERVER_MORE_RESULTS_EXISTS, sequence ids running on, nothing after the
 first error (the server stops there too).
 
-Left to the server unchanged (``split`` returns None): scripts with compound statements
-(BEGIN ... END, stored program bodies, whose semicolons are not statement ends), LOAD DATA
-(its LOCAL INFILE exchange), or text the tokenizer rejects. Pure functions over bytes.
+A stored program's body (CREATE TRIGGER / PROCEDURE / FUNCTION / EVENT ... BEGIN ... END) holds
+semicolons that end no statement: ``statements`` follows its compound blocks as the server's
+parser does (BEGIN and CASE open one, END closes it; END IF / LOOP / WHILE / REPEAT / FOR close a
+block that lies inside one), so the mariadb CLI's one-statement query with a body is known to be
+one statement, and a script with such a CREATE in it is cut after the body's last END.
+
+Left to the server unchanged (``split`` returns None): a stored program whose body is not one
+BEGIN ... END (a bare IF ... END IF: telling it from the IF() function is the parser's work),
+anonymous blocks (BEGIN NOT ATOMIC), LOAD DATA (its LOCAL INFILE exchange), blocks that do not
+balance (``begin`` and ``end`` are also legal column names), or text the tokenizer rejects.
+Pure functions over bytes.
 """
 
 from __future__ import annotations
@@ -25,35 +33,99 @@ from sqlglot.tokens import TokenType
 from proxy import wire
 
 _MORE_RESULTS = int(wire.ServerStatus.SERVER_MORE_RESULTS_EXISTS)
-_COMPOUND = {TokenType.BEGIN, TokenType.LOAD}
 _STORED_PROGRAMS = {"PROCEDURE", "FUNCTION", "TRIGGER", "EVENT"}
+_BLOCK_WORDS = {TokenType.BEGIN, TokenType.CASE, TokenType.END}  # CASE: the statement and the expression end in END
+_UNCOUNTED_BLOCKS = {"IF", "LOOP", "WHILE", "REPEAT", "FOR"}
+_OPERATORS = {TokenType.EQ, TokenType.NEQ, TokenType.GT, TokenType.GTE, TokenType.LT, TokenType.LTE, TokenType.PLUS,
+              TokenType.DASH, TokenType.STAR, TokenType.SLASH}
+_AFTER_A_NAME = {TokenType.COMMA, TokenType.R_PAREN, TokenType.FROM, TokenType.ALIAS, *_OPERATORS}
+_BEFORE_A_NAME = {TokenType.SELECT, TokenType.COMMA, TokenType.L_PAREN, TokenType.WHERE, TokenType.AND, TokenType.OR,
+                  TokenType.SET, TokenType.ORDER_BY, TokenType.GROUP_BY, TokenType.HAVING, TokenType.ON, TokenType.NOT,
+                  *_OPERATORS}
 
 
 def split(query: bytes) -> list[bytes] | None:
     """The statements of a multi-statement query, or None if it is one statement or cannot be
     split safely (module docstring)."""
+    statements = split_statements(query)
+    return statements if statements is not None and len(statements) > 1 else None
+
+
+def split_statements(query: bytes) -> list[bytes] | None:
+    """The statements of ``query`` (one or more, without their semicolons), or None when they
+    cannot be told apart safely (module docstring)."""
     try:
         text = query.decode("ascii")
         tokens = MySQL().tokenize(text)
     except (UnicodeDecodeError, SqlglotError):
         return None
-    pieces, start, words = [], 0, 0
+    pieces, start, first = [], 0, 0  # the current statement: its text from ``start``, tokens from ``first``
+    depth, closed_at, program = 0, -1, False
     for n, token in enumerate(tokens):
-        if token.token_type in _COMPOUND:
+        kind = token.token_type
+        if n == first:
+            program = _starts_stored_program(tokens, n)
+        if kind == TokenType.LOAD or (kind == TokenType.BEGIN and not program):
             return None
-        if token.token_type == TokenType.CREATE and n + 1 < len(tokens) and any(
-                t.text.upper() in _STORED_PROGRAMS for t in tokens[n + 1 : n + 4]):
-            return None
-        if token.token_type == TokenType.SEMICOLON:
-            if words:  # only comments or nothing between two semicolons: no statement
-                pieces.append(text[start : token.start])
-            start, words = token.end + 1, 0
-        else:
-            words += 1
-    if words:
+        if program and kind in _BLOCK_WORDS and not _is_name(tokens, n):
+            if kind == TokenType.END and _closes_inner_block(tokens, n) or (
+                    kind == TokenType.CASE and tokens[n - 1].token_type == TokenType.END):
+                continue  # END IF ...: the block was not counted open; END CASE: closed at its END
+            depth += 1 if kind != TokenType.END else -1
+            if depth < 0:
+                return None
+            closed_at = n if depth == 0 else closed_at
+            continue
+        if kind != TokenType.SEMICOLON or depth:
+            continue
+        if program and not _ends_after_block(tokens, n, closed_at):
+            return None  # a body that is not one BEGIN ... END: only the server's parser can tell
+        if n > first:  # only comments or nothing between two semicolons: no statement
+            pieces.append(text[start : token.start])
+        start, first, closed_at = token.end + 1, n + 1, -1
+    if depth:
+        return None
+    if first < len(tokens):
         pieces.append(text[start:])
-    statements = [p.strip().encode("ascii") for p in pieces]
-    return statements if len(statements) > 1 else None
+    return [p.strip().encode("ascii") for p in pieces] or None
+
+
+def _starts_stored_program(tokens: list, n: int) -> bool:
+    """CREATE [OR REPLACE] [DEFINER = ...] [AGGREGATE] TRIGGER | PROCEDURE | FUNCTION | EVENT."""
+    if tokens[n].token_type != TokenType.CREATE:
+        return False
+    for token in tokens[n + 1 : n + 12]:
+        if token.text.upper() in _STORED_PROGRAMS:
+            return True
+        if token.token_type in (TokenType.L_PAREN, TokenType.SEMICOLON, TokenType.TABLE):
+            return False
+    return False
+
+
+def _is_name(tokens: list, n: int) -> bool:
+    """``t.end``, ``SELECT begin, end FROM``: BEGIN and END are not reserved words, a column may
+    be called so. A block's END follows a statement's last word (or ';'), never an operator or a
+    comma; a block's BEGIN is followed by a statement, never by an operator or a comma."""
+    if tokens[n].token_type == TokenType.CASE:  # a reserved word
+        return False
+    before = tokens[n - 1].token_type if n else None
+    after = tokens[n + 1].token_type if n + 1 < len(tokens) else None
+    if before == TokenType.DOT or after == TokenType.DOT:
+        return True
+    if tokens[n].token_type == TokenType.END:
+        return before in _BEFORE_A_NAME
+    return before in _BEFORE_A_NAME or after in _AFTER_A_NAME or after == TokenType.SEMICOLON
+
+
+def _closes_inner_block(tokens: list, n: int) -> bool:
+    """END IF / LOOP / WHILE / REPEAT / FOR: the end of a block that was never counted open."""
+    return n + 1 < len(tokens) and tokens[n + 1].text.upper() in _UNCOUNTED_BLOCKS
+
+
+def _ends_after_block(tokens: list, n: int, closed_at: int) -> bool:
+    """The semicolon at ``n`` follows the END that closed the body (or END and its label)."""
+    return closed_at >= 0 and (closed_at == n - 1 or closed_at == n - 2 and tokens[n - 1].token_type in (
+        TokenType.VAR, TokenType.IDENTIFIER))
 
 
 def compose(results: list[list[bytes]], deprecate_eof: bool) -> tuple[bytes, int | None]:

@@ -6,6 +6,9 @@ the triggers' ACTION_ORDER) and every row; a forward backtrack then redoes them 
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import pymysql
 import pytest
 
@@ -33,11 +36,12 @@ def snapshot(server, database: str) -> dict:
     return snap
 
 
-def step_by_step(svc, server, database: str, setup: list[str], steps: list[list[str]], force: bool = False) -> list:
+def step_by_step(svc, server, database: str, setup: list[str], steps: list[list[str]], force: bool = False,
+                 **client_options) -> list:
     """``setup``; then each step (a DDL and the DML after it), its moment and snapshot taken
     before it; then back to before each step, newest first, each time equal to that snapshot;
     then forward to after the last step. Returns the snapshots (the last: after every step)."""
-    client = connect_via(svc, server, database)
+    client = connect_via(svc, server, database, **client_options)
     execute(client, *setup)
     moments, snaps = [], []
     for statements in steps:
@@ -143,12 +147,62 @@ def test_procedures_created_altered_replaced_and_dropped(svc, mysql_server, data
     assert "procedure p" not in snaps[-1] and "procedure p2" in snaps[-2] and "procedure p3" in snaps[-1]
 
 
-def test_compound_body_from_a_multi_statement_session_stays_a_conflict(svc, mysql_server, database):
-    """With CLIENT_MULTI_STATEMENTS the text after a ';' could be another statement: the CREATE
-    runs as sent, unrecorded, and a backtrack across it is refused as DDL."""
+def test_compound_bodies_from_a_multi_statement_session_are_recorded(svc, mysql_server, database):
+    """With CLIENT_MULTI_STATEMENTS (the mariadb CLI's default) a body's ';' could end a
+    statement: a text that is one BEGIN ... END (nested IF, CASE, WHILE, a label, columns named
+    ``begin``/``end``) is recorded and undone like any other."""
+    multi = pymysql.constants.CLIENT.MULTI_STATEMENTS
+    step_by_step(svc, mysql_server, database, [
+        "CREATE TABLE t (id INT PRIMARY KEY, `begin` INT, `end` INT, v VARCHAR(20))",
+        "INSERT INTO t VALUES (1, 1, 2, 'seed')",
+    ], [
+        ["CREATE TRIGGER t_v BEFORE INSERT ON t FOR EACH ROW body: BEGIN IF NEW.`end` < NEW.`begin` THEN "
+         "SET NEW.v = 'backwards'; ELSE SET NEW.v = CASE WHEN NEW.`end` = NEW.`begin` THEN 'empty' ELSE 'ok' END; "
+         "END IF; END body", "INSERT INTO t (id, `begin`, `end`) VALUES (2, 5, 3), (3, 4, 4)"],
+        ["CREATE PROCEDURE fill(n INT) BEGIN DECLARE i INT DEFAULT 10; WHILE i < 10 + n DO "
+         "INSERT INTO t (id, `begin`, `end`) VALUES (i, i, i + 1); SET i = i + 1; END WHILE; "
+         "SELECT t.`end`, `begin` FROM t WHERE `end` > 100; END;", "CALL fill(3)"],
+        ["DROP PROCEDURE fill", "DROP TRIGGER t_v", "INSERT INTO t VALUES (4, 0, 1, 'after')"],
+    ], force=True, client_flag=multi)  # (a backtrack writing a table with triggers is a conflict unless forced)
+    ops = [op for op in svc.service.ddl_holder.journal.ops() if op.kind == "routine"]
+    assert {op.change["object"] for op in ops} >= {"TRIGGER", "PROCEDURE"}
+
+
+def test_mariadb_cli_delimiter_script_is_recorded(svc, mysql_server, database):
+    """The real mariadb client with DELIMITER: each CREATE arrives as one query with its body."""
+    cli = shutil.which("mariadb") or shutil.which("mysql")
+    if cli is None:
+        pytest.skip("no mariadb/mysql command-line client on PATH")
+    execute(connect_via(svc, mysql_server, database), "CREATE TABLE t (id INT PRIMARY KEY, v INT)")
+    before_at, before = moment(svc, mysql_server), snapshot(mysql_server, database)
+    script = ("DELIMITER //\nCREATE TRIGGER t_v BEFORE INSERT ON t FOR EACH ROW BEGIN\n"
+              "  IF NEW.v IS NULL THEN SET NEW.v = NEW.id * 2; END IF;\nEND//\n"
+              "CREATE PROCEDURE add_row(x INT) BEGIN\n  INSERT INTO t (id) VALUES (x);\nEND//\n"
+              "DELIMITER ;\nCALL add_row(7);\n")
+    done = subprocess.run([cli, "--no-defaults", "-h", "127.0.0.1", "-P", str(svc.port), "-u", mysql_server.user,
+                           f"-p{mysql_server.password}", database], input=script, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    after_at, after = moment(svc, mysql_server), snapshot(mysql_server, database)
+    assert "trigger t_v" in after and "procedure add_row" in after
+    record = backtrack(svc, before_at, force=True)
+    assert record.status == "completed", (record.error, record.conflicts)
+    assert_same(snapshot(mysql_server, database), before)
+    wait_captured(svc, mysql_server)
+    record = backtrack(svc, after_at, force=True)
+    assert record.status == "completed", (record.error, record.conflicts)
+    assert_same(snapshot(mysql_server, database), after)
+
+
+def test_a_second_statement_after_a_body_stays_a_conflict(svc, mysql_server, database):
+    """``CREATE ... BEGIN ... END; SELECT 2`` in one query: the CREATE runs as sent, unrecorded,
+    and a backtrack across it is refused as DDL."""
     client = connect_via(svc, mysql_server, database, client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS)
     before_at = moment(svc, mysql_server)
-    execute(client, "CREATE PROCEDURE p() BEGIN SELECT 1; SELECT 2; END")
+    with client.cursor() as cur:
+        cur.execute("CREATE PROCEDURE p() BEGIN SELECT 1; END; SELECT 2")
+        while cur.nextset():
+            pass
     moment(svc, mysql_server)
     assert not [op for op in svc.service.ddl_holder.journal.ops() if op.kind == "routine"]
     record = backtrack(svc, before_at)

@@ -57,5 +57,34 @@ def test_scripts_split_at_top_level_semicolons_only():
     assert split(b"DROP TABLE IF EXISTS a; CREATE TABLE a (id INT); INSERT INTO a VALUES ('x;y'); /* ; */") == [
         b"DROP TABLE IF EXISTS a", b"CREATE TABLE a (id INT)", b"INSERT INTO a VALUES ('x;y')"]
     assert split(b"DROP TABLE a;") is None  # one statement
-    assert split(b"DROP TABLE a; CREATE PROCEDURE p() BEGIN SELECT 1; END") is None  # a body's semicolons
+    # A body's semicolons end no statement: the script is cut after the body's END (and its label).
+    assert split(b"DROP TABLE a; CREATE PROCEDURE p() l: BEGIN IF 1 THEN SELECT 1; END IF; END l; DROP TABLE b") == [
+        b"DROP TABLE a", b"CREATE PROCEDURE p() l: BEGIN IF 1 THEN SELECT 1; END IF; END l", b"DROP TABLE b"]
+    assert split(b"DROP TABLE a; CREATE PROCEDURE p() IF 1 THEN SELECT 1; END IF") is None  # not a BEGIN body
+    assert split(b"DROP TABLE a; BEGIN; DROP TABLE b") is None  # a transaction's BEGIN: left to the server
     assert split(b"DROP TABLE a; LOAD DATA LOCAL INFILE 'f' INTO TABLE b") is None
+
+
+@pytest.mark.parametrize("body", [
+    b"CREATE DEFINER=`u`@`%` TRIGGER tr BEFORE INSERT ON t FOR EACH ROW lbl: BEGIN IF NEW.a > 0 THEN "
+    b"SET NEW.b = (CASE WHEN 1 THEN 2 END), NEW.c = CASE WHEN 1 THEN 2 END + 1; END IF; END lbl",
+    b"CREATE PROCEDURE p() COMMENT 'x' BEGIN SELECT CASE WHEN 1 THEN 2 END AS c; CASE 1 WHEN 1 THEN SELECT 1; "
+    b"END CASE; WHILE 0 DO SELECT 1; END WHILE; REPEAT SELECT 2; UNTIL 1 END REPEAT; END",
+    b"CREATE PROCEDURE p() BEGIN SELECT t.end, begin FROM t WHERE end > 1 ORDER BY begin; END",  # columns so named
+    b"CREATE EVENT e ON SCHEDULE EVERY 1 HOUR DO BEGIN DELETE FROM t; END;",
+])
+def test_a_stored_program_with_a_compound_body_is_one_statement(body):
+    from proxy.ddlscript import split_statements
+
+    assert split_statements(body) == [body.rstrip(b";")]
+
+
+@pytest.mark.parametrize("query", [
+    b"CREATE PROCEDURE p() BEGIN SELECT 1; END; DROP TABLE t",  # two statements
+    b"CREATE PROCEDURE p() BEGIN SELECT 1; END END",  # does not balance
+    b"CREATE PROCEDURE p() BEGIN SELECT 1;",  # never closed
+])
+def test_compound_text_that_is_not_exactly_one_statement(query):
+    from proxy.ddlscript import split_statements
+
+    assert split_statements(query) is None or len(split_statements(query)) > 1

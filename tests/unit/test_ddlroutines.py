@@ -31,7 +31,8 @@ def test_recorded(query, obj, verb, names):
 
 @pytest.mark.parametrize("query", [
     b"CREATE FUNCTION udf RETURNS STRING SONAME 'udf.so'",  # a UDF, not a stored function
-    b"CREATE PROCEDURE p() BEGIN SELECT 1; END",  # (multi-statements: might hide a second statement)
+    b"CREATE PROCEDURE p() BEGIN SELECT 1; END; DROP TABLE t",  # (multi-statements: a second statement)
+    b"CREATE PROCEDURE p() IF 1 THEN SELECT 1; END IF",  # a body only the server's parser can read
     b"DROP PROCEDURE p; DROP TABLE t", b"DROP TRIGGER mysql.tr", b"CREATE PROCEDURE p() SELECT 1 /* c */",
     b"CALL p()", b"DROP TABLE t", b"CREATE TABLE trigger_log (id INT)",
 ])
@@ -39,8 +40,10 @@ def test_not_recorded(query):
     assert parse_routine(query, multi_statements=True) is None
 
 
-def test_a_body_with_semicolons_is_recorded_from_a_session_without_multi_statements():
-    found = parse_routine(b"CREATE PROCEDURE p() BEGIN SELECT 1; SELECT 2; END", multi_statements=False)
+@pytest.mark.parametrize("multi_statements", [False, True])
+def test_a_body_with_semicolons_is_recorded(multi_statements):
+    """With multi-statements on (the mariadb CLI's default) only if it is one BEGIN ... END."""
+    found = parse_routine(b"CREATE PROCEDURE p() BEGIN SELECT 1; SELECT 2; END;", multi_statements)
     assert found is not None and found.tables == [(None, "p")]
 
 
