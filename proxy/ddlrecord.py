@@ -61,8 +61,8 @@ tables' foreign keys reference, a system-versioned table, the server refuses the
 TEMPORARY TABLE; statements with comments inside; on a server
 without @@last_gtid (MySQL), CREATE TABLE ... SELECT, CREATE/ALTER VIEW and CREATE TRIGGER/
 PROCEDURE/FUNCTION/EVENT stay conflicts. Stored programs (proxy.ddlroutines): a definition the
-client's session may not read; a body with a semicolon (BEGIN ... END) from a session with
-CLIENT_MULTI_STATEMENTS; prepared (COM_STMT_PREPARE, SQL PREPARE) or inside a multi-statement
+client's session may not read; from a session with CLIENT_MULTI_STATEMENTS, a text that is not
+exactly one statement (proxy.ddlscript reads the body's BEGIN ... END blocks); prepared (COM_STMT_PREPARE, SQL PREPARE) or inside a multi-statement
 script; CREATE FUNCTION ... SONAME and DROP FUNCTION of no stored function (UDFs).
 Saves wait at most ``ddlsave.SAVE_LOCK_WAIT_S`` for a lock (the client may hold the table with
 LOCK TABLES while it waits for its ALTER): then the ALTER runs as sent, unrecorded.
