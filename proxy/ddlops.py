@@ -20,7 +20,8 @@ bare tag: it is the op's own binlog event, which the change store keeps and the 
   2. ``DROP TRIGGER`` of every table going out                  on ``pre``
   3. the one ``RENAME TABLE``                                    on ``pre``   <- the op happens here
   4. drop the foreign keys of the tables now held; re-create the triggers and foreign keys of
-     the tables now live again                                  on ``post`` (idempotent)
+     the tables now live again; (a whole-table swap of a referenced table, proxy.ddlsave) point
+     the other tables' keys that followed it out at the table now live   on ``post`` (idempotent)
 DROP DATABASE adds to an op its schema (its definition, views, routines, events: ``read_schema``):
 the schema is dropped for real after step 4, and made again before step 1 of the undo, its
 objects after step 4 (``Op.schema_action``).
@@ -183,13 +184,18 @@ class Op:
     # A recorded DDL (proxy.ddlrecord, kinds create | rename | alter | noop): the tables it names
     # and, for an ALTER, SHOW CREATE TABLE before and after.
     change: dict | None = None
+    # A whole-table swap of a table other tables' foreign keys reference (proxy.ddlsave): those
+    # keys follow the table going out and are pointed again at the one coming in (step 4);
+    # ``repointed``: [db, table, clause] of each, journalled before its key is dropped.
+    repoint_children: bool = False
+    repointed: list[list[str]] = field(default_factory=list)
 
     def inverse(self, op_id: str, defs: dict[str, TableDefs]) -> Op:
         """The op that undoes this one (``defs``: what the tables now going out are)."""
         swaps = [Swap(s.db, s.name, s.into, s.out) for s in self.swaps]
         flipped = {"drop": "create", "create": "drop"}.get(self.schema_action or "")
         return Op(op_id, "undo", self.statement, swaps, defs=defs, undoes=self.op_id, created_us=now_us(),
-                  schema_action=flipped, schema=self.schema)
+                  schema_action=flipped, schema=self.schema, repoint_children=self.repoint_children)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -381,6 +387,8 @@ def finish(op: Op, post: Executor, journal: Journal, pre: Executor | None = None
             continue
         _recreate_triggers(op.op_id, post, swap.db, swap.name, defs.triggers)
         _add_foreign_keys(op.op_id, post, swap.db, swap.name, defs.foreign_keys)
+    if op.repoint_children:
+        _repoint_children(op, post, journal)
     answer = None
     if op.schema_action == "drop":
         answer = (pre or post).run(f"{tag(op.op_id, 'dropdb')}DROP DATABASE IF EXISTS {quote(op.schema['db'])}")
@@ -472,6 +480,38 @@ def _drop_foreign_keys(op_id: str, post: Executor, db: str, name: str) -> None:
     if found.rows:
         drops = ", ".join(f"DROP FOREIGN KEY {quote(row[0])}" for row in found.rows)
         _must(post.run(f"{tag(op_id, 'fk')}ALTER TABLE {qname(db, name)} {drops}"))
+
+
+def _repoint_children(op: Op, post: Executor, journal: Journal) -> None:
+    """Foreign keys of live tables that followed a swapped table out into the hold schema (InnoDB
+    moves a child's reference with its renamed parent) point again at the table that came in
+    under the live name: each dropped and added back (one ALTER cannot drop and add a key of the
+    same name), foreign_key_checks off as for every key an op adds. Each clause is journalled
+    before its key is dropped, so a crash in between adds it back at the next start."""
+    _must(post.run("/* auroratrack ddl */ SET SESSION foreign_key_checks = 0"))
+    following = []
+    for swap in op.swaps:
+        if swap.out is None or swap.into is None:
+            continue
+        held = f"REFERENCES {qname(HOLD_SCHEMA, swap.out)} ("
+        # Not indexed by the referenced table: it reads every schema's keys, hence the op's flag.
+        found = _must(post.run(
+            "/* auroratrack ddl */ SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME FROM "
+            "information_schema.REFERENTIAL_CONSTRAINTS WHERE "
+            f"UNIQUE_CONSTRAINT_SCHEMA = {sql_string(HOLD_SCHEMA)} AND REFERENCED_TABLE_NAME = {sql_string(swap.out)} "
+            f"AND CONSTRAINT_SCHEMA <> {sql_string(HOLD_SCHEMA)}")).rows
+        for db, table, name in found:
+            create = _must(post.run(f"/* auroratrack ddl */ SHOW CREATE TABLE {qname(db, table)}")).rows[0][1]
+            following += [(db, table, name, clause.replace(held, f"REFERENCES {qname(swap.db, swap.name)} ("))
+                          for clause in foreign_keys(create, db) if _fk_name(clause) == name and held in clause]
+    new = [[db, table, clause] for db, table, _, clause in following if [db, table, clause] not in op.repointed]
+    if new:
+        op.repointed += new
+        journal.save(op)
+    for db, table, name, _ in following:
+        _must(post.run(f"{tag(op.op_id, 'fk')}ALTER TABLE {qname(db, table)} DROP FOREIGN KEY {quote(name)}"))
+    for db, table, clause in op.repointed:
+        _add_foreign_keys(op.op_id, post, db, table, [clause])
 
 
 def _add_foreign_keys(op_id: str, post: Executor, db: str, name: str, clauses: list[str]) -> None:

@@ -57,13 +57,14 @@ the window).
 
 Not recorded (runs as sent; a backtrack across it is a DDL conflict, as before): DISCARD/IMPORT
 TABLESPACE, EXCHANGE PARTITION, SYSTEM VERSIONING; a save that cannot be made (a table other
-tables' foreign keys reference, a system-versioned table, the server refuses the copy); CREATE
-TEMPORARY TABLE; statements with comments inside; on a server
-without @@last_gtid (MySQL), CREATE TABLE ... SELECT, CREATE/ALTER VIEW and CREATE TRIGGER/
+tables' foreign keys reference that the ALTER also renames, a system-versioned table, the server
+refuses the copy); CREATE TEMPORARY TABLE; statements with comments inside; on a server without
+@@last_gtid (MySQL), CREATE TABLE ... SELECT, CREATE/ALTER VIEW and CREATE TRIGGER/
 PROCEDURE/FUNCTION/EVENT stay conflicts. Stored programs (proxy.ddlroutines): a definition the
 client's session may not read; from a session with CLIENT_MULTI_STATEMENTS, a text that is not
-exactly one statement (proxy.ddlscript reads the body's BEGIN ... END blocks); prepared (COM_STMT_PREPARE, SQL PREPARE) or inside a multi-statement
-script; CREATE FUNCTION ... SONAME and DROP FUNCTION of no stored function (UDFs).
+exactly one statement (proxy.ddlscript reads the body's BEGIN ... END blocks); prepared
+(COM_STMT_PREPARE, SQL PREPARE) or inside a multi-statement script; CREATE FUNCTION ... SONAME
+and DROP FUNCTION of no stored function (UDFs).
 Saves wait at most ``ddlsave.SAVE_LOCK_WAIT_S`` for a lock (the client may hold the table with
 LOCK TABLES while it waits for its ALTER): then the ALTER runs as sent, unrecorded.
 Limits: a write by another session between the save and the ALTER is not in the saved data (the

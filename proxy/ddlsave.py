@@ -21,9 +21,13 @@ backtrack) is the same swap the other way, run by proxy.ddlundo's held-table pat
 ``hold_replaced``: CREATE OR REPLACE TABLE of an existing table holds it first, as DROP TABLE
 does (one held op, its own RENAME in the binlog), then the create runs as a recorded create.
 
-Not saved (the statement runs as sent; a backtrack across it is a DDL conflict): a table other
-tables' foreign keys reference (they would follow it into the hold schema), a system-versioned
-table (its history is not copied by a SELECT), a copy the server refuses.
+A table other tables' foreign keys reference is saved the same way: those keys follow the live
+table into the hold schema at the swap (InnoDB moves a child's reference with a renamed parent),
+and the swap's step 4 points them at the restored table again (``Op.repoint_children``, proxy.ddlops).
+
+Not saved (the statement runs as sent; a backtrack across it is a DDL conflict): a referenced
+table that the statement also renames, a system-versioned table (its history is not copied by a
+SELECT), a copy the server refuses.
 Cost: a full copy per statement, and its space until the op leaves the backtrack window
 (proxy.ddlretention counts and drops it).
 
@@ -51,12 +55,15 @@ _AUTO_INCREMENT = re.compile(r"\) .*\bAUTO_INCREMENT=(\d+)")
 def copyable(ex: Executor, db: str, name: str, create: str) -> bool:
     """Whether ``db.name`` can be held by a swap: no other table's foreign key references it
     (InnoDB points those at a renamed parent), and it keeps no system-versioned history."""
-    if "WITH SYSTEM VERSIONING" in create:
-        return False
+    return "WITH SYSTEM VERSIONING" not in create and referencing_tables(ex, db, name) == 0
+
+
+def referencing_tables(ex: Executor, db: str, name: str) -> int | None:
+    """How many foreign keys of other tables reference ``db.name``; None when unknown."""
     found = ex.run("/* auroratrack ddl */ SELECT COUNT(*) FROM information_schema.KEY_COLUMN_USAGE WHERE "
                    f"REFERENCED_TABLE_SCHEMA = {sql_string(db)} AND REFERENCED_TABLE_NAME = {sql_string(name)} "
                    f"AND NOT (TABLE_SCHEMA = {sql_string(db)} AND TABLE_NAME = {sql_string(name)})")
-    return found.ok and bool(found.rows) and int(found.rows[0][0]) == 0
+    return int(found.rows[0][0]) if found.ok and found.rows else None
 
 
 def run_saving(ex: Executor, op_id: str, statements: list[str]) -> Result:
@@ -92,7 +99,12 @@ def stored_columns(ex: Executor, db: str, name: str) -> str | None:
 def save_whole(control: Executor, op: Op, db: str, name: str, create: str) -> bool:
     """Copy all of ``db.name`` (as ``create`` shows it) into the hold schema, out of the binlog;
     False (nothing left behind) when it cannot be held or a statement fails."""
-    if not copyable(control, db, name, create):
+    if "WITH SYSTEM VERSIONING" in create:
+        return False
+    children = referencing_tables(control, db, name)
+    # A referenced table is swapped back in place and its children's keys pointed at it again
+    # (proxy.ddlops step 4); under a new name (ALTER ... RENAME) they would have to follow it.
+    if children is None or children and len(op.change.get("tables") or [(db, name)]) > 1:
         return False
     saved = f"{op.op_id}_w_{name}"[:64]
     listed = stored_columns(control, db, name)
@@ -109,7 +121,7 @@ def save_whole(control: Executor, op: Op, db: str, name: str, create: str) -> bo
         log.warning("statement on %s.%s not recorded: the table could not be saved (%s %s)", db, name,
                     made.errno, made.message)
         return False
-    op.change.update(saved=saved, whole=True)
+    op.change.update(saved=saved, whole=True, referenced=bool(children))
     op.defs[saved] = ddlops.read_defs(control, db, name, create, size=False)
     return True
 
@@ -131,7 +143,8 @@ def swap_back(ex: Executor, journal: Journal, op: Op) -> str:
     """Undo ``op`` (a whole-table save): the table as it is now out, the saved copy in under
     its old name, as one held op; returns that op's id."""
     live, original = _live_and_original(op)
-    inverse = Op(ddlops.new_op_id(), "undo", op.statement, [], undoes=op.op_id, created_us=ddlops.now_us())
+    inverse = Op(ddlops.new_op_id(), "undo", op.statement, [], undoes=op.op_id, created_us=ddlops.now_us(),
+                 repoint_children=bool(op.change.get("referenced")))
     out = f"{inverse.op_id}_0_{live[1]}"[:64]
     inverse.defs[out] = ddlops.read_defs(ex, *live)
     saved = op.change["saved"]

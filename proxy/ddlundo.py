@@ -176,7 +176,8 @@ class DdlUndo:
         ex = PyMySQLExecutor(conn)
         if op.change is not None and op.kind != "create":  # a recorded RENAME/ALTER (proxy.ddlrecord)
             return ddlrecord.undo(ex, self.journal, op) or "nothing"
-        inverse = Op(ddlops.new_op_id(), "undo", op.statement, [], undoes=op.op_id, created_us=ddlops.now_us())
+        inverse = Op(ddlops.new_op_id(), "undo", op.statement, [], undoes=op.op_id, created_us=ddlops.now_us(),
+                     repoint_children=op.repoint_children)
         if op.schema_action == "drop":  # an undone DROP DATABASE: the schema comes back first
             inverse.schema_action, inverse.schema = "create", op.schema
         elif op.schema_action == "create":  # forward again: held and dropped as it is now

@@ -104,15 +104,16 @@ def test_drop_column_and_narrowing_modify_undone_then_redone(svc, mysql_server, 
     assert saved
 
 
-def test_destructive_alter_of_a_referenced_table_without_key_is_not_recorded(svc, mysql_server, database):
-    """No key to restore by, and no whole-table swap (a child's foreign key would follow the
-    table into the hold schema): run as sent, a DDL conflict at backtrack time."""
+def test_alter_that_renames_a_referenced_table_without_key_is_not_recorded(svc, mysql_server, database):
+    """No key to restore by, and no whole-table swap back under the old name (the child's
+    foreign key follows the table to its new name): run as sent, a DDL conflict at backtrack
+    time. (Without the rename, ddlsave swaps it back in place: test_ddl_shapes.)"""
     client = connect_via(svc, mysql_server, database)
     execute(client, "CREATE TABLE t (code INT, v INT, UNIQUE KEY (code))",
             "CREATE TABLE child (id INT PRIMARY KEY, code INT, FOREIGN KEY (code) REFERENCES t (code))",
             "INSERT INTO t VALUES (1, 1)")
     before_at = moment(svc, mysql_server)
-    execute(client, "ALTER TABLE t DROP COLUMN v")
+    execute(client, "ALTER TABLE t DROP COLUMN v, RENAME TO u")
     wait_captured(svc, mysql_server)
     record = backtrack(svc, before_at)
     assert record.status == "failed"

@@ -4,7 +4,7 @@ snapshot at the point) and redone by a forward backtrack.
 
 Whole-table saves (proxy.ddlsave): a destructive ALTER of a table without a primary key or of a
 key column, CONVERT TO CHARACTER SET, DROP/TRUNCATE PARTITION, ALTER ... RENAME with other
-clauses. Recorded as their ALTER or CREATE (proxy.ddlrecord): ALTER ... RENAME alone, CREATE and
+clauses; of a table other tables' foreign keys reference too (their keys pointed back at it). Recorded as their ALTER or CREATE (proxy.ddlrecord): ALTER ... RENAME alone, CREATE and
 DROP INDEX, CREATE TABLE ... SELECT / LIKE, CREATE OR REPLACE TABLE. Views (proxy.ddlviews)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 import pymysql
 import pytest
 
-from proxy import ddlrecord, ddlsave
+from proxy import ddlops, ddlrecord, ddlsave
 from proxy.ddllink import PyMySQLExecutor
 from proxy.ddlops import HOLD_SCHEMA, Journal, Op, ensure_hold_schema
 from proxy.ddlsave import save_whole
@@ -202,6 +202,88 @@ def test_whole_table_swap_keeps_triggers_generated_columns_and_foreign_keys(svc,
     ])
     assert "`note`" in before["create t"] and "`note`" not in after["create t"]
     assert "trigger t_bi" in before and "CONSTRAINT `t_parent`" in before["create t"]
+
+
+def children_in_the_hold_schema(server) -> list:
+    """Foreign keys of live tables that point into the hold schema: there must be none."""
+    return server.query("SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME FROM "
+                        "information_schema.REFERENTIAL_CONSTRAINTS WHERE "
+                        f"UNIQUE_CONSTRAINT_SCHEMA = '{HOLD_SCHEMA}' AND CONSTRAINT_SCHEMA <> '{HOLD_SCHEMA}'")
+
+
+def test_whole_table_save_of_a_referenced_table(svc, mysql_server, database):
+    """Two tables' foreign keys reference ``t``, which has no primary key: its DROP COLUMN saves
+    the whole table, and the children's keys, which follow ``t`` into the hold schema at the
+    swap, point at the restored ``t`` again, both ways, and still check. (A cascading key
+    would make the backtrack a conflict of its own: cascades never reach the binlog.)"""
+    before, after, _ = run_story(svc, mysql_server, database, [
+        "CREATE TABLE t (code INT NOT NULL, v INT, UNIQUE KEY (code))",
+        "CREATE TABLE child (id INT PRIMARY KEY, code INT, KEY k (id, code), "
+        "CONSTRAINT child_t FOREIGN KEY (code) REFERENCES t (code) ON UPDATE RESTRICT)",
+        "CREATE TABLE other (id INT PRIMARY KEY, code INT, CONSTRAINT other_t FOREIGN KEY (code) REFERENCES t (code))",
+        "INSERT INTO t VALUES (1, 10), (2, 20), (3, 30)", "INSERT INTO child VALUES (1, 1), (2, 2), (3, 3)",
+        "INSERT INTO other VALUES (1, 1)",
+    ], [
+        "ALTER TABLE t DROP COLUMN v", "INSERT INTO t VALUES (4)", "INSERT INTO child VALUES (4, 4)",
+        "DELETE FROM child WHERE id = 3", "DELETE FROM t WHERE code = 3",
+    ])
+    assert "`v`" in before["create t"] and "`v`" not in after["create t"]
+    assert not children_in_the_hold_schema(mysql_server)
+    client = connect_via(svc, mysql_server, database)
+    with pytest.raises(pymysql.err.IntegrityError) as refused:
+        execute(client, "INSERT INTO child VALUES (9, 99)")
+    assert refused.value.args[0] == 1452  # the key checks against the live t
+    with pytest.raises(pymysql.err.IntegrityError) as refused:
+        execute(client, "DELETE FROM t WHERE code = 2")
+    assert refused.value.args[0] == 1451  # a parent row still referenced
+
+
+def test_convert_to_character_set_of_a_referenced_parent(svc, mysql_server, database):
+    """The usual migration: a parent with a primary key that orders reference, converted."""
+    before, after, _ = run_story(svc, mysql_server, database, [
+        "CREATE TABLE customers (id INT PRIMARY KEY, name VARCHAR(20)) DEFAULT CHARSET=latin1",
+        "CREATE TABLE orders (id INT PRIMARY KEY, customer INT, CONSTRAINT orders_customer FOREIGN KEY (customer) "
+        "REFERENCES customers (id))",
+        "INSERT INTO customers VALUES (1, _latin1 0x4AF6726E), (2, 'Ann')", "INSERT INTO orders VALUES (1, 1)",
+    ], [
+        "ALTER TABLE customers CONVERT TO CHARACTER SET utf8mb4", "INSERT INTO customers VALUES (3, 'Zoë')",
+        "INSERT INTO orders VALUES (2, 3)",
+    ])
+    assert "latin1" in before["create customers"] and "utf8mb4" in after["create customers"]
+    assert not children_in_the_hold_schema(mysql_server)
+
+
+def test_a_crash_between_dropping_and_adding_a_childs_key_is_finished(svc, mysql_server, database, monkeypatch):
+    """The swap's step 4 journals each child's key before dropping it: killed after the drop,
+    the next start (ddlops.recover) adds it back, pointing at the live table."""
+    client = connect_via(svc, mysql_server, database)
+    execute(client, "CREATE TABLE t (code INT NOT NULL, v INT, UNIQUE KEY (code))",
+            "CREATE TABLE child (id INT PRIMARY KEY, code INT, CONSTRAINT child_t FOREIGN KEY (code) "
+            "REFERENCES t (code))", "INSERT INTO t VALUES (1, 10)", "INSERT INTO child VALUES (1, 1)")
+    before = schema_snapshot(mysql_server, database)
+    execute(client, "ALTER TABLE t DROP COLUMN v")
+    journal = svc.service.ddl_holder.journal
+    saved = next(op for op in journal.ops() if op.kind == "alter" and op.change.get("saved"))
+    assert saved.change["referenced"]
+
+    add_foreign_keys = ddlops._add_foreign_keys
+
+    def killed(op_id, post, db, name, clauses):
+        if name == "child":
+            raise SystemExit("killed after the child's key was dropped")
+        add_foreign_keys(op_id, post, db, name, clauses)
+
+    with mysql_server.connect() as conn:
+        control = PyMySQLExecutor(conn)
+        monkeypatch.setattr(ddlops, "_add_foreign_keys", killed)
+        with pytest.raises(SystemExit):
+            ddlsave.swap_back(control, journal, saved)
+        monkeypatch.undo()
+        assert "FOREIGN KEY" not in schema_snapshot(mysql_server, database)["create child"]
+        assert any(o.repointed for o in journal.ops("started"))
+        assert any("finished" in outcome for outcome in ddlops.recover(journal, control))
+    assert schema_snapshot(mysql_server, database) == before
+    assert not children_in_the_hold_schema(mysql_server)
 
 
 def test_create_or_replace_that_fails_puts_the_held_table_back(svc, mysql_server, database):
