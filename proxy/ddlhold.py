@@ -18,7 +18,8 @@ What the client sees is what the server would have said (MariaDB semantics, whic
 can and report the rest):
   * the tables that exist as base tables, are not the session's TEMPORARY tables, and are not a
     parent still referenced by a foreign key from outside the statement (with
-    foreign_key_checks on) are held in one op (proxy.ddlops);
+    foreign_key_checks on) are held in one op (proxy.ddlops); with the checks off a referenced
+    parent is held too, its children's keys left naming it, as the server's DROP leaves them;
   * the others (missing, temporary, views, referenced parents) are dropped for real with the
     same statement limited to them: nothing is destroyed that the server keeps, and the server
     itself writes the error or the Note 1051 warnings;
@@ -31,7 +32,8 @@ Not held (the statement runs for real, and a backtrack over it reports a DDL con
 before): DROP TEMPORARY TABLE, statements with options sqlglot does not parse (WAIT n), scripts
 that start with neither a held statement nor a PREPARE/EXECUTE/DEALLOCATE (in them a PREPARE or
 DEALLOCATE is not seen either), non-ASCII statements, TRUNCATE of a table (DROP DATABASE of a
-schema) referenced by foreign keys from outside, a hold the session's privileges refuse (no
+schema) referenced by foreign keys from outside with foreign_key_checks on (the server's own
+error), a hold the session's privileges refuse (no
 CREATE, INSERT on ``auroratrack_hold``: a warning is logged), an EXECUTE the proxy cannot see
 (inside a stored procedure or trigger, or a query pipelined in one read with others: the server
 runs the DDL it prepared), EXECUTE IMMEDIATE of an expression other than a literal or a user
@@ -52,7 +54,7 @@ import pymysql
 import sqlglot
 from sqlglot import exp
 
-from proxy import ddlops, ddlprepare, ddlrecord, ddlretention, ddlroutines, ddlscript, wire
+from proxy import ddlops, ddlprepare, ddlrecord, ddlretention, ddlroutines, ddlscript, execcomments, wire
 from proxy.ddllink import PyMySQLExecutor, Result, SessionExecutor, SessionLink, reframe
 from proxy.ddlops import HOLD_SCHEMA, Journal, Op, Swap, qname, quote, sql_string
 from proxy.ddlretention import HeldTable
@@ -182,9 +184,14 @@ class DdlHolder:
             return False
         if data[4] == 3 and len(data) == 4 + length and ddlprepare.COMMAND.match(data, 5, 205):
             return self._claims_sql_prepared(session, bytes(data[5:]))  # PREPARE, EXECUTE, ...
-        if len(data) != 4 + length or length >= 0xFFFFFF or data[3] != 0 or (
-                data[4] != 0x17 and not _PREFIX.match(data, 5, 205)):
-            return False  # (most comment-led queries stop at the regex, nothing copied)
+        if len(data) != 4 + length or length >= 0xFFFFFF or data[3] != 0:
+            return False
+        unwrapped = None  # a dump's /*!40000 ALTER TABLE ... */: the statement it spells
+        if data[4] != 0x17 and not _PREFIX.match(data, 5, 205):
+            # (most comment-led queries stop at the regexes, nothing copied)
+            unwrapped = execcomments.unwrap(data, session.tracker.server_version, 5) if data[4] == 3 else None
+            if unwrapped is None or not _PREFIX.match(unwrapped, 0, 200):
+                return False
         tracker = session.tracker
         if tracker.busy or tracker.phase != "command" or session.upstream is None:
             return False
@@ -197,7 +204,7 @@ class DdlHolder:
             asyncio.get_running_loop().create_task(self._serve(session, statement, statement.text.encode(),
                                                                prepared.database))
             return True
-        query = bytes(data[5:])
+        query = unwrapped or bytes(data[5:])
         if data[4] == 0x16:  # COM_STMT_PREPARE: a stand-in is prepared, the DDL runs at execute
             statement = parse_statement(query)
             if statement is None:
@@ -218,8 +225,7 @@ class DdlHolder:
         if statement.kind != "drop_database" and any(db is None for db, _ in statement.tables) and not tracker.database:
             return False  # the server's own "No database selected"
         session.ddl_begin()
-        asyncio.get_running_loop().create_task(self._serve(session, statement, bytes(data[5:]),
-                                                           tracker.database))
+        asyncio.get_running_loop().create_task(self._serve(session, statement, query, tracker.database))
         return True
 
     def _claims_sql_prepared(self, session, query: bytes) -> bool:
@@ -449,12 +455,14 @@ class DdlHolder:
         names = [(db or current_db, name) for db, name in statement.tables]
         shown = {n: _show_create(session, *n) for n in dict.fromkeys(names)}
         candidates = [n for n in dict.fromkeys(names) if shown[n][0] == "base" and n[0] != HOLD_SCHEMA]
-        blocked = _referenced_from_outside(session, control, candidates)
-        held = [n for n in candidates if n not in blocked]
-        if not held:
-            return None
+        referenced = _referenced_from_outside(control, candidates)
+        checked = bool(referenced) and _checks_foreign_keys(session)
+        held = [n for n in candidates if not (checked and n in referenced)]  # (checked: the server refuses)
         rest = [n for n in names if n not in held]
-        op = Op(ddlops.new_op_id(), "drop", statement.text, [], created_us=ddlops.now_us())
+        if not held:
+            return self._drop_for_real(session, statement, rest)
+        op = Op(ddlops.new_op_id(), "drop", statement.text, [], created_us=ddlops.now_us(),
+                repoint_children=any(n in referenced for n in held))
         for i, (db, name) in enumerate(held):
             hold_name = _hold_name(op.op_id, i, name)
             op.swaps.append(Swap(db, name, hold_name, None))
@@ -463,11 +471,18 @@ class DdlHolder:
         if op.state == "failed":
             log.warning("DROP TABLE not held (%s %s): running it as sent", renamed.errno, renamed.message)
             return None
-        if rest:
-            if_exists = "IF EXISTS " if statement.if_exists else ""
-            listed = ", ".join(qname(db, name) for db, name in rest)
-            return session.run(f"DROP TABLE {if_exists}{listed}")
-        return renamed
+        return self._drop_for_real(session, statement, rest) if rest else renamed
+
+    def _drop_for_real(self, session: SessionExecutor, statement: Statement,
+                       names: list[tuple[str, str]]) -> Result:
+        """The names nothing is held for (missing, views, the session's temporary tables,
+        parents the server refuses to drop), dropped by the server itself with the statement
+        limited to them: its own errors and Notes. The server logs a DROP TABLE IF EXISTS even
+        when it dropped no base table, rebuilt ("generated by server", the tag lost): that log
+        entry becomes a no-op op known by its GTID, so a backtrack over it sees no user DDL."""
+        if_exists = "IF EXISTS " if statement.if_exists else ""
+        listed = ", ".join(qname(db, name) for db, name in names)
+        return _run_as_noop(session, self.journal, f"DROP TABLE {if_exists}{listed}", names)
 
     def _truncate(self, session: SessionExecutor, control: PyMySQLExecutor, statement: Statement,
                   current_db: str | None) -> Result | None:
@@ -476,9 +491,11 @@ class DdlHolder:
         kind, create = _show_create(session, db, name)
         if db == HOLD_SCHEMA or kind != "base":
             return None
-        if _referenced_from_outside(session, control, [(db, name)], always=True):
-            return None  # the server refuses (1701) or, foreign key checks off, truncates for real
-        op = Op(ddlops.new_op_id(), "truncate", statement.text, [], created_us=ddlops.now_us())
+        referenced = _referenced_from_outside(control, [(db, name)])
+        if referenced and _checks_foreign_keys(session):
+            return None  # the server refuses (1701)
+        op = Op(ddlops.new_op_id(), "truncate", statement.text, [], created_us=ddlops.now_us(),
+                repoint_children=bool(referenced))
         out, into = _hold_name(op.op_id, 0, name), _hold_name(op.op_id, 1, name)
         op.swaps.append(Swap(db, name, out, into))
         op.new_tables.append(into)
@@ -499,16 +516,18 @@ class DdlHolder:
         tables among the tables it dropped, as the server would have."""
         db = statement.tables[0][0]
         if not session.run(f"/* auroratrack ddl */ SHOW CREATE DATABASE {quote(db)}").ok:
-            return None  # missing: the server's own error or Note 1008
+            # missing: the server's own error, or Note 1008 and a log entry that changed nothing
+            return _run_as_noop(session, self.journal, statement.text, [(db, "")])
         tables = [r[0] for r in ddlops._must(control.run(
             "/* auroratrack ddl */ SELECT TABLE_NAME FROM information_schema.TABLES WHERE "
             f"TABLE_SCHEMA = {sql_string(db)} AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') "
             "ORDER BY TABLE_NAME")).rows]
         names = [(db, t) for t in tables]
-        if not tables or _referenced_from_outside(session, control, names):
+        referenced = _referenced_from_outside(control, names)
+        if not tables or referenced and _checks_foreign_keys(session):
             return None  # nothing to hold, or the server refuses (a parent of another schema's table)
         op = Op(ddlops.new_op_id(), "drop_database", statement.text, [], created_us=ddlops.now_us(),
-                schema_action="drop", schema=ddlops.read_schema(control, db))
+                schema_action="drop", schema=ddlops.read_schema(control, db), repoint_children=bool(referenced))
         for i, (_, name) in enumerate(names):
             hold_name = _hold_name(op.op_id, i, name)
             op.swaps.append(Swap(db, name, hold_name, None))
@@ -522,6 +541,21 @@ class DdlHolder:
         affected, pos = wire.read_length_encoded_integer(answer.payload, 1)
         payload = b"\x00" + wire.length_encoded_integer((affected or 0) + len(tables)) + answer.payload[pos:]
         return Result("ok", payload)
+
+
+def _run_as_noop(session: SessionExecutor, journal: Journal, sql: str, names: list[tuple[str, str]]) -> Result:
+    """Run a statement that destroys nothing, journalling it as a ``noop`` op when the server
+    logged it (by its GTID, MariaDB's @@last_gtid; elsewhere it stays a DDL conflict)."""
+    op = Op(ddlops.new_op_id(), "noop", sql, [], created_us=ddlops.now_us(),
+            change={"tables": [list(n) for n in names]})
+    prior = ddlops.last_gtid(session)
+    result = session.run(ddlops.tag(op.op_id) + sql)
+    if result.ok:
+        ddlops.note_gtid(session, op, prior)
+        if op.gtids:
+            op.state = "done"
+            journal.save(op)
+    return result
 
 
 async def _text_statement(link: SessionLink, command: ddlprepare.SqlCommand) -> Statement | ddlrecord.Recorded | None:
@@ -573,17 +607,20 @@ def _show_create(session: SessionExecutor, db: str, name: str) -> tuple[str, str
     return "base", create if create.isascii() else None
 
 
-def _referenced_from_outside(session: SessionExecutor, control: PyMySQLExecutor,
-                             tables: list[tuple[str, str]], always: bool = False) -> set[tuple[str, str]]:
-    """Tables among ``tables`` that a foreign key of a table not among them references, when
-    the session checks foreign keys (``always``: whatever it does). The server would refuse to
-    drop those (1451): they are left to it."""
+def _checks_foreign_keys(session: SessionExecutor) -> bool:
+    """The session's foreign_key_checks: on, the server refuses to drop or truncate a parent
+    still referenced (1451, 1701), and the statement is left to it for its own error."""
+    checks = session.run("/* auroratrack ddl */ SELECT @@foreign_key_checks")
+    return not (checks.ok and checks.rows and checks.rows[0][0] == "0")
+
+
+def _referenced_from_outside(control: PyMySQLExecutor, tables: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Tables among ``tables`` that a foreign key of a table not among them references. Held
+    with foreign_key_checks off (a mysqldump script's DROP TABLE), their children's keys would
+    follow them into the hold schema: the op points those back at the live name, where the
+    server's own DROP leaves them (``Op.repoint_children``)."""
     if not tables:
         return set()
-    if not always:
-        checks = session.run("/* auroratrack ddl */ SELECT @@foreign_key_checks")
-        if checks.ok and checks.rows and checks.rows[0][0] == "0":
-            return set()
     wanted = " OR ".join(f"(REFERENCED_TABLE_SCHEMA = {sql_string(db)} AND REFERENCED_TABLE_NAME = {sql_string(t)})"
                          for db, t in tables)
     found = control.run("/* auroratrack ddl */ SELECT DISTINCT TABLE_SCHEMA, TABLE_NAME, REFERENCED_TABLE_SCHEMA, "

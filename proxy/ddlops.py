@@ -184,9 +184,10 @@ class Op:
     # A recorded DDL (proxy.ddlrecord, kinds create | rename | alter | noop): the tables it names
     # and, for an ALTER, SHOW CREATE TABLE before and after.
     change: dict | None = None
-    # A whole-table swap of a table other tables' foreign keys reference (proxy.ddlsave): those
-    # keys follow the table going out and are pointed again at the one coming in (step 4);
-    # ``repointed``: [db, table, clause] of each, journalled before its key is dropped.
+    # A table other tables' foreign keys reference goes out (a whole-table swap of proxy.ddlsave,
+    # a held DROP/TRUNCATE with foreign_key_checks off): those keys follow it and are pointed at
+    # the live name again (step 4); ``repointed``: [db, table, clause] of each, journalled before
+    # its key is dropped.
     repoint_children: bool = False
     repointed: list[list[str]] = field(default_factory=list)
 
@@ -483,26 +484,27 @@ def _drop_foreign_keys(op_id: str, post: Executor, db: str, name: str) -> None:
 
 
 def _repoint_children(op: Op, post: Executor, journal: Journal) -> None:
-    """Foreign keys of live tables that followed a swapped table out into the hold schema (InnoDB
-    moves a child's reference with its renamed parent) point again at the table that came in
-    under the live name: each dropped and added back (one ALTER cannot drop and add a key of the
-    same name), foreign_key_checks off as for every key an op adds. Each clause is journalled
-    before its key is dropped, so a crash in between adds it back at the next start."""
+    """Foreign keys of live tables that followed a table out into the hold schema (InnoDB moves
+    a child's reference with its renamed parent) name the live name again: the table that came
+    in under it, or none (a held DROP with foreign_key_checks off leaves them naming the dropped
+    table, as the server's own DROP does; when a table comes back under that name, InnoDB links
+    them to it). Each is dropped and added back (one ALTER cannot drop and add a key of the same
+    name), foreign_key_checks off as for every key an op adds; each clause is journalled before
+    its key is dropped, so a crash in between adds it back at the next start."""
     _must(post.run("/* auroratrack ddl */ SET SESSION foreign_key_checks = 0"))
+    live_names = {swap.out: (swap.db, swap.name) for swap in op.swaps if swap.out is not None}
     following = []
-    for swap in op.swaps:
-        if swap.out is None or swap.into is None:
-            continue
-        held = f"REFERENCES {qname(HOLD_SCHEMA, swap.out)} ("
+    if live_names:
         # Not indexed by the referenced table: it reads every schema's keys, hence the op's flag.
+        listed = ", ".join(sql_string(out) for out in live_names)
         found = _must(post.run(
-            "/* auroratrack ddl */ SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME FROM "
-            "information_schema.REFERENTIAL_CONSTRAINTS WHERE "
-            f"UNIQUE_CONSTRAINT_SCHEMA = {sql_string(HOLD_SCHEMA)} AND REFERENCED_TABLE_NAME = {sql_string(swap.out)} "
-            f"AND CONSTRAINT_SCHEMA <> {sql_string(HOLD_SCHEMA)}")).rows
-        for db, table, name in found:
+            "/* auroratrack ddl */ SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, REFERENCED_TABLE_NAME FROM "
+            f"information_schema.REFERENTIAL_CONSTRAINTS WHERE UNIQUE_CONSTRAINT_SCHEMA = {sql_string(HOLD_SCHEMA)} "
+            f"AND REFERENCED_TABLE_NAME IN ({listed}) AND CONSTRAINT_SCHEMA <> {sql_string(HOLD_SCHEMA)}")).rows
+        for db, table, name, out in found:
+            held = f"REFERENCES {qname(HOLD_SCHEMA, out)} ("
             create = _must(post.run(f"/* auroratrack ddl */ SHOW CREATE TABLE {qname(db, table)}")).rows[0][1]
-            following += [(db, table, name, clause.replace(held, f"REFERENCES {qname(swap.db, swap.name)} ("))
+            following += [(db, table, name, clause.replace(held, f"REFERENCES {qname(*live_names[out])} ("))
                           for clause in foreign_keys(create, db) if _fk_name(clause) == name and held in clause]
     new = [[db, table, clause] for db, table, _, clause in following if [db, table, clause] not in op.repointed]
     if new:

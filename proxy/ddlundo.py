@@ -176,8 +176,10 @@ class DdlUndo:
         ex = PyMySQLExecutor(conn)
         if op.change is not None and op.kind != "create":  # a recorded RENAME/ALTER (proxy.ddlrecord)
             return ddlrecord.undo(ex, self.journal, op) or "nothing"
+        # A table going out may be referenced by tables the backtrack left live (a created table a
+        # later one points at, a parent the forward holds again): their keys are pointed back.
         inverse = Op(ddlops.new_op_id(), "undo", op.statement, [], undoes=op.op_id, created_us=ddlops.now_us(),
-                     repoint_children=op.repoint_children)
+                     repoint_children=any(s.into is not None for s in op.swaps))
         if op.schema_action == "drop":  # an undone DROP DATABASE: the schema comes back first
             inverse.schema_action, inverse.schema = "create", op.schema
         elif op.schema_action == "create":  # forward again: held and dropped as it is now

@@ -8,6 +8,8 @@ a backtrack forward to after the drop takes it away again."""
 from __future__ import annotations
 
 import difflib
+import shutil
+import subprocess
 import time
 
 import pytest
@@ -227,3 +229,70 @@ def test_drop_database_undone_then_redone(svc, mysql_server, database):
         assert mysql_server.query(f"SELECT * FROM `{database}`.later") == [(1,)]
     finally:
         mysql_server.query(f"DROP DATABASE IF EXISTS `{schema}`")
+
+
+DUMPED = [
+    "CREATE TABLE parent (id INT PRIMARY KEY, name VARCHAR(20))",
+    "CREATE TABLE item (id INT AUTO_INCREMENT PRIMARY KEY, parent_id INT, v INT, "
+    "CONSTRAINT item_parent FOREIGN KEY (parent_id) REFERENCES parent (id))",
+    "CREATE TABLE note (id INT PRIMARY KEY, item_id INT, "
+    "CONSTRAINT note_item FOREIGN KEY (item_id) REFERENCES item (id))",
+    "CREATE TRIGGER item_bi BEFORE INSERT ON item FOR EACH ROW BEGIN IF NEW.v IS NULL THEN SET NEW.v = 0; END IF; END",
+    "CREATE VIEW item_view AS SELECT i.id, p.name, i.v FROM item i JOIN parent p ON p.id = i.parent_id",
+]
+
+
+def test_a_dump_loaded_into_the_wrong_database_is_undone(svc, mysql_server, database):
+    """The 3 a.m. mistake: another schema's mariadb-dump loaded into this one, through the
+    proxy, with the mariadb client. The dump turns foreign_key_checks off and drops each table
+    before making it again, referenced parents first: every table comes back as it was, its
+    children's keys pointing at it, and a forward backtrack puts the dump's tables back."""
+    dump, cli = shutil.which("mariadb-dump") or shutil.which("mysqldump"), shutil.which("mariadb") or shutil.which(
+        "mysql")
+    if dump is None or cli is None:
+        pytest.skip("no mariadb-dump/mysqldump and mariadb/mysql client on PATH")
+    source = database[:50] + "_src"
+    mysql_server.query(f"CREATE DATABASE `{source}`")
+    try:
+        for sql in [*DUMPED, "INSERT INTO parent VALUES (1, 'other'), (9, 'nine')",
+                    "INSERT INTO item (parent_id, v) VALUES (9, 90)", "INSERT INTO note VALUES (5, 1)"]:
+            mysql_server.query(sql, database=source)
+        login = ["--no-defaults", "-u", mysql_server.user, f"-p{mysql_server.password}"]
+        dumped = subprocess.run([dump, *login, "-h", mysql_server.host, "-P", str(mysql_server.port),
+                                 source], capture_output=True, text=True, timeout=120, check=True)
+    finally:
+        mysql_server.query(f"DROP DATABASE `{source}`")
+    client = connect_via(svc, mysql_server, database)
+    execute(client, *DUMPED, "INSERT INTO parent VALUES (1, 'one'), (2, 'two')",
+            "INSERT INTO item (parent_id, v) VALUES (1, 10), (2, 20), (2, 30)", "INSERT INTO note VALUES (1, 3)")
+    before_at, before = moment(svc, mysql_server), schema_snapshot(mysql_server, database)
+    loaded = subprocess.run([cli, *login, "-h", "127.0.0.1", "-P", str(svc.port), database], input=dumped.stdout,
+                            capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr
+    after_at, after = moment(svc, mysql_server), schema_snapshot(mysql_server, database)
+    assert after["rows"]["parent"] == [("31", "6F74686572"), ("39", "6E696E65")]  # the dump's rows
+    record = backtrack(svc, before_at)
+    assert record.status == "completed", (record.error, record.conflicts)
+    assert_same(schema_snapshot(mysql_server, database), before)
+    wait_captured(svc, mysql_server)
+    record = backtrack(svc, after_at)
+    assert record.status == "completed", (record.error, record.conflicts)
+    assert_same(schema_snapshot(mysql_server, database), after)
+
+
+def test_drops_of_nothing_are_no_conflict(svc, mysql_server, database):
+    """DROP TABLE IF EXISTS of a missing table or a view, DROP DATABASE IF EXISTS of a missing
+    schema: the server logs them all the same, rebuilt without the tag; each is a no-op op known
+    by its GTID, and a backtrack across them goes through."""
+    client = connect_via(svc, mysql_server, database)
+    execute(client, "CREATE TABLE t (id INT PRIMARY KEY)", "CREATE VIEW v AS SELECT 1 AS x",
+            "INSERT INTO t VALUES (1)")
+    before_at, before = moment(svc, mysql_server), schema_snapshot(mysql_server, database)
+    execute(client, "DROP TABLE IF EXISTS nothere", "DROP TABLE IF EXISTS v, nothere",
+            f"DROP DATABASE IF EXISTS `{database[:50]}_nothere`", "INSERT INTO t VALUES (2)")
+    wait_captured(svc, mysql_server)
+    noops = [op for op in svc.service.ddl_holder.journal.ops() if op.kind == "noop"]
+    assert len(noops) == 3 and all(op.gtids for op in noops)
+    record = backtrack(svc, before_at)
+    assert record.status == "completed", (record.error, record.conflicts)
+    assert_same(schema_snapshot(mysql_server, database), before)

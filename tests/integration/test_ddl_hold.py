@@ -60,14 +60,36 @@ SCENARIO = [
 ]
 
 
-def _answers(host: str, port: int, user: str, password: str, db: str) -> list[tuple[str, bytes]]:
+# With foreign_key_checks off (as a mysqldump script runs) a referenced parent is truncated and
+# dropped; the children's keys go on naming it, and check against it once the checks are back.
+FK_OFF_SETUP = [
+    "CREATE TABLE p (id INT PRIMARY KEY)",
+    "CREATE TABLE c (id INT PRIMARY KEY, pid INT, CONSTRAINT c_p FOREIGN KEY (pid) REFERENCES p (id))",
+    "CREATE TABLE q (id INT PRIMARY KEY)",
+    "CREATE TABLE d (id INT PRIMARY KEY, qid INT, CONSTRAINT d_q FOREIGN KEY (qid) REFERENCES q (id))",
+    "INSERT INTO p VALUES (1), (2)", "INSERT INTO c VALUES (10, 1)", "INSERT INTO q VALUES (1)",
+]
+FK_OFF_SCENARIO = [
+    "TRUNCATE p", "DROP TABLE p",  # the checks on: the server refuses (1701, 1451)
+    "SET foreign_key_checks = 0",
+    "TRUNCATE p", "SELECT * FROM p", "SHOW CREATE TABLE c", "INSERT INTO p VALUES (3)",
+    "DROP TABLE p", "SHOW CREATE TABLE c",
+    "DROP TABLE IF EXISTS q",
+    "SET foreign_key_checks = 1",
+    "INSERT INTO c VALUES (11, 1)", "INSERT INTO d VALUES (2, 1)",  # 1452 naming the dropped parents
+    "SHOW CREATE TABLE d", "SHOW TABLES",
+]
+
+
+def _answers(host: str, port: int, user: str, password: str, db: str, setup: list[str] = SETUP,
+             scenario: list[str] = SCENARIO) -> list[tuple[str, bytes]]:
     conn = RawConnection(host, port)
     try:
         conn.login(user, password, db)
-        for sql in SETUP:
+        for sql in setup:
             conn.query(sql)
         out = []
-        for sql in SCENARIO:
+        for sql in scenario:
             conn.send_command(COM_QUERY, sql.encode())
             first = conn.read_packet()
             packets = [first]
@@ -109,6 +131,23 @@ def test_client_sees_what_the_server_answers(mysql_server, make_proxy, twin):
     assert server.query(f"SELECT id, v FROM `{HOLD_SCHEMA}`.`{by_table['t']}` ORDER BY id") == [(1, 1), (2, 2), (3, 3)]
     for name in new:
         server.query(f"DROP TABLE `{HOLD_SCHEMA}`.`{name}`")
+
+
+def test_referenced_parents_with_foreign_key_checks_off_answer_as_the_server_does(mysql_server, make_proxy, twin):
+    """Held, and the children's keys name the parent as after the server's own DROP/TRUNCATE
+    (not the hold schema, where InnoDB's RENAME would have taken them)."""
+    server = mysql_server
+    service = make_proxy(hold_ddl=True)
+    before = set(_held(server))
+    direct = _answers(server.host, server.port, server.user, server.password, twin[0], FK_OFF_SETUP, FK_OFF_SCENARIO)
+    proxied = _answers("127.0.0.1", service.port, server.user, server.password, twin[1], FK_OFF_SETUP,
+                       FK_OFF_SCENARIO)
+    for (sql, want), (_, got) in zip(direct, proxied, strict=True):
+        assert got == want, f"{sql}: proxy {got!r} != server {want!r}"
+    new = sorted(set(_held(server)) - before)
+    assert sorted(name.split("_", 2)[2] for name in new) == ["p", "p", "q"]
+    assert not server.query("SELECT TABLE_NAME FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE "
+                            "UNIQUE_CONSTRAINT_SCHEMA = %s AND CONSTRAINT_SCHEMA <> %s", (HOLD_SCHEMA, HOLD_SCHEMA))
 
 
 def test_held_table_constrains_nothing_and_loses_triggers(mysql_server, make_proxy, database):

@@ -4,8 +4,9 @@ snapshot at the point) and redone by a forward backtrack.
 
 Whole-table saves (proxy.ddlsave): a destructive ALTER of a table without a primary key or of a
 key column, CONVERT TO CHARACTER SET, DROP/TRUNCATE PARTITION, ALTER ... RENAME with other
-clauses; of a table other tables' foreign keys reference too (their keys pointed back at it). Recorded as their ALTER or CREATE (proxy.ddlrecord): ALTER ... RENAME alone, CREATE and
-DROP INDEX, CREATE TABLE ... SELECT / LIKE, CREATE OR REPLACE TABLE. Views (proxy.ddlviews)."""
+clauses; of a table other tables' foreign keys reference too (their keys pointed back at it).
+Recorded as their ALTER or CREATE (proxy.ddlrecord): ALTER ... RENAME alone, CREATE and DROP
+INDEX, CREATE TABLE ... SELECT / LIKE, CREATE OR REPLACE TABLE. Views (proxy.ddlviews)."""
 
 from __future__ import annotations
 
