@@ -81,7 +81,7 @@ import logging
 import re
 from dataclasses import dataclass
 
-from proxy import ddlops, ddlpartitions, ddlroutines, ddlsave, ddlviews
+from proxy import ddlops, ddlpartitions, ddlroutines, ddlsave, ddlscript, ddlviews
 from proxy.ddldefs import auto_updated_columns, column_names, inverse_alter, lost_columns, primary_key
 from proxy.ddllink import Executor, Result
 from proxy.ddlops import HOLD_SCHEMA, Journal, Op, Swap, qname, quote, tag
@@ -168,7 +168,7 @@ def parse(query: bytes) -> Recorded | None:
         return None
     text = query.decode("ascii")
     body = _strip_comments(text).rstrip().rstrip(";")
-    if ";" in body or "/*" in body or "--" in body or "#" in body:
+    if (";" in body or "/*" in body or "--" in body or "#" in body) and not ddlscript.is_plain_statement(body):
         return None  # several statements, or comments (possibly executable) we do not read
     found = _CREATE.match(body)
     if found:

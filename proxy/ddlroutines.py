@@ -93,8 +93,8 @@ def parse(body: str, multi_statements: bool) -> Routine | None:
     """The stored-program DDL ``body`` is (comments before it stripped, no trailing ';'), or None.
     ``multi_statements``: the session may send several statements in one query (then the text
     must be one statement by proxy.ddlscript's reading of its BEGIN ... END blocks)."""
-    if "/*" in body or "--" in body or "#" in body:
-        return None
+    if ("/*" in body or "--" in body or "#" in body) and ddlscript.has_comments(body):
+        return None  # comments (the head's regexes would read through them); a '#' in a string is fine
     if multi_statements and ";" in body and len(ddlscript.split_statements(body.encode("ascii")) or ()) != 1:
         return None  # a second statement after the body, or a body only the server's parser can read
     found = _CREATE.match(body)

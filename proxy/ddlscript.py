@@ -90,6 +90,26 @@ def split_statements(query: bytes) -> list[bytes] | None:
     return [p.strip().encode("ascii") for p in pieces] or None
 
 
+def is_plain_statement(text: str) -> bool:
+    """One statement without comments: strings and quoted names may hold ';', '#', '--' or
+    '/*' (a DEFAULT '#fff'), which a search of the text would take for more."""
+    tokens = _tokens(text)
+    return tokens is not None and not any(t.comments or t.token_type == TokenType.SEMICOLON for t in tokens)
+
+
+def has_comments(text: str) -> bool:
+    """Whether ``text`` holds a comment outside its strings (or cannot be read: as if it did)."""
+    tokens = _tokens(text)
+    return tokens is None or any(t.comments for t in tokens)
+
+
+def _tokens(text: str) -> list | None:
+    try:
+        return MySQL().tokenize(text)
+    except SqlglotError:
+        return None
+
+
 def _starts_stored_program(tokens: list, n: int) -> bool:
     """CREATE [OR REPLACE] [DEFINER = ...] [AGGREGATE] TRIGGER | PROCEDURE | FUNCTION | EVENT."""
     if tokens[n].token_type != TokenType.CREATE:

@@ -145,3 +145,15 @@ def test_recorded_ops_a_crash_left_started_are_settled_by_what_the_server_shows(
         assert "`v` int(11)" in journal.get("r1").change["after"]
     finally:
         journal.close()
+
+
+def test_comment_marks_inside_strings_do_not_stop_recording(svc, mysql_server, database):
+    """``DEFAULT '#fff'`` or a ';' in a table comment: one statement, no comment; recorded."""
+    client = connect_via(svc, mysql_server, database)
+    before_at, before = moment(svc, mysql_server), schema_snapshot(mysql_server, database)
+    execute(client, "CREATE TABLE colors (id INT PRIMARY KEY, hex CHAR(7) DEFAULT '#ffffff', "
+                    "dash VARCHAR(4) DEFAULT '--') COMMENT 'palette; /* web */'",
+            "INSERT INTO colors (id) VALUES (1)")
+    after_at, after = moment(svc, mysql_server), schema_snapshot(mysql_server, database)
+    assert after["rows"]["colors"] == [("31", "23666666666666", "2D2D")]
+    there_and_back(svc, mysql_server, database, before_at, before, after_at, after)

@@ -21,6 +21,8 @@ from proxy.ddlroutines import describe_undo
     (b"ALTER DEFINER=`u`@`h` EVENT e RENAME TO d.e2 COMMENT 'x'", "EVENT", "ALTER", [(None, "e"), ("d", "e2")]),
     (b"DROP EVENT IF EXISTS e;", "EVENT", "DROP", [(None, "e")]),
     (b"DROP FUNCTION f", "FUNCTION", "DROP", [(None, "f")]),
+    (b"CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW SET NEW.c = '#1 -- /*'", "TRIGGER", "CREATE",
+     [(None, "tr")]),  # comment marks inside a string
 ])
 def test_recorded(query, obj, verb, names):
     found = parse_routine(query, multi_statements=False)
