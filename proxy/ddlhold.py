@@ -54,7 +54,17 @@ import pymysql
 import sqlglot
 from sqlglot import exp
 
-from proxy import ddlops, ddlprepare, ddlrecord, ddlretention, ddlroutines, ddlscript, execcomments, wire
+from proxy import (
+    ddlops,
+    ddlprepare,
+    ddlrecord,
+    ddlretention,
+    ddlroutines,
+    ddlschemas,
+    ddlscript,
+    execcomments,
+    wire,
+)
 from proxy.ddllink import PyMySQLExecutor, Result, SessionExecutor, SessionLink, reframe
 from proxy.ddlops import HOLD_SCHEMA, Journal, Op, Swap, qname, quote, sql_string
 from proxy.ddlretention import HeldTable
@@ -522,10 +532,12 @@ class DdlHolder:
             "/* auroratrack ddl */ SELECT TABLE_NAME FROM information_schema.TABLES WHERE "
             f"TABLE_SCHEMA = {sql_string(db)} AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') "
             "ORDER BY TABLE_NAME")).rows]
+        if not tables:  # nothing to hold: its definition and objects kept, the server drops it
+            return ddlschemas.record(session, self.journal, statement.text, db, objects=True)
         names = [(db, t) for t in tables]
         referenced = _referenced_from_outside(control, names)
-        if not tables or referenced and _checks_foreign_keys(session):
-            return None  # nothing to hold, or the server refuses (a parent of another schema's table)
+        if referenced and _checks_foreign_keys(session):
+            return None  # the server refuses (a parent of another schema's table)
         op = Op(ddlops.new_op_id(), "drop_database", statement.text, [], created_us=ddlops.now_us(),
                 schema_action="drop", schema=ddlops.read_schema(control, db), repoint_children=bool(referenced))
         for i, (_, name) in enumerate(names):

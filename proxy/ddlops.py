@@ -394,7 +394,7 @@ def finish(op: Op, post: Executor, journal: Journal, pre: Executor | None = None
     if op.schema_action == "drop":
         answer = (pre or post).run(f"{tag(op.op_id, 'dropdb')}DROP DATABASE IF EXISTS {quote(op.schema['db'])}")
     elif op.schema_action == "create":
-        _create_objects(op.op_id, post, op.schema["db"], op.schema["objects"])
+        create_objects(op.op_id, post, op.schema["db"], op.schema["objects"])
     if op.schema_action is not None:
         _test_pause("after_schema")
     op.gtids.extend(_new_gtids)
@@ -439,7 +439,7 @@ def read_schema(control: Executor, db: str) -> dict:
     return {"db": db, "create": create, "objects": [asdict(o) for o in objects]}
 
 
-def _create_objects(op_id: str, post: Executor, db: str, objects: list[dict]) -> None:
+def create_objects(op_id: str, post: Executor, db: str, objects: list[dict]) -> None:
     """Views, routines and events of an undone DROP DATABASE, each as it was made; views that
     use views are retried until all are there (their order is not known)."""
     present = {(r[0], r[1]) for r in _must(post.run(

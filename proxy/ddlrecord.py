@@ -81,19 +81,20 @@ import logging
 import re
 from dataclasses import dataclass
 
-from proxy import ddlops, ddlpartitions, ddlroutines, ddlsave, ddlscript, ddlviews
+from proxy import ddlops, ddlpartitions, ddlroutines, ddlsave, ddlschemas, ddlscript, ddlviews
 from proxy.ddldefs import auto_updated_columns, column_names, inverse_alter, lost_columns, primary_key
 from proxy.ddllink import Executor, Result
 from proxy.ddlops import HOLD_SCHEMA, Journal, Op, Swap, qname, quote, tag
 
 log = logging.getLogger(__name__)
 
-KINDS = frozenset({"create", "rename", "alter", "noop", "view", "routine"})
+KINDS = frozenset({"create", "rename", "alter", "noop", "view", "routine", "schema"})
 _NAME = r"(?:`(?:[^`]|``)+`|[A-Za-z0-9_$]+)"
 _QNAME = rf"({_NAME})(?:\s*\.\s*({_NAME}))?"
 PREFIX = re.compile(rb"\s*(?:/\*.*?\*/\s*)*(?:create\s+(?:or\s+replace\s+)?table|rename\s+tables?|"
                     rb"alter\s+(?:online\s+)?table|create\s+(?:(?:unique|fulltext|spatial)\s+)?index|drop\s+index|"
-                    rb"(?:create(?:\s+or\s+replace)?|alter)\s+(?:algorithm|definer|sql\s+security|view)|drop\s+view)\b",
+                    rb"(?:create(?:\s+or\s+replace)?|alter)\s+(?:algorithm|definer|sql\s+security|view|database|schema)|"
+                    rb"drop\s+view)\b",
                     re.IGNORECASE | re.DOTALL)
 _CREATE = re.compile(rf"\s*CREATE\s+(OR\s+REPLACE\s+)?TABLE\s+(IF\s+NOT\s+EXISTS\s+)?{_QNAME}", re.IGNORECASE)
 _RENAME = re.compile(r"\s*RENAME\s+TABLES?\s+", re.IGNORECASE)
@@ -198,6 +199,9 @@ def parse(query: bytes) -> Recorded | None:
     if found:
         views = [_pair(m.group(1), m.group(2)) for m in re.finditer(_QNAME, found.group(1))]
         return _checked(Recorded("view", text, views, by_gtid=True))
+    schema = ddlschemas.parse(body)
+    if schema:
+        return _checked(Recorded("schema", text, [(schema[1], "")], replace=schema[2], by_gtid=True))
     return None
 
 
@@ -250,6 +254,10 @@ def record(session: Executor, control: Executor, journal: Journal, statement: Re
         return ddlviews.record(session, journal, statement.text, names)
     if statement.kind == "routine":
         return ddlroutines.record(session, journal, statement.text, names, statement.routine)
+    if statement.kind == "schema":
+        if statement.replace and ddlschemas.show(session, names[0][0]) is not None:
+            return session.run(statement.text)  # CREATE OR REPLACE DATABASE drops its tables: not recorded
+        return ddlschemas.record(session, journal, statement.text, names[0][0])
     op = Op(ddlops.new_op_id(), statement.kind, statement.text, [], created_us=ddlops.now_us(),
             change={"tables": [list(n) for n in names]})
     held = None  # CREATE OR REPLACE: the replaced table's held op
@@ -358,11 +366,14 @@ def recover(journal: Journal, control: Executor) -> list[str]:
         if op.kind not in KINDS:
             continue
         names = [tuple(n) for n in op.change["tables"]]
-        now = _show_create(control, *names[-1 if op.kind == "alter" else 0])
+        now = None if op.kind in ("view", "routine", "schema") else _show_create(
+            control, *names[-1 if op.kind == "alter" else 0])
         if op.kind == "view":
             happened = ddlviews.happened(control, op)
         elif op.kind == "routine":
             happened = ddlroutines.happened(control, op)
+        elif op.kind == "schema":
+            happened = ddlschemas.happened(control, op)
         elif op.kind == "rename":
             happened = now is None
         elif op.kind == "create":
@@ -389,6 +400,8 @@ def describe_undo(op: Op) -> str | None:
         return ddlviews.describe_undo(op)
     if op.kind == "routine":
         return ddlroutines.describe_undo(op)
+    if op.kind == "schema":
+        return ddlschemas.describe_undo(op)
     if op.change.get("whole"):
         return ddlsave.describe_swap_back(op)
     names = [tuple(n) for n in op.change["tables"]]
@@ -413,6 +426,8 @@ def undo(ex: Executor, journal: Journal, op: Op) -> str | None:
         return ddlviews.undo(ex, journal, op)
     if op.kind == "routine":
         return ddlroutines.undo(ex, journal, op)
+    if op.kind == "schema":
+        return ddlschemas.undo(ex, journal, op)
     if op.change.get("whole"):  # the saved table swapped back in (proxy.ddlsave)
         return ddlsave.swap_back(ex, journal, op)
     if op.change.get("partitions") is not None:

@@ -157,3 +157,46 @@ def test_comment_marks_inside_strings_do_not_stop_recording(svc, mysql_server, d
     after_at, after = moment(svc, mysql_server), schema_snapshot(mysql_server, database)
     assert after["rows"]["colors"] == [("31", "23666666666666", "2D2D")]
     there_and_back(svc, mysql_server, database, before_at, before, after_at, after)
+
+
+def test_schemas_created_altered_and_dropped_empty_are_undone(svc, mysql_server, database):
+    """CREATE DATABASE (a table made in it after), ALTER DATABASE, and DROP DATABASE of a schema
+    with only a view and a procedure: back to before each, then forward again."""
+    made, altered, emptied = (database[:50] + suffix for suffix in ("_new", "_alt", "_emp"))
+    mysql_server.query(f"CREATE DATABASE `{altered}` CHARACTER SET latin1 COMMENT 'old'")
+    mysql_server.query(f"CREATE DATABASE `{emptied}` COLLATE utf8mb4_unicode_ci")
+    mysql_server.query("CREATE VIEW v AS SELECT 1 AS x", database=emptied)
+    mysql_server.query("CREATE PROCEDURE p() SELECT 2", database=emptied)
+
+    def schemas() -> dict:
+        shown = {}
+        for db in (made, altered, emptied):
+            rows = mysql_server.query("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (db,))
+            shown[db] = rows and (mysql_server.query(f"SHOW CREATE DATABASE `{db}`")[0][1],
+                                  mysql_server.query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE "
+                                                     "TABLE_SCHEMA = %s ORDER BY 1", (db,)),
+                                  mysql_server.query("SELECT ROUTINE_NAME FROM information_schema.ROUTINES WHERE "
+                                                     "ROUTINE_SCHEMA = %s", (db,)))
+        return shown
+
+    try:
+        client = connect_via(svc, mysql_server, database)
+        before_at, before = moment(svc, mysql_server), schemas()
+        execute(client, f"CREATE DATABASE `{made}` CHARACTER SET utf8mb4", f"CREATE TABLE `{made}`.t (id INT)",
+                f"INSERT INTO `{made}`.t VALUES (1)",
+                f"ALTER DATABASE `{altered}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci COMMENT 'new'",
+                f"DROP DATABASE `{emptied}`", f"CREATE DATABASE IF NOT EXISTS `{altered}`")
+        after_at, after = moment(svc, mysql_server), schemas()
+        assert after[made] and not after[emptied] and "'new'" in after[altered][0]
+        ops = [op for op in svc.service.ddl_holder.journal.ops() if op.kind == "schema"]
+        assert len(ops) == 4 and all(op.gtids for op in ops)
+        record = backtrack(svc, before_at)
+        assert record.status == "completed", (record.error, record.conflicts)
+        assert schemas() == before
+        wait_captured(svc, mysql_server)
+        record = backtrack(svc, after_at)
+        assert record.status == "completed", (record.error, record.conflicts)
+        assert schemas() == after
+    finally:
+        for db in (made, altered, emptied):
+            mysql_server.query(f"DROP DATABASE IF EXISTS `{db}`")
