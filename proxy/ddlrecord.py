@@ -55,8 +55,11 @@ after a COMMIT of the client's session (the implicit commit the ALTER makes anyw
 Saved tables are held data of the op (proxy.ddlretention: listed, and dropped when the op leaves
 the window).
 
+ALTER TABLE ... EXCHANGE PARTITION alone is its own inverse: the undo exchanges again (a crash
+between the statement and its journal entry leaves the op failed: a conflict, never a guess).
+
 Not recorded (runs as sent; a backtrack across it is a DDL conflict, as before): DISCARD/IMPORT
-TABLESPACE, EXCHANGE PARTITION, SYSTEM VERSIONING; a save that cannot be made (a table other
+TABLESPACE, EXCHANGE PARTITION with other clauses, SYSTEM VERSIONING; a save that cannot be made (a table other
 tables' foreign keys reference that the ALTER also renames, a system-versioned table, the server
 refuses the copy); CREATE TEMPORARY TABLE; statements with comments inside; on a server without
 @@last_gtid (MySQL), CREATE TABLE ... SELECT, CREATE/ALTER VIEW and CREATE TRIGGER/
@@ -88,7 +91,7 @@ from proxy.ddlops import HOLD_SCHEMA, Journal, Op, Swap, qname, quote, tag
 
 log = logging.getLogger(__name__)
 
-KINDS = frozenset({"create", "rename", "alter", "noop", "view", "routine", "schema"})
+KINDS = frozenset({"create", "rename", "alter", "noop", "view", "routine", "schema", "exchange"})
 _NAME = r"(?:`(?:[^`]|``)+`|[A-Za-z0-9_$]+)"
 _QNAME = rf"({_NAME})(?:\s*\.\s*({_NAME}))?"
 PREFIX = re.compile(rb"\s*(?:/\*.*?\*/\s*)*(?:create\s+(?:or\s+replace\s+)?table|rename\s+tables?|"
@@ -109,6 +112,9 @@ _DROP_VIEW = re.compile(rf"\s*DROP\s+VIEW\s+(?:IF\s+EXISTS\s+)?({_NAME}(?:\s*\.\
                         rf"(?:\s*\.\s*{_NAME})?)*)\s*(?:RESTRICT|CASCADE)?\s*$", re.IGNORECASE)
 # ALTER TABLE t DROP|TRUNCATE PARTITION p, ...: the partitions' rows saved (proxy.ddlpartitions).
 _PARTITIONS = re.compile(rf"(?:DROP|TRUNCATE)\s+PARTITION\s+({_NAME}(?:\s*,\s*{_NAME})*)\s*$", re.IGNORECASE)
+# ALTER TABLE t EXCHANGE PARTITION p WITH TABLE u, alone: its own inverse.
+_EXCHANGE = re.compile(rf"EXCHANGE\s+PARTITION\s+({_NAME})\s+WITH\s+TABLE\s+{_QNAME}"
+                       r"(\s+(?:WITH|WITHOUT)\s+VALIDATION)?\s*$", re.IGNORECASE)
 # ALTER TABLE t RENAME [TO|AS] u, alone: a rename.
 _ALTER_RENAME_ONLY = re.compile(rf"RENAME\s+(?:TO\s+|AS\s+)?{_QNAME}\s*$", re.IGNORECASE)
 _ALTER_RENAME = re.compile(rf"\bRENAME\s+(?!(?:INDEX|KEY|COLUMN)\b)(?:TO\s+|AS\s+)?{_QNAME}", re.IGNORECASE)
@@ -147,6 +153,7 @@ class Recorded:
     # the op is found in the log by its GTID instead.
     by_gtid: bool = False
     routine: ddlroutines.Routine | None = None  # kind routine: what proxy.ddlroutines parsed
+    validation: str = ""  # kind exchange: its WITH|WITHOUT VALIDATION clause, said again by the undo
 
 
 def _unquote(name: str | None) -> str | None:
@@ -190,6 +197,11 @@ def parse(query: bytes) -> Recorded | None:
     found = _ALTER.match(body) or _INDEX.match(body)
     if found and found.re is _INDEX:
         return _checked(Recorded("alter", text, [_pair(found.group(1), found.group(2))]))
+    exchange = _EXCHANGE.match(body, found.end()) if found else None
+    if exchange:
+        return _checked(Recorded("exchange", text, [_pair(found.group(1), found.group(2)),
+                                                    _pair(exchange.group(2), exchange.group(3))],
+                                 partitions=(_unquote(exchange.group(1)),), validation=exchange.group(4) or ""))
     if found and not _UNSUPPORTED_ALTER.search(body, found.end()):
         return _checked(_alter(text, body, found))
     found = _VIEW.match(body)
@@ -272,6 +284,8 @@ def record(session: Executor, control: Executor, journal: Journal, statement: Re
                 op.state = "failed"
                 journal.save(op)
                 return session.run(statement.text)
+    elif statement.kind == "exchange":
+        op.change.update(partition=statement.partitions[0], validation=statement.validation.strip())
     elif statement.kind == "create":
         existing = _show_create(session, *names[0])
         if existing is not None and statement.replace:
@@ -374,6 +388,8 @@ def recover(journal: Journal, control: Executor) -> list[str]:
             happened = ddlroutines.happened(control, op)
         elif op.kind == "schema":
             happened = ddlschemas.happened(control, op)
+        elif op.kind == "exchange":  # the same definitions either way: not known, so failed (a conflict)
+            happened = False
         elif op.kind == "rename":
             happened = now is None
         elif op.kind == "create":
@@ -402,6 +418,8 @@ def describe_undo(op: Op) -> str | None:
         return ddlroutines.describe_undo(op)
     if op.kind == "schema":
         return ddlschemas.describe_undo(op)
+    if op.kind == "exchange":
+        return _exchange_statement(op)
     if op.change.get("whole"):
         return ddlsave.describe_swap_back(op)
     names = [tuple(n) for n in op.change["tables"]]
@@ -410,6 +428,27 @@ def describe_undo(op: Op) -> str | None:
     if op.kind == "rename":
         return _rename_back(names)
     return f"ALTER TABLE {qname(*names[0])} back to: {op.change.get('before', '')[:200]}"
+
+
+def _exchange_statement(op: Op) -> str:
+    """The EXCHANGE PARTITION again: it is its own inverse."""
+    (db, table), (other_db, other) = op.change["tables"]
+    validation = f" {op.change['validation']}" if op.change.get("validation") else ""
+    return (f"ALTER TABLE {qname(db, table)} EXCHANGE PARTITION {quote(op.change['partition'])} "
+            f"WITH TABLE {qname(other_db, other)}{validation}")
+
+
+def _exchange_back(ex: Executor, journal: Journal, op: Op) -> str:
+    """Exchange the partition and the table again, as a new op (its own undo is the forward)."""
+    inverse = Op(ddlops.new_op_id(), "exchange", op.statement, [], undoes=op.op_id, created_us=ddlops.now_us(),
+                 change=dict(op.change))
+    journal.save(inverse)
+    result = ex.run(tag(inverse.op_id) + _exchange_statement(op))
+    inverse.state = "done" if result.ok else "failed"
+    journal.save(inverse)
+    if not result.ok:
+        raise ddlops.DdlError(result)
+    return inverse.op_id
 
 
 def _rename_back(names: list[tuple[str, str]]) -> str:
@@ -428,6 +467,8 @@ def undo(ex: Executor, journal: Journal, op: Op) -> str | None:
         return ddlroutines.undo(ex, journal, op)
     if op.kind == "schema":
         return ddlschemas.undo(ex, journal, op)
+    if op.kind == "exchange":
+        return _exchange_back(ex, journal, op)
     if op.change.get("whole"):  # the saved table swapped back in (proxy.ddlsave)
         return ddlsave.swap_back(ex, journal, op)
     if op.change.get("partitions") is not None:

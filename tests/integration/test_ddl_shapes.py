@@ -114,6 +114,21 @@ def test_drop_and_truncate_partition_saved_by_their_rows(svc, mysql_server, data
     assert len(held_copies(mysql_server, "%\\_p\\_t")) >= 2 and held_copies(mysql_server, "%\\_p\\_l")
 
 
+def test_exchange_partition_is_undone_by_itself(svc, mysql_server, database):
+    """EXCHANGE PARTITION moves rows without logging them: its undo is the same exchange."""
+    _, after, _ = run_story(svc, mysql_server, database, [
+        PARTITIONED, "INSERT INTO t VALUES (1, 'one'), (15, 'fifteen'), (30, 'thirty')",
+        "CREATE TABLE staging (id INT PRIMARY KEY, v VARCHAR(10))", "INSERT INTO staging VALUES (11, 'eleven')",
+    ], [
+        "UPDATE t SET v = 'FIFTEEN' WHERE id = 15",
+        "ALTER TABLE t EXCHANGE PARTITION p1 WITH TABLE staging",
+        "INSERT INTO staging VALUES (12, 'twelve')", "UPDATE t SET v = 'ELEVEN' WHERE id = 11",
+    ])
+    assert ("3131", "454C4556454E") in after["rows"]["t"] and ("3132", "7477656C7665") in after["rows"]["staging"]
+    exchanges = [op for op in svc.service.ddl_holder.journal.ops() if op.kind == "exchange"]
+    assert len(exchanges) == 3 and [op.undoes is None for op in exchanges].count(True) == 1  # the client's, 2 undos
+
+
 def test_alter_rename_alone_and_with_other_clauses(svc, mysql_server, database):
     before, after, _ = run_story(svc, mysql_server, database, [
         "CREATE TABLE a (id INT PRIMARY KEY, v INT)", "CREATE TABLE b (id INT PRIMARY KEY, v INT)",

@@ -27,6 +27,7 @@ from proxy.ddlrecord import inverse_alter, parse
     (b"ALTER VIEW v AS SELECT 2", "view", [(None, "v")]),
     (b"DROP VIEW IF EXISTS `v w`", "view", [(None, "v w")]),
     (b"DROP VIEW a, d.b RESTRICT", "view", [(None, "a"), ("d", "b")]),
+    (b"ALTER TABLE d.t EXCHANGE PARTITION `p 0` WITH TABLE u", "exchange", [("d", "t"), (None, "u")]),
     # ';', '#', '--' and '/*' inside strings and quoted names are neither statements nor comments
     (b"CREATE TABLE `a#b` (c CHAR(7) DEFAULT '#fff', d VARCHAR(9) DEFAULT '--;/*x*/')", "create", [(None, "a#b")]),
 ])
@@ -37,7 +38,7 @@ def test_recorded(query, kind, tables):
 
 @pytest.mark.parametrize("query", [
     b"CREATE TEMPORARY TABLE t (id INT)", b"CREATE OR REPLACE TEMPORARY TABLE t (id INT)",
-    b"ALTER TABLE t DISCARD TABLESPACE", b"ALTER TABLE t EXCHANGE PARTITION p WITH TABLE u",
+    b"ALTER TABLE t DISCARD TABLESPACE", b"ALTER TABLE t ADD c INT, EXCHANGE PARTITION p WITH TABLE u",
     b"CREATE TABLE mysql.t (id INT)", b"RENAME TABLE a TO b; DROP TABLE c", b"DROP VIEW a, mysql.b",
     b"COMMIT", b"ALTER TABLE t ADD c INT /* x */", b"DROP INDEX i ON mysql.t", b"CREATE TABLE t (a INT -- x\n)",
     b"CREATE TABLE t (a INT # x\n)", b"CREATE TABLE t (a CHAR(1) DEFAULT ';'); DROP TABLE u",
