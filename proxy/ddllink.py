@@ -63,9 +63,11 @@ class LinkLost(Exception):
 class SessionLink(asyncio.Protocol):
     """The protocol that stands in for the relay's while auroratrack uses the connection."""
 
-    def __init__(self, transport: asyncio.Transport, deprecate_eof: bool, compressed: bool = False):
+    def __init__(self, transport: asyncio.Transport, deprecate_eof: bool, compressed: bool = False,
+                 mariadb: bool = True):
         self.transport = transport
         self.deprecate_eof = deprecate_eof
+        self.mariadb = mariadb  # (MariaDB-only reads, @@last_gtid, are not sent to MySQL)
         self._inflater = CompressedPacketReader() if compressed else None
         self._buf = bytearray()
         self._waiter: asyncio.Future | None = None
@@ -184,6 +186,7 @@ class SessionExecutor:
         self.link = link
         self.loop = loop
         self.timeout = timeout
+        self.mariadb = link.mariadb
 
     def run(self, sql: str) -> Result:
         return asyncio.run_coroutine_threadsafe(self.link.query(sql), self.loop).result(self.timeout)
@@ -194,6 +197,7 @@ class PyMySQLExecutor:
 
     def __init__(self, conn: pymysql.Connection):
         self.conn = conn
+        self.mariadb = "mariadb" in (conn.get_server_info() or "").lower()
 
     def run(self, sql: str) -> Result:
         try:

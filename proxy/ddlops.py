@@ -112,7 +112,10 @@ def is_op_statement(text: str, gtid: str | None = None) -> bool:
 
 
 def last_gtid(ex: Executor) -> str | None:
-    """The GTID of the last transaction the session ``ex`` logged (MariaDB's @@last_gtid)."""
+    """The GTID of the last transaction the session ``ex`` logged (MariaDB's @@last_gtid; None
+    elsewhere, never asked: on the client's session MySQL's error would replace its warnings)."""
+    if not getattr(ex, "mariadb", True):
+        return None
     found = ex.run("/* auroratrack ddl */ SELECT @@last_gtid")
     return (found.rows[0][0] or None) if found.ok and found.rows else None
 

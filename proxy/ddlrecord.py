@@ -267,9 +267,9 @@ def record(session: Executor, control: Executor, journal: Journal, statement: Re
     if statement.kind == "routine":
         return ddlroutines.record(session, journal, statement.text, names, statement.routine)
     if statement.kind == "schema":
-        if statement.replace and ddlschemas.show(session, names[0][0]) is not None:
+        if statement.replace and ddlschemas.exists(control, names[0][0]):
             return session.run(statement.text)  # CREATE OR REPLACE DATABASE drops its tables: not recorded
-        return ddlschemas.record(session, journal, statement.text, names[0][0])
+        return ddlschemas.record(session, control, journal, statement.text, names[0][0])
     op = Op(ddlops.new_op_id(), statement.kind, statement.text, [], created_us=ddlops.now_us(),
             change={"tables": [list(n) for n in names]})
     held = None  # CREATE OR REPLACE: the replaced table's held op
@@ -387,7 +387,7 @@ def recover(journal: Journal, control: Executor) -> list[str]:
         elif op.kind == "routine":
             happened = ddlroutines.happened(control, op)
         elif op.kind == "schema":
-            happened = ddlschemas.happened(control, op)
+            happened = ddlschemas.settle(control, op)
         elif op.kind == "exchange":  # the same definitions either way: not known, so failed (a conflict)
             happened = False
         elif op.kind == "rename":

@@ -19,7 +19,8 @@ collation, comment).
 
 Not recorded (runs as sent; a backtrack across it is a DDL conflict): CREATE OR REPLACE DATABASE
 of a schema that exists (it drops the schema's tables for real), ALTER DATABASE ... UPGRADE DATA
-DIRECTORY NAME, the server's own schemas.
+DIRECTORY NAME, READ ONLY or ENCRYPTION, the server's own schemas, a schema whose definition
+auroratrack's connection cannot read.
 
 Reads and writes the server through the executors it is given; writes the journal.
 """
@@ -37,11 +38,12 @@ PREFIX = re.compile(rb"\s*(?:/\*.*?\*/\s*)*(?:create(?:\s+or\s+replace)?|alter)\
                     re.IGNORECASE | re.DOTALL)
 _CREATE = re.compile(rf"\s*CREATE\s+(OR\s+REPLACE\s+)?(?:DATABASE|SCHEMA)\s+(?:IF\s+NOT\s+EXISTS\s+)?({_NAME})",
                      re.IGNORECASE)
-_ALTER = re.compile(rf"\s*ALTER\s+(?:DATABASE|SCHEMA)(?:\s+(?!(?:DEFAULT|CHARACTER|CHARSET|COLLATE|COMMENT)\b)"
-                    rf"({_NAME}))?(?=\s)", re.IGNORECASE)
-_UPGRADE = re.compile(r"\bUPGRADE\s+DATA\s+DIRECTORY\s+NAME\b", re.IGNORECASE)
+_OPTION_WORDS = r"(?:DEFAULT|CHARACTER|CHARSET|COLLATE|COMMENT|READ|ENCRYPTION)\b"  # no name: the session's
+_ALTER = re.compile(rf"\s*ALTER\s+(?:DATABASE|SCHEMA)(?:\s+(?!{_OPTION_WORDS})({_NAME}))?(?=\s)", re.IGNORECASE)
+# Not recorded: MariaDB's name upgrade, MySQL's READ ONLY and ENCRYPTION (not undone by an ALTER here).
+_UNRECORDED = re.compile(r"\b(?:UPGRADE\s+DATA\s+DIRECTORY\s+NAME|READ\s+ONLY|ENCRYPTION)\b", re.IGNORECASE)
 # SHOW CREATE DATABASE: CREATE DATABASE `d` /*!40100 DEFAULT CHARACTER SET x COLLATE y */ COMMENT '...'
-_OPTIONS = re.compile(r"/\*!40100 (.*?) \*/")
+_OPTIONS = re.compile(r"CREATE DATABASE `(?:[^`]|``)+` /\*!40100 (.*?) \*/")
 _COMMENT = re.compile(r" (COMMENT '(?:[^'\\]|\\.|'')*')\s*$")
 
 
@@ -52,7 +54,7 @@ def parse(body: str) -> tuple[str, str | None, bool] | None:
     if found:
         return "CREATE", _unquote(found.group(2)), bool(found.group(1))
     found = _ALTER.match(body)
-    if found and not _UPGRADE.search(body):
+    if found and not _UNRECORDED.search(body):
         return "ALTER", _unquote(found.group(1)) if found.group(1) else None, False
     return None
 
@@ -74,16 +76,31 @@ def show(ex: Executor, db: str, objects: bool = False) -> dict | None:
     return {"db": db, "create": shown.rows[0][1], "objects": []}
 
 
-def record(session: Executor, journal: Journal, statement: str, db: str, objects: bool = False) -> Result:
-    """Run the client's schema statement as a recorded op (``objects``: a DROP, which takes the
-    schema's views and programs with it)."""
+def exists(control: Executor, db: str) -> bool:
+    found = control.run(f"/* auroratrack ddl */ SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE "
+                        f"SCHEMA_NAME = {sql_string(db)}")
+    return not found.ok or int(found.rows[0][0]) > 0  # (unknown: as if it did, so not recorded)
+
+
+def record(session: Executor, control: Executor, journal: Journal, statement: str, db: str,
+           objects: bool = False) -> Result:
+    """Run the client's schema statement (on its session) as a recorded op, the definitions read
+    on auroratrack's connection (``objects``: a DROP, which takes the schema's views and
+    programs with it); when they cannot be read, the statement runs as sent, unrecorded."""
+    try:
+        before = show(control, db, objects)
+    except ddlops.DdlError:
+        return session.run(statement)
     op = Op(ddlops.new_op_id(), "schema", statement, [], created_us=ddlops.now_us(),
-            change={"tables": [[db, ""]], "before": show(session, db, objects)})
+            change={"tables": [[db, ""]], "before": before})
     journal.save(op)
     prior = ddlops.last_gtid(session)
     result = session.run(tag(op.op_id) + statement)
     if result.ok:
-        op.change["after"] = show(session, db)
+        try:
+            op.change["after"] = show(control, db)
+        except ddlops.DdlError:  # (only --dry-run's description reads it)
+            op.change["after"] = None
         ddlops.note_gtid(session, op, prior)
         op.state = "done"
     else:
@@ -92,11 +109,16 @@ def record(session: Executor, journal: Journal, statement: str, db: str, objects
     return result
 
 
-def happened(ex: Executor, op: Op) -> bool:
-    """(after a crash) Whether the schema is no longer what it was before the statement."""
-    now = show(ex, op.change["tables"][0][0])
+def settle(ex: Executor, op: Op) -> bool:
+    """(after a crash) Whether the schema is no longer what it was before the statement; an
+    undo that made a dropped schema again gets the views and programs it had not made yet."""
+    db = op.change["tables"][0][0]
+    now = show(ex, db)
     before = op.change["before"]
-    return (now is None) != (before is None) or now is not None and now["create"] != before["create"]
+    happened = (now is None) != (before is None) or now is not None and now["create"] != before["create"]
+    if happened and now is not None and op.change.get("make_objects"):
+        ddlops.create_objects(op.op_id, ex, db, op.change["make_objects"])
+    return happened
 
 
 def _statements(db: str, current: dict | None, target: dict | None) -> list[str]:
@@ -108,9 +130,11 @@ def _statements(db: str, current: dict | None, target: dict | None) -> list[str]
         return [target["create"]]
     if current["create"] == target["create"]:
         return []
-    options = _OPTIONS.search(target["create"])
+    options = _OPTIONS.match(target["create"])
     comment = _COMMENT.search(target["create"])
-    clauses = [options.group(1) if options else "", comment.group(1) if comment else "COMMENT ''"]
+    # (a schema comment is MariaDB's: cleared only where the current one has one)
+    cleared = "COMMENT ''" if _COMMENT.search(current["create"]) else ""
+    clauses = [options.group(1) if options else "", comment.group(1) if comment else cleared]
     return [f"ALTER DATABASE {quote(db)} {' '.join(c for c in clauses if c)}"]
 
 
@@ -131,8 +155,11 @@ def undo(ex: Executor, journal: Journal, op: Op) -> str | None:
         return None
     if target is None:
         _refuse_unless_empty(ex, db)
+    # A schema made again gets its objects after it: journalled first, a crash between the two
+    # is finished by ``settle``.
+    make_objects = target["objects"] if current is None else []
     inverse = Op(ddlops.new_op_id(), "schema", op.statement, [], undoes=op.op_id, created_us=ddlops.now_us(),
-                 change={"tables": [[db, ""]], "before": current})
+                 change={"tables": [[db, ""]], "before": current, "make_objects": make_objects})
     journal.save(inverse)
     prior = ddlops.last_gtid(ex)
     result = ex.run(tag(inverse.op_id) + made[0])
@@ -141,8 +168,8 @@ def undo(ex: Executor, journal: Journal, op: Op) -> str | None:
         journal.save(inverse)
         raise ddlops.DdlError(result)
     ddlops.note_gtid(ex, inverse, prior)
-    if current is None and target["objects"]:  # views, routines, events of a dropped schema
-        ddlops.create_objects(inverse.op_id, ex, db, target["objects"])
+    if make_objects:  # views, routines, events of a dropped schema
+        ddlops.create_objects(inverse.op_id, ex, db, make_objects)
     inverse.change["after"] = show(ex, db)
     inverse.state = "done"
     journal.save(inverse)

@@ -59,35 +59,65 @@ def split_statements(query: bytes) -> list[bytes] | None:
         tokens = MySQL().tokenize(text)
     except (UnicodeDecodeError, SqlglotError):
         return None
+    if "\\" in text:  # under NO_BACKSLASH_ESCAPES a backslash ends no string: where one ends is the session's
+        return None
     pieces, start, first = [], 0, 0  # the current statement: its text from ``start``, tokens from ``first``
-    depth, closed_at, program = 0, -1, False
+    blocks: list[TokenType] = []  # the BEGIN and CASE blocks open in a stored program's body
+    closed_at, program = -1, False
     for n, token in enumerate(tokens):
         kind = token.token_type
         if n == first:
+            if _starts_compound(tokens, n):
+                return None  # IF ... END IF and the like outside a program: the server's parser's work
             program = _starts_stored_program(tokens, n)
         if kind == TokenType.LOAD or (kind == TokenType.BEGIN and not program):
             return None
-        if program and kind in _BLOCK_WORDS and not _is_name(tokens, n):
-            if kind == TokenType.END and _closes_inner_block(tokens, n) or (
-                    kind == TokenType.CASE and tokens[n - 1].token_type == TokenType.END):
-                continue  # END IF ...: the block was not counted open; END CASE: closed at its END
-            depth += 1 if kind != TokenType.END else -1
-            if depth < 0:
-                return None
-            closed_at = n if depth == 0 else closed_at
+        if program and kind in _BLOCK_WORDS:
+            closed = _follow_block(tokens, n, blocks)
+            if closed is None:
+                return None  # BEGIN or END where a name could stand: not read by guess
+            closed_at = n if closed and not blocks else closed_at
             continue
-        if kind != TokenType.SEMICOLON or depth:
+        if kind != TokenType.SEMICOLON or blocks:
             continue
         if program and not _ends_after_block(tokens, n, closed_at):
             return None  # a body that is not one BEGIN ... END: only the server's parser can tell
         if n > first:  # only comments or nothing between two semicolons: no statement
             pieces.append(text[start : token.start])
         start, first, closed_at = token.end + 1, n + 1, -1
-    if depth:
+    if blocks:
         return None
     if first < len(tokens):
         pieces.append(text[start:])
     return [p.strip().encode("ascii") for p in pieces] or None
+
+
+def _follow_block(tokens: list, n: int, blocks: list) -> bool | None:
+    """Track the block word at ``n`` (BEGIN, CASE, END) in ``blocks``: True when it closed a
+    block, False when it opened one or is none (``t.end``, END CASE's CASE, END IF...), None
+    when it cannot be told from a name by position. A block's BEGIN starts a statement; its END
+    follows a ';' or its BEGIN (END of a CASE may follow an expression: ``THEN 2 END``)."""
+    kind = tokens[n].token_type
+    before = tokens[n - 1].token_type if n else None
+    after = tokens[n + 1].token_type if n + 1 < len(tokens) else None
+    if before == TokenType.DOT or after == TokenType.DOT:
+        return False  # a qualified name
+    if kind == TokenType.CASE:
+        if before != TokenType.END:  # (END CASE: closed at its END)
+            blocks.append(kind)
+        return False
+    if kind == TokenType.BEGIN:
+        if before in _BEFORE_A_NAME or after in _AFTER_A_NAME or after == TokenType.SEMICOLON:
+            return None
+        blocks.append(kind)
+        return False
+    closing = tokens[n + 1].text.upper() if n + 1 < len(tokens) else ""
+    if closing in _UNCOUNTED_BLOCKS:  # END IF, END LOOP...; (REPEAT ... UNTIL cond END REPEAT)
+        return False if before == TokenType.SEMICOLON or closing == "REPEAT" else None
+    if not blocks or blocks[-1] == TokenType.BEGIN and before not in (TokenType.SEMICOLON, TokenType.BEGIN):
+        return None
+    blocks.pop()
+    return True
 
 
 def is_plain_statement(text: str) -> bool:
@@ -97,49 +127,41 @@ def is_plain_statement(text: str) -> bool:
     return tokens is not None and not any(t.comments or t.token_type == TokenType.SEMICOLON for t in tokens)
 
 
-def has_comments(text: str) -> bool:
-    """Whether ``text`` holds a comment outside its strings (or cannot be read: as if it did)."""
-    tokens = _tokens(text)
-    return tokens is None or any(t.comments for t in tokens)
-
-
 def _tokens(text: str) -> list | None:
+    """sqlglot's tokens of ``text``; None when it cannot be read, or holds a backslash: under
+    NO_BACKSLASH_ESCAPES a backslash ends no string, and where a string ends is the session's."""
+    if "\\" in text:
+        return None
     try:
         return MySQL().tokenize(text)
     except SqlglotError:
         return None
 
 
+def has_comments(text: str) -> bool:
+    """Whether ``text`` holds a comment outside its strings (or cannot be read: as if it did)."""
+    tokens = _tokens(text)
+    return tokens is None or any(t.comments for t in tokens)
+
+
 def _starts_stored_program(tokens: list, n: int) -> bool:
     """CREATE [OR REPLACE] [DEFINER = ...] [AGGREGATE] TRIGGER | PROCEDURE | FUNCTION | EVENT."""
     if tokens[n].token_type != TokenType.CREATE:
         return False
-    for token in tokens[n + 1 : n + 12]:
+    for m, token in enumerate(tokens[n + 1 : n + 14], n + 1):
         if token.text.upper() in _STORED_PROGRAMS:
             return True
-        if token.token_type in (TokenType.L_PAREN, TokenType.SEMICOLON, TokenType.TABLE):
+        if token.token_type in (TokenType.SEMICOLON, TokenType.TABLE) or token.token_type == TokenType.L_PAREN and (
+                tokens[m - 1].text.upper() != "CURRENT_USER"):  # (DEFINER = CURRENT_USER())
             return False
     return False
 
 
-def _is_name(tokens: list, n: int) -> bool:
-    """``t.end``, ``SELECT begin, end FROM``: BEGIN and END are not reserved words, a column may
-    be called so. A block's END follows a statement's last word (or ';'), never an operator or a
-    comma; a block's BEGIN is followed by a statement, never by an operator or a comma."""
-    if tokens[n].token_type == TokenType.CASE:  # a reserved word
-        return False
-    before = tokens[n - 1].token_type if n else None
-    after = tokens[n + 1].token_type if n + 1 < len(tokens) else None
-    if before == TokenType.DOT or after == TokenType.DOT:
-        return True
-    if tokens[n].token_type == TokenType.END:
-        return before in _BEFORE_A_NAME
-    return before in _BEFORE_A_NAME or after in _AFTER_A_NAME or after == TokenType.SEMICOLON
-
-
-def _closes_inner_block(tokens: list, n: int) -> bool:
-    """END IF / LOOP / WHILE / REPEAT / FOR: the end of a block that was never counted open."""
-    return n + 1 < len(tokens) and tokens[n + 1].text.upper() in _UNCOUNTED_BLOCKS
+def _starts_compound(tokens: list, n: int) -> bool:
+    """IF / CASE / LOOP / WHILE / REPEAT / FOR, or a label: MariaDB runs these outside stored
+    programs too, with ';' inside."""
+    label = n + 1 < len(tokens) and tokens[n + 1].token_type == TokenType.COLON
+    return label or tokens[n].token_type == TokenType.CASE or tokens[n].text.upper() in _UNCOUNTED_BLOCKS
 
 
 def _ends_after_block(tokens: list, n: int, closed_at: int) -> bool:

@@ -176,10 +176,7 @@ class DdlUndo:
         ex = PyMySQLExecutor(conn)
         if op.change is not None and op.kind != "create":  # a recorded RENAME/ALTER (proxy.ddlrecord)
             return ddlrecord.undo(ex, self.journal, op) or "nothing"
-        # A table going out may be referenced by tables the backtrack left live (a created table a
-        # later one points at, a parent the forward holds again): their keys are pointed back.
-        inverse = Op(ddlops.new_op_id(), "undo", op.statement, [], undoes=op.op_id, created_us=ddlops.now_us(),
-                     repoint_children=any(s.into is not None for s in op.swaps))
+        inverse = Op(ddlops.new_op_id(), "undo", op.statement, [], undoes=op.op_id, created_us=ddlops.now_us())
         if op.schema_action == "drop":  # an undone DROP DATABASE: the schema comes back first
             inverse.schema_action, inverse.schema = "create", op.schema
         elif op.schema_action == "create":  # forward again: held and dropped as it is now
@@ -196,6 +193,9 @@ class DdlUndo:
                 if defs is not None:
                     inverse.defs[into] = defs
             inverse.swaps.append(Swap(swap.db, swap.name, out, into))
+        # A table going out may be referenced by tables the backtrack left live (a created table a
+        # later one points at, a parent the forward holds again): their keys are pointed back.
+        inverse.repoint_children = any(s.out is not None for s in inverse.swaps)
         result = ddlops.run_op(inverse, ex, ex, self.journal)
         if inverse.state != "done":
             raise RuntimeError(f"undo of held DDL op {op_id} failed: {result.errno} {result.message}")

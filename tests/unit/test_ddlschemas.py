@@ -24,7 +24,8 @@ def test_recorded(query, tables, replace):
 
 
 @pytest.mark.parametrize("query", [b"CREATE DATABASE mysql", b"ALTER DATABASE `#mysql50#d` UPGRADE DATA DIRECTORY NAME",
-                                   b"CREATE DATABASE a; DROP TABLE b"])
+                                   b"CREATE DATABASE a; DROP TABLE b", b"ALTER DATABASE READ ONLY = 1",
+                                   b"ALTER SCHEMA d ENCRYPTION = 'Y'"])
 def test_not_recorded(query):
     assert parse(query) is None
 
@@ -48,3 +49,13 @@ def test_undo_statements():
     assert describe_undo(op(new, old)) == ("ALTER DATABASE `d` DEFAULT CHARACTER SET utf8mb4 COLLATE "
                                            "utf8mb4_general_ci COMMENT ''")
     assert describe_undo(op(new, new)) is None  # CREATE DATABASE IF NOT EXISTS of one that was there
+    # MySQL has no schema comment: none is cleared where none is shown
+    encryption = " /*!80016 DEFAULT ENCRYPTION='N' */"
+    mysql_old = schema("CREATE DATABASE `d` /*!40100 DEFAULT CHARACTER SET latin1 */" + encryption)
+    mysql_new = schema("CREATE DATABASE `d` /*!40100 DEFAULT CHARACTER SET utf8mb4 */" + encryption)
+    assert describe_undo(op(mysql_old, mysql_new)) == "ALTER DATABASE `d` DEFAULT CHARACTER SET latin1"
+    # a name that looks like the options is not read as them
+    tricky = schema("CREATE DATABASE `x/*!40100 DROP */` /*!40100 DEFAULT CHARACTER SET latin1 */")
+    assert describe_undo(Op("o", "schema", "...", [], change={"tables": [["x/*!40100 DROP */", ""]], "before": tricky,
+                                                              "after": {**tricky, "create": new["create"]}})) == (
+        "ALTER DATABASE `x/*!40100 DROP */` DEFAULT CHARACTER SET latin1")
