@@ -107,7 +107,7 @@ def parse_statement(query: bytes) -> Statement | ddlrecord.Recorded | None:
     recorded = ddlrecord.parse(query)
     if recorded is not None:
         return recorded
-    if not _PREFIX.match(query, 0, 200) or not query.isascii():
+    if not _PREFIX.match(query, 0, 200) or not query.isascii() or execcomments.present(query):
         return None
     text = query.decode("ascii")
     try:

@@ -33,6 +33,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from proxy import execcomments
+
 # What ``parse`` reads: one of the four commands, then a statement name or the text.
 COMMAND = re.compile(rb"\s*(?:/\*.*?\*/\s*)*(prepare|execute\s+immediate|execute|deallocate\s+prepare|drop\s+prepare)"
                       rb"\s+", re.IGNORECASE | re.DOTALL)
@@ -73,7 +75,7 @@ def parse(query: bytes, server_version: str = "MariaDB") -> SqlCommand | None:
     """The prepared-statement command ``query`` is, or None. EXECUTE IMMEDIATE only when the
     server's greeting says MariaDB (MySQL answers it with a syntax error: nothing to hold)."""
     head = COMMAND.match(query, 0, 200)
-    if head is None:
+    if head is None or execcomments.present(query):
         return None
     keyword = head.group(1).lower()
     rest = query[head.end():]

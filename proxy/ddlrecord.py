@@ -84,7 +84,7 @@ import logging
 import re
 from dataclasses import dataclass
 
-from proxy import ddlops, ddlpartitions, ddlroutines, ddlsave, ddlschemas, ddlscript, ddlviews
+from proxy import ddlops, ddlpartitions, ddlroutines, ddlsave, ddlschemas, ddlscript, ddlviews, execcomments
 from proxy.ddldefs import auto_updated_columns, column_names, inverse_alter, lost_columns, primary_key
 from proxy.ddllink import Executor, Result
 from proxy.ddlops import HOLD_SCHEMA, Journal, Op, Swap, qname, quote, tag
@@ -172,7 +172,7 @@ def _strip_comments(text: str) -> str:
 
 def parse(query: bytes) -> Recorded | None:
     """The CREATE/RENAME/ALTER TABLE, CREATE/DROP INDEX or view DDL this module records, or None."""
-    if not PREFIX.match(query, 0, 200) or not query.isascii():
+    if not PREFIX.match(query, 0, 200) or not query.isascii() or execcomments.present(query):
         return None
     text = query.decode("ascii")
     body = _strip_comments(text).rstrip().rstrip(";")
@@ -220,7 +220,7 @@ def parse(query: bytes) -> Recorded | None:
 def parse_routine(query: bytes, multi_statements: bool) -> Recorded | None:
     """The trigger, procedure, function or event DDL proxy.ddlroutines records, or None
     (``multi_statements``: the session's CLIENT_MULTI_STATEMENTS)."""
-    if not ddlroutines.PREFIX.match(query, 0, 200) or not query.isascii():
+    if not ddlroutines.PREFIX.match(query, 0, 200) or not query.isascii() or execcomments.present(query):
         return None
     text = query.decode("ascii")
     routine = ddlroutines.parse(_strip_comments(text).rstrip().rstrip(";").rstrip(), multi_statements)

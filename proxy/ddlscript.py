@@ -28,6 +28,7 @@ import struct
 
 from sqlglot.dialects.mysql import MySQL
 from sqlglot.errors import SqlglotError
+from sqlglot.parser import Parser
 from sqlglot.tokens import TokenType
 
 from proxy import wire
@@ -36,6 +37,15 @@ _MORE_RESULTS = int(wire.ServerStatus.SERVER_MORE_RESULTS_EXISTS)
 _STORED_PROGRAMS = {"PROCEDURE", "FUNCTION", "TRIGGER", "EVENT"}
 _BLOCK_WORDS = {TokenType.BEGIN, TokenType.CASE, TokenType.END}  # CASE: the statement and the expression end in END
 _UNCOUNTED_BLOCKS = {"IF", "LOOP", "WHILE", "REPEAT", "FOR"}
+_NAMES = {TokenType.VAR, TokenType.IDENTIFIER}
+# After these a statement starts (so may a block's BEGIN): ';', a block's BEGIN, a label's ':'...
+_STATEMENT_STARTS = {";", ":", "BEGIN", "THEN", "ELSE", "DO", "LOOP", "REPEAT"}
+# The words between a procedure's or function's parameters and its body.
+_HEAD_TOKENS = {TokenType.L_PAREN, TokenType.R_PAREN, TokenType.COMMA, TokenType.NUMBER, TokenType.STRING,
+                TokenType.COMMENT, TokenType.SQL_SECURITY, TokenType.CHARACTER_SET, TokenType.COLLATE,
+                TokenType.NOT}
+_HEAD_WORDS = {"RETURNS", "DETERMINISTIC", "READS", "MODIFIES", "CONTAINS", "NO", "SQL", "DATA", "LANGUAGE",
+               "DEFINER", "INVOKER", "ZEROFILL", "CHARACTER", "SET", "CHARSET"}
 _OPERATORS = {TokenType.EQ, TokenType.NEQ, TokenType.GT, TokenType.GTE, TokenType.LT, TokenType.LTE, TokenType.PLUS,
               TokenType.DASH, TokenType.STAR, TokenType.SLASH}
 _AFTER_A_NAME = {TokenType.COMMA, TokenType.R_PAREN, TokenType.FROM, TokenType.ALIAS, *_OPERATORS}
@@ -59,65 +69,158 @@ def split_statements(query: bytes) -> list[bytes] | None:
         tokens = MySQL().tokenize(text)
     except (UnicodeDecodeError, SqlglotError):
         return None
-    if "\\" in text:  # under NO_BACKSLASH_ESCAPES a backslash ends no string: where one ends is the session's
+    if _unreadable(text):
         return None
-    pieces, start, first = [], 0, 0  # the current statement: its text from ``start``, tokens from ``first``
-    blocks: list[TokenType] = []  # the BEGIN and CASE blocks open in a stored program's body
-    closed_at, program = -1, False
-    for n, token in enumerate(tokens):
-        kind = token.token_type
-        if n == first:
-            if _starts_compound(tokens, n):
-                return None  # IF ... END IF and the like outside a program: the server's parser's work
-            program = _starts_stored_program(tokens, n)
-        if kind == TokenType.LOAD or (kind == TokenType.BEGIN and not program):
+    pieces, start, n = [], 0, 0  # the current statement: its text from ``start``, its tokens from ``n``
+    while n < len(tokens):
+        if _starts_compound(tokens, n) or _is_package(tokens, n):
+            return None  # IF ... END IF outside a program, a package: the server's parser's work
+        end = _program_end(tokens, n) if _starts_stored_program(tokens, n) else _plain_end(tokens, n)
+        if end is None:
             return None
-        if program and kind in _BLOCK_WORDS:
-            closed = _follow_block(tokens, n, blocks)
-            if closed is None:
-                return None  # BEGIN or END where a name could stand: not read by guess
-            closed_at = n if closed and not blocks else closed_at
-            continue
-        if kind != TokenType.SEMICOLON or blocks:
-            continue
-        if program and not _ends_after_block(tokens, n, closed_at):
-            return None  # a body that is not one BEGIN ... END: only the server's parser can tell
-        if n > first:  # only comments or nothing between two semicolons: no statement
-            pieces.append(text[start : token.start])
-        start, first, closed_at = token.end + 1, n + 1, -1
-    if blocks:
-        return None
-    if first < len(tokens):
-        pieces.append(text[start:])
+        if end > n:  # (only comments or nothing between two semicolons: no statement)
+            pieces.append(text[start : tokens[end].start if end < len(tokens) else len(text)])
+        if end < len(tokens):
+            start = tokens[end].end + 1
+        n = end + 1
     return [p.strip().encode("ascii") for p in pieces] or None
 
 
+def _unreadable(text: str) -> bool:
+    """Text whose statements sqlglot's tokens do not tell: a backslash (under NO_BACKSLASH_ESCAPES
+    it ends no string, so where a string ends is the session's), an executable comment (the
+    server runs ``/*!...*/``, the tokenizer skips it)."""
+    return "\\" in text or "/*!" in text or "/*M!" in text
+
+
+def _plain_end(tokens: list, n: int) -> int | None:
+    """The ';' ending the statement at ``n`` (or the end); None for LOAD DATA (its LOCAL INFILE
+    exchange) and BEGIN (a transaction, or MariaDB's BEGIN NOT ATOMIC block)."""
+    for m in range(n, len(tokens)):
+        kind = tokens[m].token_type
+        if kind == TokenType.LOAD or kind == TokenType.BEGIN:
+            return None
+        if kind == TokenType.SEMICOLON:
+            return m
+    return len(tokens)
+
+
+def _program_end(tokens: list, n: int) -> int | None:
+    """The ';' ending the stored program at ``n`` (or the end), read by its body's blocks; None
+    when the body is not one BEGIN ... END or a block word cannot be told from a name."""
+    body = _body_start(tokens, n)
+    if body is None:
+        return None
+    if body >= len(tokens) or tokens[body].text.upper() != "BEGIN":
+        # a one-statement body (a bare IF ... END IF may hold ';'): one only if no ';' follows
+        return None if any(t.token_type == TokenType.SEMICOLON for t in tokens[body:]) else len(tokens)
+    blocks: list[TokenType] = [TokenType.BEGIN]
+    for m in range(body + 1, len(tokens)):
+        if tokens[m].token_type not in _BLOCK_WORDS:
+            continue
+        if _follow_block(tokens, m, blocks) is None:
+            return None  # BEGIN or END where a name could stand: not read by guess
+        if not blocks:  # the body's END: then its label, then ';' or the end
+            after = m + 1
+            if after < len(tokens) and tokens[after].token_type in _NAMES:
+                after += 1
+            if after == len(tokens) or tokens[after].token_type == TokenType.SEMICOLON:
+                return after
+            return None
+    return None  # never closed
+
+
+def _body_start(tokens: list, n: int) -> int | None:
+    """Where the body of the stored program at ``n`` begins (its label skipped): after FOR EACH
+    ROW [FOLLOWS|PRECEDES t] of a trigger, DO of an event, and the parameters, RETURNS type and
+    characteristics of a procedure or function; None when the head is not read."""
+    m = next(m for m in range(n + 1, len(tokens)) if tokens[m].text.upper() in _STORED_PROGRAMS)
+    kind = tokens[m].text.upper()
+    words = [t.text.upper() for t in tokens]
+    if kind == "TRIGGER":
+        row = next((i for i in range(m, len(tokens) - 2) if words[i : i + 3] == ["FOR", "EACH", "ROW"]), None)
+        if row is None:
+            return None
+        body = row + 3
+        if body < len(tokens) and words[body] in ("FOLLOWS", "PRECEDES"):
+            body += 2
+    elif kind == "EVENT":
+        body = next((i + 1 for i in range(m, len(tokens)) if words[i] == "DO"), None)
+        if body is None:
+            return None
+    else:
+        body = _after_parentheses(tokens, next((i for i in range(m, len(tokens))
+                                                if tokens[i].token_type == TokenType.L_PAREN), len(tokens)))
+        while body is not None and body < len(tokens) and _in_routine_head(tokens, body):
+            body = _after_parentheses(tokens, body + 1) if tokens[body + 1 : body + 2] and \
+                tokens[body + 1].token_type == TokenType.L_PAREN else body + 1
+    if body is not None and body + 1 < len(tokens) and tokens[body + 1].token_type == TokenType.COLON:
+        body += 2  # a label
+    return body
+
+
+def _after_parentheses(tokens: list, n: int) -> int | None:
+    """The token after the parenthesis opened at ``n`` closes; None when it never does."""
+    depth = 0
+    for m in range(n, len(tokens)):
+        depth += {TokenType.L_PAREN: 1, TokenType.R_PAREN: -1}.get(tokens[m].token_type, 0)
+        if depth == 0:
+            return m + 1
+    return None
+
+
+def _in_routine_head(tokens: list, n: int) -> bool:
+    """A word of RETURNS type or of the characteristics (a type, its character set and
+    collation, COMMENT '...', DETERMINISTIC, SQL SECURITY ...), before a procedure's or
+    function's body."""
+    token = tokens[n]
+    if token.token_type in _HEAD_TOKENS or token.token_type in Parser.TYPE_TOKENS:
+        return True
+    if token.text.upper() in _HEAD_WORDS:
+        return True
+    previous = tokens[n - 1].token_type
+    return previous in (TokenType.CHARACTER_SET, TokenType.COLLATE) and token.token_type in _NAMES
+
+
 def _follow_block(tokens: list, n: int, blocks: list) -> bool | None:
-    """Track the block word at ``n`` (BEGIN, CASE, END) in ``blocks``: True when it closed a
-    block, False when it opened one or is none (``t.end``, END CASE's CASE, END IF...), None
-    when it cannot be told from a name by position. A block's BEGIN starts a statement; its END
-    follows a ';' or its BEGIN (END of a CASE may follow an expression: ``THEN 2 END``)."""
+    """Track the block word at ``n`` (BEGIN, CASE, END) inside a body in ``blocks``: True when
+    it closed a block, False when it opened one or is none (``t.end``, END CASE's CASE, END
+    IF..., START of START TRANSACTION), None when it cannot be told from a name by position.
+    A block's BEGIN starts a statement (or a handler's action); its END follows a ';' or its
+    BEGIN; the END of a CASE may follow an expression (``THEN 2 END``)."""
     kind = tokens[n].token_type
-    before = tokens[n - 1].token_type if n else None
-    after = tokens[n + 1].token_type if n + 1 < len(tokens) else None
-    if before == TokenType.DOT or after == TokenType.DOT:
+    before = tokens[n - 1]
+    after = tokens[n + 1] if n + 1 < len(tokens) else None
+    if before.token_type == TokenType.DOT or after is not None and after.token_type == TokenType.DOT:
         return False  # a qualified name
     if kind == TokenType.CASE:
-        if before != TokenType.END:  # (END CASE: closed at its END)
+        if before.token_type != TokenType.END:  # (END CASE: closed at its END)
             blocks.append(kind)
         return False
     if kind == TokenType.BEGIN:
-        if before in _BEFORE_A_NAME or after in _AFTER_A_NAME or after == TokenType.SEMICOLON:
+        if tokens[n].text.upper() != "BEGIN" or after is not None and after.token_type == TokenType.COLON:
+            return False  # START (TRANSACTION), or a label named begin
+        if before.text.upper() not in _STATEMENT_STARTS and not _in_handler(tokens, n):
             return None
         blocks.append(kind)
         return False
-    closing = tokens[n + 1].text.upper() if n + 1 < len(tokens) else ""
+    closing = after.text.upper() if after is not None else ""
     if closing in _UNCOUNTED_BLOCKS:  # END IF, END LOOP...; (REPEAT ... UNTIL cond END REPEAT)
-        return False if before == TokenType.SEMICOLON or closing == "REPEAT" else None
-    if not blocks or blocks[-1] == TokenType.BEGIN and before not in (TokenType.SEMICOLON, TokenType.BEGIN):
+        return False if before.token_type == TokenType.SEMICOLON or closing == "REPEAT" else None
+    if not blocks or blocks[-1] == TokenType.BEGIN and before.text.upper() not in (";", "BEGIN"):
         return None
     blocks.pop()
     return True
+
+
+def _in_handler(tokens: list, n: int) -> bool:
+    """Whether the BEGIN at ``n`` is the action of DECLARE ... HANDLER FOR ... (the statement it
+    stands in starts with DECLARE and names HANDLER)."""
+    m = n - 1
+    while m > 0 and tokens[m].text.upper() not in _STATEMENT_STARTS:
+        m -= 1
+    words = [t.text.upper() for t in tokens[m + 1 : n]]
+    return words[:1] == ["DECLARE"] and "HANDLER" in words
 
 
 def is_plain_statement(text: str) -> bool:
@@ -155,6 +258,11 @@ def _starts_stored_program(tokens: list, n: int) -> bool:
                 tokens[m - 1].text.upper() != "CURRENT_USER"):  # (DEFINER = CURRENT_USER())
             return False
     return False
+
+
+def _is_package(tokens: list, n: int) -> bool:
+    """MariaDB's CREATE PACKAGE [BODY]: procedures and functions with bodies, in one statement."""
+    return tokens[n].token_type == TokenType.CREATE and any(t.text.upper() == "PACKAGE" for t in tokens[n + 1 : n + 8])
 
 
 def _starts_compound(tokens: list, n: int) -> bool:

@@ -8,7 +8,9 @@ and MariaDB also that of ``/*M!NNNNNN text */``. A query made only of such comme
 server, the statement their texts spell: ``unwrap`` gives that statement, so proxy.ddlhold can
 hold or record it like the same statement sent bare (else it would run unseen and a backtrack
 over it would be a DDL conflict). Any other text around the comments, or a plain comment among
-them, and the query is left as it is. Pure functions over bytes.
+them, and the query is left as it is; ``present`` tells the parsers of proxy.ddlhold,
+proxy.ddlrecord and proxy.ddlprepare to leave any other query holding one to the server (they
+skip comments, the server does not skip these). Pure functions over bytes.
 """
 
 from __future__ import annotations
@@ -18,6 +20,12 @@ import re
 _LEADING = re.compile(rb"\s*/\*M?!")
 _EXECUTABLE = re.compile(rb"\s*/\*(M?)!(\d{5,6})?(.*?)\*/", re.DOTALL)
 _VERSION = re.compile(r"(?:5\.5\.5-)?(\d+)\.(\d+)\.(\d+)")
+
+
+def present(query: bytes) -> bool:
+    """Whether ``query`` holds an executable comment anywhere: then no reading of it that skips
+    comments (sqlglot's, a regex's) is what the server runs."""
+    return b"/*!" in query or b"/*M!" in query
 
 
 def version_id(server_version: str) -> int | None:

@@ -64,6 +64,12 @@ def test_scripts_split_at_top_level_semicolons_only():
     assert split(b"DROP TABLE a; BEGIN; DROP TABLE b") is None  # a transaction's BEGIN: left to the server
     assert split(b"DROP TABLE a; IF 1 THEN DROP TABLE b; END IF") is None  # MariaDB's compound statements
     assert split(b"DROP TABLE a; l: LOOP LEAVE l; END LOOP") is None
+    assert split(b"DROP TABLE a; SELECT 1 /*!; DROP TABLE b */") is None  # run by the server, skipped by sqlglot
+    assert split(b"DROP TABLE a; CREATE PACKAGE BODY pkg PROCEDURE p0() BEGIN END; FUNCTION f() RETURNS INT "
+                 b"RETURN 1; END") is None
+    # what the server itself cuts into three (the last an error): the same three
+    assert split(b"DROP TABLE a; CREATE PROCEDURE p() BEGIN START TRANSACTION; COMMIT; END; DROP TABLE y; END") == [
+        b"DROP TABLE a", b"CREATE PROCEDURE p() BEGIN START TRANSACTION; COMMIT; END", b"DROP TABLE y", b"END"]
     assert split(b"DROP TABLE a; LOAD DATA LOCAL INFILE 'f' INTO TABLE b") is None
 
 
@@ -75,6 +81,13 @@ def test_scripts_split_at_top_level_semicolons_only():
     b"CREATE PROCEDURE p() BEGIN SELECT t.end, t.begin FROM t; END",  # qualified columns so named
     b"CREATE DEFINER = CURRENT_USER() PROCEDURE p() BEGIN SELECT 1; END",
     b"CREATE EVENT e ON SCHEDULE EVERY 1 HOUR DO BEGIN DELETE FROM t; END;",
+    b"CREATE PROCEDURE p() BEGIN START TRANSACTION; COMMIT; END",  # START is sqlglot's BEGIN token
+    b"CREATE DEFINER=CURRENT_USER() FUNCTION f(a INT, b VARCHAR(5)) RETURNS DECIMAL(10,2) UNSIGNED CHARSET utf8mb4 "
+    b"COLLATE utf8mb4_bin DETERMINISTIC READS SQL DATA SQL SECURITY INVOKER COMMENT 'x' LANGUAGE SQL lbl: BEGIN "
+    b"DECLARE EXIT HANDLER FOR SQLSTATE '23000' BEGIN END; START TRANSACTION; RETURN 1; END lbl",
+    b"CREATE PROCEDURE p() BEGIN DECLARE CONTINUE HANDLER FOR NOT FOUND BEGIN SET @x = 1; END; "
+    b"l: LOOP LEAVE l; END LOOP l; END",
+    b"CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW FOLLOWS other BEGIN IF NEW.a THEN SET NEW.b = 1; END IF; END",
 ])
 def test_a_stored_program_with_a_compound_body_is_one_statement(body):
     from proxy.ddlscript import split_statements
@@ -93,6 +106,12 @@ def test_a_stored_program_with_a_compound_body_is_one_statement(body):
     # a backslash: where a string ends depends on the session's sql_mode (NO_BACKSLASH_ESCAPES)
     b"CREATE PROCEDURE p() BEGIN SELECT 'x\\'; END; DROP TABLE y; SELECT '",
     b"CREATE DEFINER=CURRENT_USER() PROCEDURE p() IF 1 THEN SELECT 1; END IF",
+    # begin as a name where a statement cannot start (each hid a DROP TABLE from an earlier reading)
+    b"CREATE PROCEDURE p() BEGIN SELECT 1 AS begin UNION SELECT 2; END; DROP TABLE y; END",
+    b"CREATE PROCEDURE p() BEGIN SELECT 1 FROM begin WHERE 1; END; DROP TABLE y; END",
+    b"CREATE PROCEDURE p() BEGIN INSERT INTO begin VALUES (1); END; DROP TABLE y; END",
+    # the server runs executable comments; the tokenizer skips them
+    b"CREATE PROCEDURE p() BEGIN SELECT 1 /*!; DROP TABLE y */; END",
 ])
 def test_compound_text_that_is_not_exactly_one_statement(query):
     from proxy.ddlscript import split_statements

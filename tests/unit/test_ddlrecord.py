@@ -44,6 +44,7 @@ def test_recorded(query, kind, tables):
     b"CREATE TABLE t (a INT # x\n)", b"CREATE TABLE t (a CHAR(1) DEFAULT ';'); DROP TABLE u",
     # under NO_BACKSLASH_ESCAPES this is three statements: a backslash makes ';' unreadable
     b"ALTER TABLE t COMMENT 'x\\'; DROP TABLE important; SELECT '",
+    b"/*!50000 DROP TABLE x; */ CREATE TABLE t (a INT)", b"CREATE TABLE t (a INT) /*!; DROP TABLE x */",
 ])
 def test_not_recorded(query):
     assert parse(query) is None
