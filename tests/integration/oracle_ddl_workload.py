@@ -12,6 +12,14 @@ exist at that step; a DDL step may follow DML left open in the session, which it
 draw against, so every DDL statement is one the server accepts; DML may still fail on purpose
 (duplicate keys, as in the DML oracle), which the server rolls back on its own.
 
+Foreign keys (``ForeignKey``): a child's ``id`` references a parent's indexed ``id``, made with
+the child or by ALTER TABLE ... ADD CONSTRAINT (foreign_key_checks off: the model knows no rows),
+taken off by DROP FOREIGN KEY. DML may break them (1451/1452, refused with the checks on) or run
+with the checks off; DROP/TRUNCATE of a referenced parent runs with the checks off (its children
+keep naming it, as the server leaves them) or on, where the step expects the server's 1451/1701
+(``Step.refused``) and the model drops only what MariaDB drops, in statement order. CONVERT TO
+CHARACTER SET utf8mb4 (a whole-table save of proxy.ddlsave) is drawn often on referenced parents.
+
 DDL is spelled in ASCII (``ascii_ddl``): the proxy records only ASCII DDL (proxy.ddlrecord),
 and non-ASCII members of ENUM and SET columns are written as hex literals in the column's
 character set, which the server shows in SHOW CREATE TABLE exactly as the quoted text.
