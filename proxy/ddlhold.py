@@ -468,12 +468,24 @@ class DdlHolder:
         names = [(db or current_db, name) for db, name in statement.tables]
         shown = {n: _show_create(session, *n) for n in dict.fromkeys(names)}
         candidates = [n for n in dict.fromkeys(names) if shown[n][0] == "base" and n[0] != HOLD_SCHEMA]
-        referenced = _referenced_from_outside(control, candidates)
-        checked = bool(referenced) and _checks_foreign_keys(session)
-        held = [n for n in candidates if not (checked and n in referenced)]  # (checked: the server refuses)
+        children = _children(control, candidates)
+        referenced = {n for n, kids in children.items() if kids - set(candidates)}
+        checked = bool(children) and _checks_foreign_keys(session)
+        held = []
+        for n in candidates:
+            # The checks on: the server drops the tables in order and refuses (1451) one that
+            # a table still there references, one listed later in the statement too.
+            if not (checked and children.get(n, set()) - set(held)):
+                held.append(n)
         rest = [n for n in names if n not in held]
         if not held:
             return self._drop_for_real(session, statement, rest, shown)
+        # A parent refused for a child listed after it is dropped for real before the hold takes
+        # that child out (after it, the server would find nothing referencing the parent). Else
+        # after the hold, as the statement's last word: its warnings are the ones SHOW WARNINGS
+        # reads (the hold's statements would clear them; here they do, a known difference).
+        first = any(children[n] & set(held) for n in candidates if n not in held)
+        refused = self._drop_for_real(session, statement, rest, shown) if first else None
         op = Op(ddlops.new_op_id(), "drop", statement.text, [], created_us=ddlops.now_us(),
                 repoint_children=any(n in referenced for n in held))
         for i, (db, name) in enumerate(held):
@@ -484,6 +496,8 @@ class DdlHolder:
         if op.state == "failed":
             log.warning("DROP TABLE not held (%s %s): running it as sent", renamed.errno, renamed.message)
             return None
+        if refused is not None:
+            return refused
         return self._drop_for_real(session, statement, rest, shown) if rest else renamed
 
     def _drop_for_real(self, session: SessionExecutor, statement: Statement, names: list[tuple[str, str]],
@@ -645,14 +659,23 @@ def _referenced_from_outside(control: PyMySQLExecutor, tables: list[tuple[str, s
     with foreign_key_checks off (a mysqldump script's DROP TABLE), their children's keys would
     follow them into the hold schema: the op points those back at the live name, where the
     server's own DROP leaves them (``Op.repoint_children``)."""
+    inside = set(tables)
+    return {n for n, kids in _children(control, tables).items() if kids - inside}
+
+
+def _children(control: PyMySQLExecutor, tables: list[tuple[str, str]]) -> dict[tuple[str, str], set[tuple[str, str]]]:
+    """For each of ``tables`` that other tables' foreign keys reference: those tables."""
     if not tables:
-        return set()
+        return {}
     wanted = " OR ".join(f"(REFERENCED_TABLE_SCHEMA = {sql_string(db)} AND REFERENCED_TABLE_NAME = {sql_string(t)})"
                          for db, t in tables)
     found = control.run("/* auroratrack ddl */ SELECT DISTINCT TABLE_SCHEMA, TABLE_NAME, REFERENCED_TABLE_SCHEMA, "
                         f"REFERENCED_TABLE_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE {wanted}")
-    inside = set(tables)
-    return {(r[2], r[3]) for r in found.rows if (r[0], r[1]) not in inside}
+    children: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    for child_db, child, db, name in found.rows:
+        if (child_db, child) != (db, name):
+            children.setdefault((db, name), set()).add((child_db, child))
+    return children
 
 
 __all__ = ["FIRST_BYTES", "DdlHolder", "Statement", "parse_statement", "quote"]

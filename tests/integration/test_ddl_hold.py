@@ -150,6 +150,33 @@ def test_referenced_parents_with_foreign_key_checks_off_answer_as_the_server_doe
                             "UNIQUE_CONSTRAINT_SCHEMA = %s AND CONSTRAINT_SCHEMA <> %s", (HOLD_SCHEMA, HOLD_SCHEMA))
 
 
+
+# With foreign_key_checks on, MariaDB drops the listed tables in order and refuses each one some
+# table still there references: a parent listed before its child is refused (1451) and kept,
+# though the child goes after it; listed after its child, it goes too.
+IN_ORDER_SETUP = [
+    "CREATE TABLE p (id INT PRIMARY KEY)",
+    "CREATE TABLE c (id INT PRIMARY KEY, pid INT, CONSTRAINT c_p FOREIGN KEY (pid) REFERENCES p (id))",
+    "CREATE TABLE q (id INT PRIMARY KEY)",
+    "CREATE TABLE d (id INT PRIMARY KEY, qid INT, CONSTRAINT d_q FOREIGN KEY (qid) REFERENCES q (id))",
+    "INSERT INTO p VALUES (1)", "INSERT INTO c VALUES (10, 1)",
+]
+IN_ORDER_SCENARIO = ["DROP TABLE p, c", "SHOW TABLES", "DROP TABLE d, q", "SHOW TABLES", "SELECT * FROM p"]
+
+
+def test_parent_dropped_before_its_child_in_one_statement_is_refused_as_the_server_does(mysql_server, make_proxy,
+                                                                                        twin):
+    """``DROP TABLE p, c`` with the checks on: the server keeps p (1451) and drops c; the proxy
+    counted only keys from tables outside the statement, and held both."""
+    server = mysql_server
+    service = make_proxy(hold_ddl=True)
+    direct = _answers(server.host, server.port, server.user, server.password, twin[0], IN_ORDER_SETUP,
+                      IN_ORDER_SCENARIO)
+    proxied = _answers("127.0.0.1", service.port, server.user, server.password, twin[1], IN_ORDER_SETUP,
+                       IN_ORDER_SCENARIO)
+    for (sql, want), (_, got) in zip(direct, proxied, strict=True):
+        assert got == want, f"{sql}: proxy {got!r} != server {want!r}"
+
 def test_held_table_constrains_nothing_and_loses_triggers(mysql_server, make_proxy, database):
     service = make_proxy(hold_ddl=True)
     with service_conn(service, mysql_server, database) as cur:

@@ -1,6 +1,6 @@
 """The correctness oracle with DDL: random sequences of CREATE / DROP / TRUNCATE / RENAME TABLE,
-ALTER TABLE ADD / DROP COLUMN and DML through the proxy, then backtracks to random points, and
-the schema and the data must equal the snapshot taken at the chosen point.
+ALTER TABLE ADD / DROP COLUMN, CONVERT TO CHARACTER SET, foreign keys and DML through the proxy,
+then backtracks to random points, and the schema and the data must equal the snapshot taken at the chosen point.
 
 One example (hypothesis draws it; see ``oracle_ddl_workload`` for the statements):
 
@@ -9,8 +9,13 @@ One example (hypothesis draws it; see ``oracle_ddl_workload`` for the statements
    session, each one DDL statement or one DML transaction, drawn against a model of the schema:
    tables with and without a primary key, columns from the DML oracle's full type list; ALTERs
    of 1-3 ADD/DROP COLUMN clauses (a dropped column often added back in the same statement),
-   DROP of one or two tables, RENAME chains and swaps, and sometimes DML left open in the
-   session for the DDL to commit. After
+   DROP of one or two tables, RENAME chains and swaps, CONVERT TO CHARACTER SET (a whole-table
+   save), and sometimes DML left open in the session for the DDL to commit. Foreign keys: children
+   made with ``CONSTRAINT fkN FOREIGN KEY (id) REFERENCES parent (id)`` (no cascades: their rows
+   never reach the binlog), ADD CONSTRAINT (checks off) / DROP FOREIGN KEY; DML and the DROP or
+   TRUNCATE of a referenced parent sometimes with ``SET foreign_key_checks = 0`` in the session
+   (the children's keys left dangling), and with the checks on the server's refusal (1451, 1701)
+   is expected and nothing changes. After
    every step: wait until capture has it, snapshot (SHOW CREATE TABLE of every table, exact, and
    every row as the server's bytes), note the moment: one point per step.
 3. Backtrack to a random point: schema and data must equal its snapshot. Then forward to a later
@@ -18,7 +23,7 @@ One example (hypothesis draws it; see ``oracle_ddl_workload`` for the statements
 4. A few more steps from there, then a backtrack to any point recorded so far (before, between
    or after the backtracks): undoing DDL is DDL history like any other.
 
-Not generated, on purpose: MODIFY/CHANGE, indexes, foreign keys, triggers, AUTO_INCREMENT.
+Not generated, on purpose: MODIFY/CHANGE, indexes, cascading foreign keys, triggers, AUTO_INCREMENT.
 (``oracle_ddl_workload.KEYLESS_DROP_COLUMN`` and ``KEYLESS_ADD_COMPUTED_COLUMN`` switch off the
 two keyless shapes that needed the whole-table save.)
 
@@ -179,7 +184,8 @@ def test_ddl_oracle(svc, mysql_server):
     # The workload must really run every kind of statement, and the backtracks really undo DDL:
     # a generator whose statements never reach the proxy's DDL paths would prove nothing.
     kinds = {"create", "drop", "truncate", "rename", "add_column", "drop_column", "alter", "dml",
-             "DML then DDL, uncommitted"}
+             "DML then DDL, uncommitted", "convert", "add_foreign_key", "drop_foreign_key",
+             "dml, foreign_key_checks = 0", "drop, foreign_key_checks = 0"}
     assert kinds <= set(tally.statements), tally
     assert tally.ddl_undone >= BUDGET.examples and tally.dml_rows > 5 * BUDGET.examples, tally
 
