@@ -82,6 +82,12 @@ def test_a_dry_run_needs_no_confirmation_and_yes_goes_ahead(svc, mysql_server, d
     assert len(fingerprint(mysql_server, database)["t"]) == 3  # the refusal above was no accident of setup
 
 
+def local_clock(local: dt.datetime, utc: dt.datetime, clock: str) -> str:
+    """The local side of both clocks: its date too when it is another day than UTC's (between
+    00:00 and 05:00 UTC in New York, say)."""
+    return local.strftime(clock if local.date() == utc.astimezone(dt.UTC).date() else f"%Y-%m-%d {clock}")
+
+
 def test_a_local_time_in_another_zone_than_serve_targets_the_instant_meant(svc, mysql_server, database, deleted):
     assert time.tzname[0] != "EST"  # serve (this process) and the CLI (New York) are on different clocks
     local = deleted.astimezone(ZoneInfo(NEW_YORK))
@@ -102,7 +108,8 @@ def test_a_local_time_in_another_zone_than_serve_targets_the_instant_meant(svc, 
     assert [txn["operations"] for txn in json.loads(since.stdout)] == [["delete"]]  # the same instant, for changes
     table = run_cli("backtrack", "--to", local.strftime("%H:%M:%S"), "--dry-run", "--data-dir", data_dir, tz=NEW_YORK)
     utc_text = deleted.strftime("%Y-%m-%d %H:%M:%S") + "Z"
-    assert f"{utc_text} ({local.strftime('%H:%M:%S')} {local.tzname()}, local)" in table.stdout, table.stdout
+    assert f"{utc_text} ({local_clock(local, deleted, '%H:%M:%S')} {local.tzname()}, local)" in table.stdout, \
+        table.stdout
 
 
 def test_the_service_never_guesses_a_zone(svc):
@@ -158,7 +165,8 @@ def test_at_a_terminal_the_prompt_shows_both_clocks_and_no_means_nothing(svc, my
     code, err = run_at_terminal("backtrack", "--to", local.strftime("%Y-%m-%d %H:%M:%S.%f"), "--data-dir", data_dir,
                                 answer="n\n")
     assert code == 1 and "Nothing was done" in err, err
-    assert f"{deleted.strftime('%Y-%m-%d %H:%M:%S.%f')}Z ({local.strftime('%H:%M:%S.%f')} EST, local)" in err, err
+    assert f"{deleted.strftime('%Y-%m-%d %H:%M:%S.%f')}Z ({local_clock(local, deleted, '%H:%M:%S.%f')} EST, local)" \
+        in err, err
     assert "your local time" in err and "Proceed?" in err
     assert fingerprint(mysql_server, database) == {"t": []}
     assert_nothing_started(svc)
