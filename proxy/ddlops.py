@@ -43,6 +43,7 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -130,6 +131,27 @@ def note_gtid(ex: Executor, op: Op, prior: str | None) -> None:
         op.change["gtid"] = gtid
         op.gtids.append(gtid)
         _op_gtids.add(gtid)
+
+
+def run_recorded(session: Executor, journal: Journal, op: Op, statement: str, read_after: Callable[[], object],
+                 unreadable: tuple[type[Exception], ...] = ()) -> Result:
+    """Run the client's ``statement`` on its own session as recorded op ``op``: journalled first,
+    tagged, known by its GTID too. When it ran, ``change["after"]`` is what ``read_after``
+    reads and the op is done (one of ``unreadable`` raised: failed, a conflict at backtrack);
+    when the server refused it, failed. Returns the server's answer."""
+    journal.save(op)
+    prior = last_gtid(session)
+    result = session.run(tag(op.op_id) + statement)
+    op.state = "failed"
+    if result.ok:
+        try:
+            op.change["after"] = read_after()
+            op.state = "done"
+        except unreadable:
+            pass
+        note_gtid(session, op, prior)
+    journal.save(op)
+    return result
 
 
 def ops_by_gtid(journal: Journal) -> dict[str, str]:

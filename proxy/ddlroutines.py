@@ -186,19 +186,9 @@ def record(session: Executor, journal: Journal, statement: str, names: list[tupl
         return session.run(statement)
     op = Op(ddlops.new_op_id(), "routine", statement, [], created_us=ddlops.now_us(),
             change={"object": obj, "tables": [list(n) for n in names], "before": before})
-    journal.save(op)
-    prior = ddlops.last_gtid(session)
-    result = session.run(tag(op.op_id) + statement)
-    op.state = "failed"
-    if result.ok:
-        try:
-            op.change["after"] = [_faithful(show(session, obj, *n)) for n in names]
-            op.state = "done"
-        except Unreadable:  # (made with a DEFINER the session cannot read: a conflict at backtrack)
-            pass
-        ddlops.note_gtid(session, op, prior)
-    journal.save(op)
-    return result
+    # (made with a DEFINER the session cannot read: Unreadable, the op failed, a conflict at backtrack)
+    return ddlops.run_recorded(session, journal, op, statement,
+                               lambda: [_faithful(show(session, obj, *n)) for n in names], (Unreadable,))
 
 
 def _faithful(definition: dict | None) -> dict | None:

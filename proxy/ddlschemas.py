@@ -93,20 +93,14 @@ def record(session: Executor, control: Executor, journal: Journal, statement: st
         return session.run(statement)
     op = Op(ddlops.new_op_id(), "schema", statement, [], created_us=ddlops.now_us(),
             change={"tables": [[db, ""]], "before": before})
-    journal.save(op)
-    prior = ddlops.last_gtid(session)
-    result = session.run(tag(op.op_id) + statement)
-    if result.ok:
-        try:
-            op.change["after"] = show(control, db)
-        except ddlops.DdlError:  # (only --dry-run's description reads it)
-            op.change["after"] = None
-        ddlops.note_gtid(session, op, prior)
-        op.state = "done"
-    else:
-        op.state = "failed"
-    journal.save(op)
-    return result
+    return ddlops.run_recorded(session, journal, op, statement, lambda: _shown_after(control, db))
+
+
+def _shown_after(control: Executor, db: str) -> dict | None:
+    try:
+        return show(control, db)
+    except ddlops.DdlError:  # (only --dry-run's description reads it)
+        return None
 
 
 def settle(ex: Executor, op: Op) -> bool:

@@ -38,17 +38,7 @@ def record(session: Executor, journal: Journal, statement: str, names: list[tupl
     """Run the client's view statement (several views: DROP VIEW) as a recorded op."""
     op = Op(ddlops.new_op_id(), "view", statement, [], created_us=ddlops.now_us(),
             change={"tables": [list(n) for n in names], "before": [show(session, *n) for n in names]})
-    journal.save(op)
-    prior = ddlops.last_gtid(session)
-    result = session.run(tag(op.op_id) + statement)
-    if result.ok:
-        op.change["after"] = [show(session, *n) for n in names]
-        ddlops.note_gtid(session, op, prior)
-        op.state = "done"
-    else:
-        op.state = "failed"
-    journal.save(op)
-    return result
+    return ddlops.run_recorded(session, journal, op, statement, lambda: [show(session, *n) for n in names])
 
 
 def happened(ex: Executor, op: Op) -> bool:

@@ -61,6 +61,20 @@ def moment(svc, server) -> str:
     return at
 
 
+def there_and_back(svc, server, database, before_at, before, after_at, after) -> list:
+    """Back to ``before_at`` (equal to ``before``, through DDL steps), then forward to
+    ``after_at`` (equal to ``after``); returns both records."""
+    record = backtrack(svc, before_at)
+    assert record.status == "completed", (record.error, record.conflicts)
+    assert_same(schema_snapshot(server, database), before)
+    assert any(s["name"].startswith("ddl_undo_op_") for s in record.steps), record.steps
+    wait_captured(svc, server)
+    forward = backtrack(svc, after_at)
+    assert forward.status == "completed", (forward.error, forward.conflicts)
+    assert_same(schema_snapshot(server, database), after)
+    return [record, forward]
+
+
 SEED = [
     "CREATE TABLE parent (id INT PRIMARY KEY, name VARCHAR(20))",
     "CREATE TABLE kind (id INT PRIMARY KEY)",
@@ -115,15 +129,7 @@ def test_truncate_undone_then_redone(svc, mysql_server, database):
     after = schema_snapshot(mysql_server, database)
     assert after["rows"]["item"] == [] and "AUTO_INCREMENT=" not in after["create item"]
     assert after["trigger item_bi"] == before["trigger item_bi"]  # TRUNCATE keeps the triggers
-
-    record = backtrack(svc, before_at)
-    assert record.status == "completed", (record.error, record.conflicts)
-    assert_same(schema_snapshot(mysql_server, database), before)
-    wait_captured(svc, mysql_server)
-
-    record = backtrack(svc, after_at)
-    assert record.status == "completed", (record.error, record.conflicts)
-    assert_same(schema_snapshot(mysql_server, database), after)
+    there_and_back(svc, mysql_server, database, before_at, before, after_at, after)
 
 
 def test_ddl_the_proxy_did_not_hold_is_still_a_conflict(svc, mysql_server, database):
@@ -271,13 +277,7 @@ def test_a_dump_loaded_into_the_wrong_database_is_undone(svc, mysql_server, data
     assert loaded.returncode == 0, loaded.stderr
     after_at, after = moment(svc, mysql_server), schema_snapshot(mysql_server, database)
     assert after["rows"]["parent"] == [("31", "6F74686572"), ("39", "6E696E65")]  # the dump's rows
-    record = backtrack(svc, before_at)
-    assert record.status == "completed", (record.error, record.conflicts)
-    assert_same(schema_snapshot(mysql_server, database), before)
-    wait_captured(svc, mysql_server)
-    record = backtrack(svc, after_at)
-    assert record.status == "completed", (record.error, record.conflicts)
-    assert_same(schema_snapshot(mysql_server, database), after)
+    there_and_back(svc, mysql_server, database, before_at, before, after_at, after)
 
 
 def test_drops_of_nothing_are_no_conflict(svc, mysql_server, database):

@@ -9,19 +9,7 @@ from proxy import ddlrecord
 from proxy.ddllink import PyMySQLExecutor
 from proxy.ddlops import HOLD_SCHEMA, Journal, Op
 from tests.integration.backtrack_support import backtrack, connect_via, wait_captured
-from tests.integration.test_ddl_backtrack import assert_same, execute, moment, schema_snapshot
-
-
-def there_and_back(svc, server, database, before_at, before, after_at, after) -> list:
-    record = backtrack(svc, before_at)
-    assert record.status == "completed", (record.error, record.conflicts)
-    assert_same(schema_snapshot(server, database), before)
-    assert any(s["name"].startswith("ddl_undo_op_") for s in record.steps), record.steps
-    wait_captured(svc, server)
-    forward = backtrack(svc, after_at)
-    assert forward.status == "completed", (forward.error, forward.conflicts)
-    assert_same(schema_snapshot(server, database), after)
-    return [record, forward]
+from tests.integration.test_ddl_backtrack import assert_same, execute, moment, schema_snapshot, there_and_back
 
 
 def test_rename_table_undone_then_redone(svc, mysql_server, database):

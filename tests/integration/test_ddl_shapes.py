@@ -20,8 +20,7 @@ from proxy.ddllink import PyMySQLExecutor
 from proxy.ddlops import HOLD_SCHEMA, Journal, Op, ensure_hold_schema
 from proxy.ddlsave import save_whole
 from tests.integration.backtrack_support import backtrack, connect_via
-from tests.integration.test_ddl_backtrack import execute, moment, schema_snapshot
-from tests.integration.test_ddl_record import there_and_back
+from tests.integration.test_ddl_backtrack import execute, moment, schema_snapshot, there_and_back
 
 
 def run_story(svc, server, database, setup: list[str], after_point: list[str]) -> tuple[dict, dict, list]:
