@@ -207,6 +207,20 @@ def assert_backtrack_restores(svc: BackgroundService, server, database: str, mom
     wait_captured(svc, server)
 
 
+def back_and_forth(svc: BackgroundService, server, database: str, setup: list[str], change: list[str],
+                   again: bool = False) -> None:
+    """``setup``, the point, ``change``, the point after it; back to the first, forward to the
+    second (``again``: back to the first once more), each equal to its snapshot."""
+    write(svc, server, database, *setup)
+    before_at, before = point_after_capture(svc, server, database)
+    write(svc, server, database, *change)
+    after_at, after = point_after_capture(svc, server, database)
+    assert_backtrack_restores(svc, server, database, before_at, before)
+    assert_backtrack_restores(svc, server, database, after_at, after)
+    if again:
+        assert_backtrack_restores(svc, server, database, before_at, before)
+
+
 AUTO_UPDATED = "TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6)"
 
 
@@ -214,25 +228,24 @@ def test_restored_column_keeps_the_on_update_timestamp_of_its_row(svc, mysql_ser
     """The undo of a DROP COLUMN adds the column back and writes its saved values over the rows
     with the same key (ddlrecord._restore, an UPDATE): a TIMESTAMP ... ON UPDATE CURRENT_TIMESTAMP
     column of the table took the time of that UPDATE. It is now assigned to itself there."""
-    write(svc, mysql_server, database, f"CREATE TABLE t (id INT NOT NULL, x INT, tsu {AUTO_UPDATED}, PRIMARY KEY (id))",
-          "INSERT INTO t VALUES (1, 1, '2010-10-10 10:10:10.101010'), (2, NULL, DEFAULT)")
-    before_at, before = point_after_capture(svc, mysql_server, database)
-    write(svc, mysql_server, database, "ALTER TABLE t DROP COLUMN x")
-    after_at, after = point_after_capture(svc, mysql_server, database)
-    assert_backtrack_restores(svc, mysql_server, database, before_at, before)
-    assert_backtrack_restores(svc, mysql_server, database, after_at, after)
+    back_and_forth(svc, mysql_server, database, [
+        f"CREATE TABLE t (id INT NOT NULL, x INT, tsu {AUTO_UPDATED}, PRIMARY KEY (id))",
+        "INSERT INTO t VALUES (1, 1, '2010-10-10 10:10:10.101010'), (2, NULL, DEFAULT)",
+    ], [
+        "ALTER TABLE t DROP COLUMN x",
+    ])
 
 
 def test_keyless_add_column_of_current_timestamp_then_back_and_forward(svc, mysql_server, database):
     """The undo of an ADD COLUMN of a table without a primary key could not save the values it
     drops (saved by key), so the forward backtrack's ADD COLUMN filled DEFAULT CURRENT_TIMESTAMP
     with the time of the forward. Fixed by the whole-table save of the undo (proxy.ddlsave)."""
-    write(svc, mysql_server, database, "CREATE TABLE t (id INT NOT NULL, x INT)", "INSERT INTO t VALUES (1, 1), (2, 2)")
-    before_at, before = point_after_capture(svc, mysql_server, database)
-    write(svc, mysql_server, database, f"ALTER TABLE t ADD COLUMN tsu {AUTO_UPDATED}")
-    after_at, after = point_after_capture(svc, mysql_server, database)
-    assert_backtrack_restores(svc, mysql_server, database, before_at, before)
-    assert_backtrack_restores(svc, mysql_server, database, after_at, after)
+    back_and_forth(svc, mysql_server, database, [
+        "CREATE TABLE t (id INT NOT NULL, x INT)",
+        "INSERT INTO t VALUES (1, 1), (2, 2)",
+    ], [
+        f"ALTER TABLE t ADD COLUMN tsu {AUTO_UPDATED}",
+    ])
 
 
 def test_column_dropped_and_added_again_elsewhere_goes_back_to_its_place_with_its_values(svc, mysql_server,
@@ -240,40 +253,36 @@ def test_column_dropped_and_added_again_elsewhere_goes_back_to_its_place_with_it
     """``DROP COLUMN x, ADD COLUMN x ... FIRST``: the inverse ALTER (ddlrecord.inverse_alter) told
     columns apart by name and definition only, found nothing to do, and the undo stopped there:
     x stayed first and its saved values were never written back. Moved columns are now placed."""
-    write(svc, mysql_server, database, "CREATE TABLE t (id INT NOT NULL, a INT, x INT, b INT, PRIMARY KEY (id))",
-          "INSERT INTO t VALUES (1, 1, 10, 100), (2, 2, 20, 200)")
-    before_at, before = point_after_capture(svc, mysql_server, database)
-    write(svc, mysql_server, database, "ALTER TABLE t DROP COLUMN x, ADD COLUMN x INT FIRST")
-    after_at, after = point_after_capture(svc, mysql_server, database)
-    assert_backtrack_restores(svc, mysql_server, database, before_at, before)
-    assert_backtrack_restores(svc, mysql_server, database, after_at, after)
+    back_and_forth(svc, mysql_server, database, [
+        "CREATE TABLE t (id INT NOT NULL, a INT, x INT, b INT, PRIMARY KEY (id))",
+        "INSERT INTO t VALUES (1, 1, 10, 100), (2, 2, 20, 200)",
+    ], [
+        "ALTER TABLE t DROP COLUMN x, ADD COLUMN x INT FIRST",
+    ])
 
 
 def test_column_dropped_and_added_again_in_place_gets_its_values_back(svc, mysql_server, database):
     """The same in place: SHOW CREATE TABLE is the same before and after, so there is no ALTER to
     undo, but the values the DROP lost are still written back (and a forward undoes that)."""
-    write(svc, mysql_server, database, "CREATE TABLE t (id INT NOT NULL, a INT, x INT, b INT, PRIMARY KEY (id))",
-          "INSERT INTO t VALUES (1, 1, 10, 100), (2, 2, 20, 200)")
-    before_at, before = point_after_capture(svc, mysql_server, database)
-    write(svc, mysql_server, database, "ALTER TABLE t DROP COLUMN x, ADD COLUMN x INT AFTER a",
-          "UPDATE t SET x = 5 WHERE id = 1")
-    after_at, after = point_after_capture(svc, mysql_server, database)
-    assert_backtrack_restores(svc, mysql_server, database, before_at, before)
-    assert_backtrack_restores(svc, mysql_server, database, after_at, after)
-    assert_backtrack_restores(svc, mysql_server, database, before_at, before)
+    back_and_forth(svc, mysql_server, database, [
+        "CREATE TABLE t (id INT NOT NULL, a INT, x INT, b INT, PRIMARY KEY (id))",
+        "INSERT INTO t VALUES (1, 1, 10, 100), (2, 2, 20, 200)",
+    ], [
+        "ALTER TABLE t DROP COLUMN x, ADD COLUMN x INT AFTER a",
+        "UPDATE t SET x = 5 WHERE id = 1",
+    ], again=True)
 
 
 def test_column_moved_by_modify_goes_back_to_its_place(svc, mysql_server, database):
     """The same cause without a DROP: ``MODIFY COLUMN b INT FIRST`` moved b, and the undo left it
     first."""
-    write(svc, mysql_server, database, "CREATE TABLE t (id INT NOT NULL, a INT, b INT, PRIMARY KEY (id))",
-          "INSERT INTO t VALUES (1, 1, 100), (2, 2, 200)")
-    before_at, before = point_after_capture(svc, mysql_server, database)
-    write(svc, mysql_server, database, "ALTER TABLE t MODIFY COLUMN b INT FIRST, ADD COLUMN c INT AFTER id",
-          "UPDATE t SET c = 5 WHERE id = 1")
-    after_at, after = point_after_capture(svc, mysql_server, database)
-    assert_backtrack_restores(svc, mysql_server, database, before_at, before)
-    assert_backtrack_restores(svc, mysql_server, database, after_at, after)
+    back_and_forth(svc, mysql_server, database, [
+        "CREATE TABLE t (id INT NOT NULL, a INT, b INT, PRIMARY KEY (id))",
+        "INSERT INTO t VALUES (1, 1, 100), (2, 2, 200)",
+    ], [
+        "ALTER TABLE t MODIFY COLUMN b INT FIRST, ADD COLUMN c INT AFTER id",
+        "UPDATE t SET c = 5 WHERE id = 1",
+    ])
 
 
 def test_update_back_in_place_keeps_an_on_update_timestamp_that_did_not_change(svc, mysql_server, database):
@@ -281,10 +290,9 @@ def test_update_back_in_place_keeps_an_on_update_timestamp_that_did_not_change(s
     its own value (as the restore of a dropped column now does) leaves that column alone; the
     checked apply's UPDATE ... JOIN set only the columns that changed, and the server stamped the
     column with the backtrack's time. Such columns are now assigned to themselves there."""
-    write(svc, mysql_server, database, f"CREATE TABLE t (id INT NOT NULL, x INT, tsu {AUTO_UPDATED}, PRIMARY KEY (id))",
-          "INSERT INTO t VALUES (1, 1, '2010-10-10 10:10:10.101010'), (2, 2, '2011-10-10 10:10:10')")
-    before_at, before = point_after_capture(svc, mysql_server, database)
-    write(svc, mysql_server, database, "UPDATE t SET x = x + 5, tsu = tsu")
-    after_at, after = point_after_capture(svc, mysql_server, database)
-    assert_backtrack_restores(svc, mysql_server, database, before_at, before)
-    assert_backtrack_restores(svc, mysql_server, database, after_at, after)
+    back_and_forth(svc, mysql_server, database, [
+        f"CREATE TABLE t (id INT NOT NULL, x INT, tsu {AUTO_UPDATED}, PRIMARY KEY (id))",
+        "INSERT INTO t VALUES (1, 1, '2010-10-10 10:10:10.101010'), (2, 2, '2011-10-10 10:10:10')",
+    ], [
+        "UPDATE t SET x = x + 5, tsu = tsu",
+    ])
